@@ -83,3 +83,17 @@ export async function dropDatabase(url: string, adminUrl = withDatabase(url, 'po
     await client.end().catch(() => {});
   }
 }
+
+/** DROP (if it exists) and CREATE a database with exactly this name; returns its URL. */
+export async function recreateDatabase(adminUrl: string, name: string): Promise<string> {
+  const url = withDatabase(adminUrl, name);
+  await dropDatabase(url, adminUrl);
+  const client = new pg.Client({ connectionString: adminUrl });
+  try {
+    await client.connect();
+    await client.query(`CREATE DATABASE ${client.escapeIdentifier(name)}`);
+  } finally {
+    await client.end().catch(() => {});
+  }
+  return url;
+}

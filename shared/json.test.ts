@@ -1,0 +1,31 @@
+import { describe, expect, it } from 'vitest';
+import { assertJsonSafe, UnserializableResultError } from './json.ts';
+
+describe('step results must survive JSON unchanged', () => {
+  it('accepts plain data', () => {
+    expect(() => assertJsonSafe({ id: 'ch_1', amounts: [1, 2.5], ok: true, note: null }, 'step x')).not.toThrow();
+  });
+
+  it.each([
+    ['undefined', undefined, '$ is undefined'],
+    ['a BigInt', { n: 10n }, '$.n is a BigInt'],
+    ['a function', { f: () => 1 }, '$.f is a function'],
+    ['a Date', { at: new Date(0) }, '$.at is a Date'],
+    ['NaN', [NaN], '$[0] is NaN'],
+    ['an undefined property', { a: undefined }, '$.a is undefined'],
+  ])('refuses %s, naming where it is', (_label, value, problem) => {
+    expect(() => assertJsonSafe(value, 'workflow order-1, step charge_card')).toThrow(UnserializableResultError);
+    expect(() => assertJsonSafe(value, 'workflow order-1, step charge_card')).toThrow(problem);
+  });
+
+  it('refuses a cycle', () => {
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    expect(() => assertJsonSafe(cyclic, 'workflow w, step s')).toThrow(/workflow w, step s .*cycle/);
+  });
+
+  it('accepts the same object twice (a shared reference is not a cycle)', () => {
+    const shared = { a: 1 };
+    expect(() => assertJsonSafe([shared, shared], 'step x')).not.toThrow();
+  });
+});

@@ -1,0 +1,68 @@
+/**
+ * Step results are written to a log as JSON and handed back on replay. A value
+ * JSON cannot carry faithfully would come back *different* — `undefined`
+ * vanishes, a `Date` becomes a string, a `Map` becomes `{}` — and the replayed
+ * workflow would quietly take another path than the original. So we refuse
+ * such values before anything is recorded, and say where they came from.
+ */
+import { CourseError } from './errors.ts';
+
+/** A step returned something JSON cannot carry faithfully; nothing was recorded. */
+export class UnserializableResultError extends CourseError {}
+
+/**
+ * Throw {@link UnserializableResultError} unless `value` survives
+ * `JSON.parse(JSON.stringify(value))` unchanged. `where` names the workflow
+ * and step, e.g. `workflow order-1, step charge_card`.
+ */
+export function assertJsonSafe(value: unknown, where: string): void {
+  const problem = findProblem(value, '$', new Set());
+  if (problem) {
+    throw new UnserializableResultError(
+      `${where} returned a value JSON cannot record faithfully: ${problem}. Nothing was recorded.`,
+      'Return plain data — strings, finite numbers, booleans, null, arrays and plain objects (a Date as an ISO string, a BigInt as a string).',
+    );
+  }
+}
+
+function findProblem(value: unknown, path: string, seen: Set<object>): string | undefined {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return undefined;
+    case 'number':
+      return Number.isFinite(value) ? undefined : `${path} is ${value}`;
+    case 'undefined':
+      return `${path} is undefined`;
+    case 'bigint':
+      return `${path} is a BigInt`;
+    case 'function':
+      return `${path} is a function`;
+    case 'symbol':
+      return `${path} is a symbol`;
+  }
+  if (value === null) return undefined;
+  const object = value as object;
+  if (seen.has(object)) return `${path} refers back to itself (a cycle)`;
+  seen.add(object);
+  try {
+    if (Array.isArray(object)) {
+      for (let i = 0; i < object.length; i++) {
+        const problem = findProblem(object[i], `${path}[${i}]`, seen);
+        if (problem) return problem;
+      }
+      return undefined;
+    }
+    const proto = Object.getPrototypeOf(object);
+    if (proto !== Object.prototype && proto !== null) {
+      return `${path} is a ${object.constructor?.name ?? 'class instance'}, not a plain object`;
+    }
+    for (const [key, inner] of Object.entries(object)) {
+      const problem = findProblem(inner, `${path}.${key}`, seen);
+      if (problem) return problem;
+    }
+    return undefined;
+  } finally {
+    seen.delete(object);
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Terminal narration for demos and for the engines' own "watch me work" lines.
+ *
+ * Colour only on a terminal (or with FORCE_COLOR=1); NO_COLOR turns it off.
+ * Engines print through {@link trace} so a demo shows, step by step, what ran
+ * for real and what was replayed from the log.
+ */
+import type { Ledger, OrderEffects } from './world/ledger.ts';
+
+function colourOn(): boolean {
+  const force = process.env.FORCE_COLOR;
+  if (force !== undefined && force !== '') return force !== '0';
+  return !process.env.NO_COLOR && Boolean(process.stdout.isTTY);
+}
+
+const code = (open: number, close: number) => (text: string) => (colourOn() ? `\x1b[${open}m${text}\x1b[${close}m` : text);
+
+export const paint = {
+  bold: code(1, 22),
+  dim: code(2, 22),
+  red: code(31, 39),
+  green: code(32, 39),
+  yellow: code(33, 39),
+  blue: code(34, 39),
+  magenta: code(35, 39),
+  cyan: code(36, 39),
+};
+
+/** Lines an engine prints while it works (the demo shows them live). */
+export const trace = {
+  /** The step's code ran: a real effect happened. */
+  ran(step: string, result: unknown): void {
+    console.log(`  ${paint.green('▶ ran     ')} ${paint.bold(step.padEnd(18))} → ${short(result)}`);
+  },
+  /** The step's result came from the log: nothing happened in the world. */
+  replayed(step: string, result: unknown): void {
+    console.log(`  ${paint.cyan('↺ replayed')} ${paint.bold(step.padEnd(18))} → ${short(result)} ${paint.dim('(from the log)')}`);
+  },
+  failed(step: string, error: Error): void {
+    console.log(`  ${paint.red('✗ failed  ')} ${paint.bold(step.padEnd(18))} ${paint.dim(error.message)}`);
+  },
+  info(text: string): void {
+    console.log(`  ${paint.dim(text)}`);
+  },
+};
+
+/** Narration for the demo scripts (the parent process). */
+export const say = {
+  title(text: string): void {
+    console.log(`\n${paint.bold(paint.magenta(`━━ ${text} `.padEnd(72, '━')))}`);
+  },
+  line(text = ''): void {
+    console.log(text);
+  },
+  explain(text: string): void {
+    console.log(paint.dim(text));
+  },
+  process(attempt: number, what: string): void {
+    console.log(`\n${paint.blue(`┌ process #${attempt}`)} ${paint.dim(what)}`);
+  },
+  crash(where: string): void {
+    console.log(`${paint.red(`└ 💥 killed with SIGKILL at crash point ${paint.bold(where)}`)} ${paint.dim('(no cleanup ran, nothing was flushed)')}`);
+  },
+  exited(code: number | null): void {
+    console.log(code === 0 ? paint.green('└ ✓ exited normally') : paint.red(`└ exited with code ${code}`));
+  },
+  verdict(ok: boolean, text: string): void {
+    console.log(`\n${ok ? paint.green(`✓ ${text}`) : paint.red(`✗ ${text}`)}`);
+  },
+};
+
+/** The ledger as a small table: one row per order, red where an effect is not exactly once. */
+export function ledgerTable(ledger: Ledger, orderIds: string[]): string {
+  const cell = (n: number) => (n === 1 ? paint.green(String(n)) : paint.red(String(n)));
+  const rows = orderIds.map((id) => {
+    const e: OrderEffects = ledger.byOrder(id);
+    return `  ${id.padEnd(14)} ${cell(e.charges)}${' '.repeat(9)}${cell(e.stockDecrements)}${' '.repeat(16)}${cell(e.emails)}`;
+  });
+  return [paint.dim(`  ${'order'.padEnd(14)} charges   stock decrements   emails`), ...rows].join('\n');
+}
+
+function short(value: unknown): string {
+  const text = value === undefined ? 'undefined' : JSON.stringify(value);
+  return text.length > 60 ? `${text.slice(0, 57)}…` : text;
+}

@@ -1,0 +1,221 @@
+/**
+ * The course's crash scenarios, each runnable against any chapter's engine.
+ *
+ * A scenario builds a fresh world (its own database, its own payment and mail
+ * server), runs the chapter's `main.ts` in real child processes, kills them
+ * where the scenario says, restarts them, and then reads the ledger: was every
+ * order charged once, its stock decremented once, one email sent?
+ *
+ * Chapter tests use these ("fixes" here, "still broken" there), and
+ * `npm run matrix` runs all of them against all chapters.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { createDatabase, dropDatabase } from './db/databases.ts';
+import { projectRoot } from './db/server.ts';
+import { runUntilDone, startChild, type Attempt, type Fault, type RunResult } from './crash/runner.ts';
+import { startWorld, type World } from './world/world.ts';
+import type { Ledger } from './world/ledger.ts';
+
+export type Verdict =
+  | 'exactly-once'
+  | 'charged-twice'
+  | 'stock-twice'
+  | 'emailed-twice'
+  | 'lost'
+  | 'torn'
+  | 'not-applicable';
+
+export const VERDICT_LABEL: Record<Verdict, string> = {
+  'exactly-once': '✓ exactly once',
+  'charged-twice': '✗ charged twice',
+  'stock-twice': '✗ stock twice',
+  'emailed-twice': '✗ emailed twice',
+  lost: '✗ lost',
+  torn: '✗ torn',
+  'not-applicable': '–',
+};
+
+export interface Outcome {
+  scenario: string;
+  chapter: string;
+  verdict: Verdict;
+  /** One sentence: what happened. */
+  detail: string;
+  ledger?: Ledger;
+  runs: RunResult[];
+}
+
+export interface Chapter {
+  number: number;
+  /** Folder name, e.g. `03-postgres-log`. */
+  slug: string;
+  dir: string;
+  main: string;
+}
+
+/** Every chapter folder, in order. */
+export function listChapters(): Chapter[] {
+  const root = path.join(projectRoot, 'chapters');
+  return fs
+    .readdirSync(root)
+    .filter((name) => /^\d\d-/.test(name) && fs.existsSync(path.join(root, name, 'main.ts')))
+    .sort()
+    .map((slug) => ({ number: Number(slug.slice(0, 2)), slug, dir: path.join(root, slug), main: `chapters/${slug}/main.ts` }));
+}
+
+export function findChapter(which: string | number): Chapter {
+  const n = typeof which === 'number' ? which : /^\d+$/.test(which) ? Number(which) : NaN;
+  const chapter = listChapters().find((c) => c.slug === which || c.number === n);
+  if (!chapter) throw new Error(`no chapter "${which}" (there are: ${listChapters().map((c) => c.number).join(', ')})`);
+  return chapter;
+}
+
+export interface Scenario {
+  id: string;
+  /** How the matrix row reads. */
+  title: string;
+  run(chapter: Chapter, world: World): Promise<Omit<Outcome, 'scenario' | 'chapter'>>;
+}
+
+/** Start orders, kill attempt i at faults[i], restart with the same command until done. */
+async function crashAndRestart(chapter: Chapter, world: World, orders: string[], faults: Fault[]) {
+  const run = await runUntilDone({ script: chapter.main, args: ['start', ...orders], env: world.env, faults, timeoutMs: 30_000 });
+  return run;
+}
+
+/** The crash point never fired: the engine has no such place (e.g. no log to write yet). */
+function neverReached(run: RunResult, fault: string): boolean {
+  return !run.attempts.some((a: Attempt) => a.crashedAt?.startsWith(fault));
+}
+
+/** Judge the world after a run: the first thing that is not exactly once, or ✓. */
+export function judge(ledger: Ledger, orders: string[], runs: RunResult[]): { verdict: Verdict; detail: string } {
+  const last = runs[runs.length - 1];
+  if (last?.error && /corrupt|torn|unexpected end|json/i.test(last.error)) {
+    return { verdict: 'torn', detail: `the log could not be read: ${firstLine(last.error)}` };
+  }
+  for (const id of orders) {
+    const e = ledger.byOrder(id);
+    if (e.charges > 1) return { verdict: 'charged-twice', detail: `${id} was charged ${e.charges} times` };
+  }
+  for (const id of orders) {
+    const e = ledger.byOrder(id);
+    if (e.stockDecrements > 1) return { verdict: 'stock-twice', detail: `${id}'s stock was decremented ${e.stockDecrements} times` };
+  }
+  for (const id of orders) {
+    const e = ledger.byOrder(id);
+    if (e.emails > 1) return { verdict: 'emailed-twice', detail: `${id} got ${e.emails} emails` };
+  }
+  for (const id of orders) {
+    const e = ledger.byOrder(id);
+    if (e.charges === 0 || e.stockDecrements === 0 || e.emails === 0) {
+      return { verdict: 'lost', detail: `${id} never finished (charges ${e.charges}, stock ${e.stockDecrements}, emails ${e.emails})` };
+    }
+  }
+  if (runs.some((r) => !r.finished)) {
+    return { verdict: 'lost', detail: `a process did not finish: ${firstLine(runs.find((r) => !r.finished)?.error ?? '')}` };
+  }
+  return { verdict: 'exactly-once', detail: `${orders.length === 1 ? 'the order' : `all ${orders.length} orders`}: one charge, one stock decrement, one email` };
+}
+
+function firstLine(text: string): string {
+  return text.split('\n').find((l) => l.trim() && !l.startsWith('[crash-point]'))?.trim() ?? text.trim();
+}
+
+/** A scenario that arms one crash point in the first process, then restarts. */
+function crashAt(id: string, title: string, point: string): Scenario {
+  return {
+    id,
+    title,
+    async run(chapter, world) {
+      const orders = ['order-1'];
+      const run = await crashAndRestart(chapter, world, orders, [point]);
+      const ledger = await world.ledger();
+      if (neverReached(run, point)) {
+        return { verdict: 'not-applicable', detail: `this engine has no crash point ${point}`, ledger, runs: [run] };
+      }
+      return { ...judge(ledger, orders, [run]), ledger, runs: [run] };
+    },
+  };
+}
+
+export const scenarios: Scenario[] = [
+  {
+    id: 'retry-after-error',
+    title: 'a step fails once (no crash); the process retries the workflow',
+    async run(chapter, world) {
+      const orders = ['order-1'];
+      await world.failNext('mail', 1);
+      const run = await crashAndRestart(chapter, world, orders, []);
+      const ledger = await world.ledger();
+      return { ...judge(ledger, orders, [run]), ledger, runs: [run] };
+    },
+  },
+  crashAt('crash-after-charge-recorded', 'crash after the charge is recorded', 'after-record:charge_card'),
+  crashAt('crash-while-recording', 'crash half-way through writing the log', 'during-record:complete'),
+  crashAt('crash-after-charge-before-record', 'crash after the charge, before its record', 'after-effect:charge_card'),
+  crashAt('crash-after-reserve-before-record', 'crash after the stock update, before its record', 'after-effect:reserve_inventory'),
+  {
+    id: 'two-processes-one-log',
+    title: 'two processes share one log, then restart',
+    async run(chapter, world) {
+      // Slow the outside world down a little so the two processes overlap.
+      await world.setLatency(15);
+      const a = ['order-a1', 'order-a2', 'order-a3', 'order-a4'];
+      const b = ['order-b1', 'order-b2', 'order-b3', 'order-b4'];
+      const [runA, runB] = await Promise.all([
+        runUntilDone({ script: chapter.main, args: ['start', ...a], env: world.env, timeoutMs: 30_000 }),
+        runUntilDone({ script: chapter.main, args: ['start', ...b], env: world.env, timeoutMs: 30_000 }),
+      ]);
+      await world.setLatency(0);
+      const status = await readStatus(chapter, world, [...a, ...b]);
+      if (status === null) {
+        return { verdict: 'not-applicable', detail: 'this engine keeps no log that processes could share', runs: [runA, runB] };
+      }
+      const missing = Object.entries(status).filter(([, s]) => s !== 'completed').map(([id]) => id);
+      // A restart (a deploy, a crash) runs every order again; a correct log makes that a no-op.
+      const again = await runUntilDone({ script: chapter.main, args: ['start', ...a, ...b], env: world.env, timeoutMs: 30_000 });
+      const ledger = await world.ledger();
+      if (missing.length > 0) {
+        return {
+          verdict: 'lost',
+          detail: `the log lost ${missing.length} of 8 finished workflows (${missing.join(', ')}); restarting ran them again`,
+          ledger,
+          runs: [runA, runB, again],
+        };
+      }
+      return { ...judge(ledger, [...a, ...b], [runA, runB, again]), ledger, runs: [runA, runB, again] };
+    },
+  },
+];
+
+/** Ask a chapter's `main.ts status` what its log says: null when it keeps no log. */
+async function readStatus(chapter: Chapter, world: World, orders: string[]): Promise<Record<string, string> | null> {
+  const attempt = await startChild({ script: chapter.main, args: ['status', ...orders], env: world.env, timeoutMs: 30_000 }).done;
+  const line = attempt.stdout.split('\n').find((l) => l.startsWith('STATUS '));
+  if (!line) throw new Error(`${chapter.slug}/main.ts status printed no STATUS line:\n${attempt.stdout}${attempt.stderr}`);
+  return JSON.parse(line.slice('STATUS '.length)) as Record<string, string> | null;
+}
+
+export function findScenario(id: string): Scenario {
+  const scenario = scenarios.find((s) => s.id === id);
+  if (!scenario) throw new Error(`no scenario "${id}" (there are: ${scenarios.map((s) => s.id).join(', ')})`);
+  return scenario;
+}
+
+/** Run one scenario against one chapter in a fresh database and world, and clean up after. */
+export async function runScenario(chapter: string | number, scenarioId: string, options: { adminUrl: string }): Promise<Outcome> {
+  const ch = findChapter(chapter);
+  const scenario = findScenario(scenarioId);
+  const databaseUrl = await createDatabase(options.adminUrl, `${scenario.id}_${ch.number}`);
+  const world = await startWorld({ databaseUrl });
+  try {
+    const outcome = await scenario.run(ch, world);
+    return { scenario: scenario.id, chapter: ch.slug, ...outcome };
+  } finally {
+    await world.stop();
+    await dropDatabase(databaseUrl, options.adminUrl).catch(() => {});
+    fs.rmSync(world.dir, { recursive: true, force: true });
+  }
+}
