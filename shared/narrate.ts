@@ -71,12 +71,16 @@ export const say = {
 
 /** The ledger as a small table: one row per order, red where an effect is not exactly once. */
 export function ledgerTable(ledger: Ledger, orderIds: string[]): string {
-  const cell = (n: number) => (n === 1 ? paint.green(String(n)) : paint.red(String(n)));
+  // Pad before colouring: escape codes would throw the columns off.
+  const cell = (n: number, width: number) => {
+    const text = String(n).padEnd(width);
+    return n === 1 ? paint.green(text) : paint.red(text);
+  };
   const rows = orderIds.map((id) => {
     const e: OrderEffects = ledger.byOrder(id);
-    return `  ${id.padEnd(14)} ${cell(e.charges)}${' '.repeat(9)}${cell(e.stockDecrements)}${' '.repeat(16)}${cell(e.emails)}`;
+    return `  ${id.padEnd(14)} ${cell(e.charges, 9)} ${cell(e.stockDecrements, 17)} ${cell(e.emails, 6)}`;
   });
-  return [paint.dim(`  ${'order'.padEnd(14)} charges   stock decrements   emails`), ...rows].join('\n');
+  return [paint.dim(`  ${'order'.padEnd(14)} ${'charges'.padEnd(9)} ${'stock −'.padEnd(17)} emails`), ...rows].join('\n');
 }
 
 function short(value: unknown): string {
