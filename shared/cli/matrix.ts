@@ -5,6 +5,7 @@
  *   npm run matrix                       print the table
  *   npm run matrix -- --write            also update the table in README.md
  *   npm run matrix -- --chapters 2,3     only these chapters
+ *   npm run matrix -- --scenarios a,b    only these scenarios (ids from shared/scenarios.ts)
  *   npm run matrix -- --json             machine-readable outcomes
  */
 import fs from 'node:fs';
@@ -21,10 +22,12 @@ runMain(async () => {
   const argv = process.argv.slice(2);
   const only = argv.includes('--chapters') ? argv[argv.indexOf('--chapters') + 1]?.split(',').map(Number) : undefined;
   const chapters = listChapters().filter((c) => !only || only.includes(c.number));
+  const onlyScenarios = argv.includes('--scenarios') ? argv[argv.indexOf('--scenarios') + 1]?.split(',') : undefined;
+  const chosen = scenarios.filter((s) => !onlyScenarios || onlyScenarios.includes(s.id));
   const server = await startPostgres({ purpose: 'test', log: (line) => console.error(paint.dim(line)) });
   const outcomes = new Map<string, Outcome>();
   try {
-    const jobs = scenarios.flatMap((s) => chapters.map((c) => ({ s, c })));
+    const jobs = chosen.flatMap((s) => chapters.map((c) => ({ s, c })));
     let done = 0;
     // Two at a time: the machine has two cores, and each job starts several processes.
     const queue = [...jobs];
@@ -49,7 +52,7 @@ runMain(async () => {
 
   const header = `| scenario | ${chapters.map((c) => `${String(c.number).padStart(2, '0')} ${c.slug.slice(3)}`).join(' | ')} |`;
   const rule = `|---|${chapters.map(() => '---').join('|')}|`;
-  const rows = scenarios.map(
+  const rows = chosen.map(
     (s) => `| ${s.title} | ${chapters.map((c) => VERDICT_LABEL[outcomes.get(`${s.id}/${c.slug}`)!.verdict]).join(' | ')} |`,
   );
   const table = [header, rule, ...rows].join('\n');

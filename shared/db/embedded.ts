@@ -353,11 +353,26 @@ async function stopPid(pid: number): Promise<void> {
  */
 async function waitForBackendsToExit(dataDir: string): Promise<void> {
   const deadline = Date.now() + STOP_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    const leftovers = spawnSync('pgrep', ['-f', `postgres -D ${dataDir}`], { encoding: 'utf8' });
-    if (leftovers.status !== 0 || !leftovers.stdout.trim()) return;
-    await sleep(50);
+  while (Date.now() < deadline && processesIn(dataDir) > 0) await sleep(50);
+}
+
+/** How many processes have `dir` as their working directory (Postgres backends do). Linux only; 0 elsewhere. */
+function processesIn(dir: string): number {
+  let count = 0;
+  let pids: string[] = [];
+  try {
+    pids = fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return 0;
   }
+  for (const pid of pids) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/cwd`) === dir) count++;
+    } catch {
+      // gone, or not ours to look at
+    }
+  }
+  return count;
 }
 
 function isAlive(pid: number): boolean {

@@ -1,0 +1,52 @@
+/**
+ * The learner's commands, run the way a learner runs them, against the test
+ * run's server through DATABASE_URL (so this also proves DATABASE_URL works).
+ */
+import { spawnSync } from 'node:child_process';
+import { describe, expect, inject, it } from 'vitest';
+import { projectRoot } from '../db/server.ts';
+import { listChapters } from '../scenarios.ts';
+
+function run(script: string, args: string[]) {
+  const result = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], {
+    cwd: projectRoot,
+    env: { ...process.env, DATABASE_URL: inject('adminDatabaseUrl'), FORCE_COLOR: '0' },
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { status: result.status, output: `${result.stdout}${result.stderr}` };
+}
+
+describe('npm run chapter N', () => {
+  for (const chapter of listChapters()) {
+    it(`chapter ${chapter.number}'s demo runs end to end: a real kill, a restart, the ledger`, () => {
+      const { status, output } = run('shared/cli/chapter.ts', [String(chapter.number)]);
+      expect(output).toContain('killed with SIGKILL at crash point');
+      expect(output).toContain('The ledger');
+      expect(status, output).toBe(0);
+    });
+  }
+
+  it('an unknown chapter is a clear error listing the chapters', () => {
+    const { status, output } = run('shared/cli/chapter.ts', ['42']);
+    expect(status).toBe(1);
+    expect(output).toContain('no chapter "42"');
+  });
+});
+
+describe('npm run matrix', () => {
+  it('prints each scenario against each chapter', () => {
+    const { status, output } = run('shared/cli/matrix.ts', ['--chapters', '0,1', '--scenarios', 'retry-after-error,crash-after-charge-recorded']);
+    expect(status, output).toBe(0);
+    expect(output).toMatch(/\| a step fails once \(no crash\); the process retries the workflow \| ✗ charged twice \| ✓ exactly once \|/);
+    expect(output).toMatch(/\| crash after the charge is recorded \| – \| ✗ charged twice \|/);
+  });
+});
+
+describe('npm run diff', () => {
+  it('shows what chapter 1 adds to chapter 0', () => {
+    const { output } = run('shared/cli/diff.ts', ['0', '1']);
+    expect(output).toContain('chapters/01-dict-log/engine.ts');
+    expect(output).toContain('+      steps.set(name, result);');
+  });
+});
