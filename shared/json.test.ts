@@ -13,6 +13,7 @@ describe('step results must survive JSON unchanged', () => {
     ['a Date', { at: new Date(0) }, '$.at is a Date'],
     ['NaN', [NaN], '$[0] is NaN'],
     ['an undefined property', { a: undefined }, '$.a is undefined'],
+    ['a NUL character', { s: 'a\u0000b' }, '$.s contains a NUL character'],
   ])('refuses %s, naming where it is', (_label, value, problem) => {
     expect(() => assertJsonSafe(value, 'workflow order-1, step charge_card')).toThrow(UnserializableResultError);
     expect(() => assertJsonSafe(value, 'workflow order-1, step charge_card')).toThrow(problem);

@@ -28,6 +28,8 @@ export function assertJsonSafe(value: unknown, where: string): void {
 function findProblem(value: unknown, path: string, seen: Set<object>): string | undefined {
   switch (typeof value) {
     case 'string':
+      // PostgreSQL's jsonb (chapter 3 on) cannot store the NUL character.
+      return value.includes('\u0000') ? `${path} contains a NUL character (\\u0000)` : undefined;
     case 'boolean':
       return undefined;
     case 'number':
