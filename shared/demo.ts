@@ -28,6 +28,8 @@ export interface DemoRun {
   args?: string[];
   /** The command for restarts (default: the same). */
   restartArgs?: string[];
+  /** Extra environment for these processes (e.g. LOG_WRITER=naive in chapter 2). */
+  env?: Record<string, string>;
   maxAttempts?: number;
 }
 
@@ -52,6 +54,8 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
     const databaseName = `chapter_${chapter.number}_demo`;
     const databaseUrl = await recreateDatabase(server.url, databaseName);
     const world = await startWorld({ databaseUrl });
+    // Processes are numbered across the whole demo, not per run() call.
+    const processCount = { value: 0 };
     const cleanUp = async () => {
       await world.stop();
       await server.stop();
@@ -67,7 +71,7 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
         server,
         world,
         databaseName,
-        run: (options) => narratedRun(chapter, world, options),
+        run: (options) => narratedRun(chapter, world, options, processCount),
         ledger: async (orders) => {
           const ledger: Ledger = await world.ledger();
           say.line(`\n${paint.bold('The ledger')} ${paint.dim('(counted by the payment provider, the mailbox and the stock table)')}`);
@@ -84,20 +88,21 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
   });
 }
 
-async function narratedRun(chapter: Chapter, world: World, options: DemoRun): Promise<RunResult> {
+async function narratedRun(chapter: Chapter, world: World, options: DemoRun, count: { value: number }): Promise<RunResult> {
   const args = options.args ?? ['start', ...options.orders];
   return runUntilDone({
     script: chapter.main,
     args,
     restartArgs: options.restartArgs,
-    env: { ...world.env, FORCE_COLOR: paint.bold('x') === 'x' ? '0' : '1' },
+    env: { ...world.env, FORCE_COLOR: paint.bold('x') === 'x' ? '0' : '1', ...options.env },
     faults: options.faults,
     maxAttempts: options.maxAttempts,
     timeoutMs: 60_000,
     onStart: (number, fault) => {
       const command = number === 1 ? args : (options.restartArgs ?? args);
       const armed = typeof fault === 'string' ? paint.yellow(` (armed: crash at ${fault})`) : '';
-      say.process(number, `main.ts ${command.join(' ')}${armed}`);
+      count.value++;
+      say.process(count.value, `main.ts ${command.join(' ')}${armed}`);
     },
     onLine: (line) => {
       if (line.trim() && !line.startsWith('[crash-point]')) say.line(`${paint.blue('│')} ${line}`);

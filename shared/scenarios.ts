@@ -163,15 +163,25 @@ export const scenarios: Scenario[] = [
       if ((await readStatus(chapter, world, [])) === null) {
         return { verdict: 'not-applicable', detail: 'this engine keeps no log that processes could share', runs: [] };
       }
-      // Slow the outside world down a little so the two processes overlap.
-      await world.setLatency(15);
+      // The two processes must overlap, or there is nothing to race. Left to
+      // chance, one can finish before the other starts on a busy machine. So:
+      // A starts and goes to work; we freeze it (SIGSTOP) until B is at work
+      // too, then let A go on. Both have now read whatever log there is.
       const a = ['order-a1', 'order-a2', 'order-a3', 'order-a4'];
       const b = ['order-b1', 'order-b2', 'order-b3', 'order-b4'];
-      const [runA, runB] = await Promise.all([
-        runUntilDone({ script: chapter.main, args: ['start', ...a], env: world.env, timeoutMs: 30_000 }),
-        runUntilDone({ script: chapter.main, args: ['start', ...b], env: world.env, timeoutMs: 30_000 }),
-      ]);
-      await world.setLatency(0);
+      const atWork = /ran.*charge_card/;
+      const processA = startChild({ script: chapter.main, args: ['start', ...a], env: world.env, timeoutMs: 30_000 });
+      await processA.waitForLine(atWork);
+      processA.signal('SIGSTOP');
+      const processB = startChild({ script: chapter.main, args: ['start', ...b], env: world.env, timeoutMs: 30_000 });
+      try {
+        await processB.waitForLine(atWork);
+      } finally {
+        processA.signal('SIGCONT');
+      }
+      const [attemptA, attemptB] = await Promise.all([processA.done, processB.done]);
+      const runA = asRun(attemptA);
+      const runB = asRun(attemptB);
       const status = (await readStatus(chapter, world, [...a, ...b])) ?? {};
       const missing = Object.entries(status).filter(([, s]) => s !== 'completed').map(([id]) => id);
       // A restart (a deploy, a crash) runs every order again; a correct log makes that a no-op.
@@ -189,6 +199,12 @@ export const scenarios: Scenario[] = [
     },
   },
 ];
+
+/** One attempt seen as a whole run (for processes started with startChild). */
+function asRun(attempt: Attempt): RunResult {
+  const failed = attempt.exitCode !== 0 && attempt.signal === null;
+  return { attempts: [attempt], finished: attempt.exitCode === 0, crashes: attempt.signal ? 1 : 0, error: failed ? attempt.stderr.trim() : undefined };
+}
 
 /** Ask a chapter's `main.ts status` what its log says: null when it keeps no log. */
 async function readStatus(chapter: Chapter, world: World, orders: string[]): Promise<Record<string, string> | null> {
