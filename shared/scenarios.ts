@@ -198,6 +198,37 @@ export const scenarios: Scenario[] = [
       return { ...judge(ledger, [...a, ...b], [runA, runB, again]), ledger, runs: [runA, runB, again] };
     },
   },
+  {
+    id: 'two-executors-one-workflow',
+    title: 'two processes run the same workflow at once',
+    async run(chapter, world) {
+      // Process A stops itself right after its stock update, before recording
+      // it (a pause point, not a crash). Process B is started on the same order
+      // meanwhile — as a second recovering process, or a retried request,
+      // would. Once B is at work we let A go on, and count the effects.
+      const orders = ['order-1'];
+      const processA = startChild({
+        script: chapter.main,
+        args: ['start', ...orders],
+        env: { ...world.env, PAUSE_AT: 'after-effect:reserve_inventory' },
+        timeoutMs: 30_000,
+      });
+      await processA.waitForLine(/\[pause-point\]/);
+      const processB = startChild({ script: chapter.main, args: ['start', ...orders], env: world.env, timeoutMs: 30_000 });
+      try {
+        await processB.waitForLine(/charge_card/);
+        // B is now running ahead, or blocked behind A's transaction; either way, release A.
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      } finally {
+        processA.signal('SIGCONT');
+      }
+      const runs = (await Promise.all([processA.done, processB.done])).map(asRun);
+      // One of the two may legitimately lose a race and fail: finishing the order is what counts.
+      const again = await runUntilDone({ script: chapter.main, args: ['start', ...orders], env: world.env, timeoutMs: 30_000 });
+      const ledger = await world.ledger();
+      return { ...judge(ledger, orders, [again]), ledger, runs: [...runs, again] };
+    },
+  },
 ];
 
 /** One attempt seen as a whole run (for processes started with startChild). */

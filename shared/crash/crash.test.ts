@@ -43,6 +43,21 @@ describe('crash points', () => {
   });
 });
 
+describe('pause points', () => {
+  it('a pause point freezes the process until SIGCONT, then it carries on', async () => {
+    const file = tempFile();
+    const child = startChild({ script, args: [file, '3'], env: { PAUSE_AT: 'after-item@2' } });
+    await child.waitForLine(/\[pause-point\] after-item@2/);
+    // Frozen: nothing past item 2 gets written while it is stopped.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(lines(file)).toEqual(['item 1', 'item 2']);
+    child.signal('SIGCONT');
+    const attempt = await child.done;
+    expect(attempt.exitCode).toBe(0);
+    expect(lines(file)).toEqual(['item 1', 'item 2', 'item 3', 'finally', 'exit-handler']);
+  });
+});
+
 describe('the crash runner', () => {
   it('restarts after each crash until the program finishes, and reports each crash', async () => {
     const file = tempFile();

@@ -14,6 +14,9 @@
  *   CRASH_RANDOM=seed=7,p=0.05,match=after-  die at each matching point with
  *                                          probability 5 %, drawn from a seeded
  *                                          generator so the run can be replayed
+ *   PAUSE_AT=after-effect:reserve_inventory  freeze here (SIGSTOP ourselves) until
+ *                                          the test sends SIGCONT: a process caught
+ *                                          mid-step, for races and zombie tests
  *
  * Names used by the chapters (`<step>` is a step name, or `complete`):
  *   before-step:<step>     about to run the step's code
@@ -25,6 +28,8 @@ import fs from 'node:fs';
 
 /** The line a crashing process writes to stderr, so the runner can tell which point killed it. */
 export const CRASH_MARKER = '[crash-point] ';
+/** The line a pausing process writes to stderr just before it stops itself. */
+export const PAUSE_MARKER = '[pause-point] ';
 
 interface Armed {
   name: string;
@@ -40,6 +45,7 @@ interface RandomMode {
 
 let configured = false;
 let armed: Armed | undefined;
+let pause: Armed | undefined;
 let random: RandomMode | undefined;
 const hits = new Map<string, number>();
 
@@ -49,6 +55,10 @@ export function crashPoint(name: string): void {
   const count = (hits.get(name) ?? 0) + 1;
   hits.set(name, count);
   if (armed && armed.name === name && armed.hit === count) die(name, count);
+  if (pause && pause.name === name && pause.hit === count) {
+    fs.writeSync(2, `\n${PAUSE_MARKER}${name}@${count}\n`);
+    process.kill(process.pid, 'SIGSTOP'); // resumes here on SIGCONT
+  }
   if (random && name.startsWith(random.match) && random.next() < random.probability) die(name, count);
 }
 
@@ -68,13 +78,16 @@ function die(name: string, count: number): never {
 
 function configure(): void {
   configured = true;
-  const at = process.env.CRASH_AT;
-  if (at) {
-    const match = /^(.+?)(?:@(\d+))?$/.exec(at.trim());
-    if (match?.[1]) armed = { name: match[1], hit: match[2] ? Number(match[2]) : 1 };
-  }
+  armed = parsePoint(process.env.CRASH_AT);
+  pause = parsePoint(process.env.PAUSE_AT);
   const spec = process.env.CRASH_RANDOM;
   if (spec) random = parseRandom(spec);
+}
+
+/** `name` or `name@N` → the point and which hit of it. */
+function parsePoint(spec: string | undefined): Armed | undefined {
+  const match = spec ? /^(.+?)(?:@(\d+))?$/.exec(spec.trim()) : null;
+  return match?.[1] ? { name: match[1], hit: match[2] ? Number(match[2]) : 1 } : undefined;
 }
 
 function parseRandom(spec: string): RandomMode {

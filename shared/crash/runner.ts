@@ -90,6 +90,7 @@ export function startChild(options: ChildOptions, number = 1): ChildRun {
   const inherited = stringEnv(process.env);
   delete inherited.CRASH_AT;
   delete inherited.CRASH_RANDOM;
+  delete inherited.PAUSE_AT;
   const env: Record<string, string> = { ...inherited, FORCE_COLOR: process.env.FORCE_COLOR ?? '0', ...options.env };
   const fault = options.fault;
   if (typeof fault === 'string') env.CRASH_AT = fault;
