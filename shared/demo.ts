@@ -60,8 +60,12 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
       await world.stop();
       await server.stop();
     };
+    // Ctrl-C: stop the world and the database, then exit — quietly, even
+    // though the story, cut off mid-way, will now fail on the stopped world.
+    let interrupted: Promise<void> | undefined;
     const onSignal = () => {
-      void cleanUp().finally(() => process.exit(130));
+      say.line(paint.dim('\nInterrupted: stopping the world and the database…'));
+      interrupted ??= cleanUp().finally(() => process.exit(130));
     };
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
@@ -80,10 +84,13 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
         },
       });
       say.line(paint.dim(`\nThe tables are still there: npm run db -- psql ${databaseName}`));
+    } catch (thrown) {
+      if (interrupted) return interrupted; // exits 130 once clean
+      throw thrown;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      await cleanUp();
+      if (!interrupted) await cleanUp();
     }
   });
 }

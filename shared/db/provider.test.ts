@@ -36,6 +36,14 @@ describe('a database that is missing or unreachable gets one clear sentence', ()
     expect(output).toContain('postgres://user:password@localhost:5432/dbname');
   });
 
+  const dockerRunning = spawnSync('docker', ['info'], { encoding: 'utf8' }).status === 0;
+  it.skipIf(dockerRunning)('COURSE_DB=docker without a Docker engine: says so, and what to do instead', () => {
+    const { status, output } = dbCommand({ DATABASE_URL: '', COURSE_DB: 'docker' });
+    expect(status).toBe(1);
+    expect(output).toContain('COURSE_DB=docker, but no container could be started');
+    expect(output).toContain('unset COURSE_DB to use the embedded server');
+  });
+
   it('an unknown COURSE_DB choice is named', () => {
     const { status, output } = dbCommand({ DATABASE_URL: '', COURSE_DB: 'sqlite' });
     expect(status).toBe(1);
