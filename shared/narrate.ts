@@ -26,20 +26,27 @@ export const paint = {
   cyan: code(36, 39),
 };
 
+/** COURSE_TRACE=0 silences the engines' trace lines (the benchmarks measure the engine, not the terminal). */
+const tracing = () => process.env.COURSE_TRACE !== '0';
+
 /** Lines an engine prints while it works (the demo shows them live). */
 export const trace = {
   /** The step's code ran: a real effect happened. */
   ran(step: string, result: unknown): void {
+    if (!tracing()) return;
     console.log(`  ${paint.green('▶ ran     ')} ${paint.bold(step.padEnd(18))} → ${short(result)}`);
   },
   /** The step's result came from the log: nothing happened in the world. */
   replayed(step: string, result: unknown): void {
+    if (!tracing()) return;
     console.log(`  ${paint.cyan('↺ replayed')} ${paint.bold(step.padEnd(18))} → ${short(result)} ${paint.dim('(from the log)')}`);
   },
   failed(step: string, error: Error): void {
+    if (!tracing()) return;
     console.log(`  ${paint.red('✗ failed  ')} ${paint.bold(step.padEnd(18))} ${paint.dim(error.message)}`);
   },
   info(text: string): void {
+    if (!tracing()) return;
     console.log(`  ${paint.dim(text)}`);
   },
 };
