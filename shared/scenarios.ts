@@ -198,38 +198,65 @@ export const scenarios: Scenario[] = [
       return { ...judge(ledger, [...a, ...b], [runA, runB, again]), ledger, runs: [runA, runB, again] };
     },
   },
-  {
-    id: 'two-executors-one-workflow',
-    title: 'two processes run the same workflow at once',
+  twoProcessesOneOrder(
+    'race-on-the-stock-step',
+    'two processes race on the same stock update',
+    'after-effect:reserve_inventory',
+    ['charges', 'stock'],
+  ),
+  twoProcessesOneOrder(
+    'two-executors-one-workflow',
+    'two processes run the same workflow at once',
+    'after-effect:send_email',
+    ['charges', 'stock', 'emails'],
+  ),
+];
+
+/**
+ * Process A runs an order and stops itself at `pausePoint` (a pause point,
+ * not a crash: it is frozen, alive, holding whatever it holds). Process B is
+ * started on the same order meanwhile — as a second recovering process, or a
+ * retried request, would. Once B is at work (or blocked behind A), A goes on.
+ * Then a clean restart finishes anything left, and the ledger is judged on
+ * the effects named in `judged`.
+ */
+function twoProcessesOneOrder(id: string, title: string, pausePoint: string, judged: Array<'charges' | 'stock' | 'emails'>): Scenario {
+  return {
+    id,
+    title,
     async run(chapter, world) {
-      // Process A stops itself right after its stock update, before recording
-      // it (a pause point, not a crash). Process B is started on the same order
-      // meanwhile — as a second recovering process, or a retried request,
-      // would. Once B is at work we let A go on, and count the effects.
       const orders = ['order-1'];
-      const processA = startChild({
-        script: chapter.main,
-        args: ['start', ...orders],
-        env: { ...world.env, PAUSE_AT: 'after-effect:reserve_inventory' },
-        timeoutMs: 30_000,
-      });
+      const processA = startChild({ script: chapter.main, args: ['start', ...orders], env: { ...world.env, PAUSE_AT: pausePoint }, timeoutMs: 30_000 });
       await processA.waitForLine(/\[pause-point\]/);
       const processB = startChild({ script: chapter.main, args: ['start', ...orders], env: world.env, timeoutMs: 30_000 });
       try {
         await processB.waitForLine(/charge_card/);
-        // B is now running ahead, or blocked behind A's transaction; either way, release A.
+        // B is running ahead, or blocked behind A's transaction; either way, release A.
         await new Promise((resolve) => setTimeout(resolve, 300));
       } finally {
         processA.signal('SIGCONT');
       }
       const runs = (await Promise.all([processA.done, processB.done])).map(asRun);
-      // One of the two may legitimately lose a race and fail: finishing the order is what counts.
+      // One of the two may lose a race and stop with an error: finishing the order is what counts.
       const again = await runUntilDone({ script: chapter.main, args: ['start', ...orders], env: world.env, timeoutMs: 30_000 });
       const ledger = await world.ledger();
-      return { ...judge(ledger, orders, [again]), ledger, runs: [...runs, again] };
+      const seen: Ledger = {
+        ...ledger,
+        orders: ledger.orders,
+        byOrder: (orderId) => {
+          const e = ledger.byOrder(orderId);
+          return {
+            ...e,
+            charges: judged.includes('charges') ? e.charges : 1,
+            stockDecrements: judged.includes('stock') ? e.stockDecrements : 1,
+            emails: judged.includes('emails') ? e.emails : 1,
+          };
+        },
+      };
+      return { ...judge(seen, orders, [again]), ledger, runs: [...runs, again] };
     },
-  },
-];
+  };
+}
 
 /** One attempt seen as a whole run (for processes started with startChild). */
 function asRun(attempt: Attempt): RunResult {

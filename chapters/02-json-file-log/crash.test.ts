@@ -9,29 +9,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, inject, it, vi } from 'vitest';
 import { runUntilDone, startChild, type Attempt } from '../../shared/crash/runner.ts';
-import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { UnserializableResultError } from '../../shared/json.ts';
 import { runScenario } from '../../shared/scenarios.ts';
+import { withWorld } from '../../shared/testing/world.ts';
 import { exactlyOnce } from '../../shared/world/ledger.ts';
-import { startWorld, type World } from '../../shared/world/world.ts';
 import { openLog, runWorkflow } from './engine.ts';
 
 const chapter = '02-json-file-log';
 const main = `chapters/${chapter}/main.ts`;
 const adminUrl = inject('adminDatabaseUrl');
-
-/** A fresh database and world for one test, removed afterwards. */
-async function withWorld(label: string, test: (world: World, logFile: string) => Promise<void>): Promise<void> {
-  const databaseUrl = await createDatabase(adminUrl, `ch02_${label}`);
-  const world = await startWorld({ databaseUrl });
-  try {
-    await test(world, path.join(world.dir, 'workflow-log.json'));
-  } finally {
-    await world.stop();
-    await dropDatabase(databaseUrl, adminUrl).catch(() => {});
-    fs.rmSync(world.dir, { recursive: true, force: true });
-  }
-}
 
 /** A finished child process, for an assertion's message. */
 function report(attempt: Attempt): string {
@@ -57,7 +43,8 @@ describe('chapter 2 fixes', () => {
   });
 
   it('with the naive writer, a crash half-way through writing tears the log, and the next start refuses to run', async () => {
-    await withWorld('naive', async (world, logFile) => {
+    await withWorld('ch02_naive', async (world) => {
+      const logFile = path.join(world.dir, 'workflow-log.json');
       const run = await runUntilDone({
         script: main,
         args: ['start', 'order-1'],
@@ -81,7 +68,8 @@ describe('chapter 2 fixes', () => {
   });
 
   it('a corrupt log is a clear error, never a silent fresh start', async () => {
-    await withWorld('corrupt', async (world, logFile) => {
+    await withWorld('ch02_corrupt', async (world) => {
+      const logFile = path.join(world.dir, 'workflow-log.json');
       const garbage = '{"version":1,"workflows":{"order-1":{"status":"completed","steps":{"charge_card":{"id":"ch_';
       fs.writeFileSync(logFile, garbage);
       for (const command of ['start', 'status']) {

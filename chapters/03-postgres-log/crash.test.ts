@@ -4,14 +4,11 @@
  * is read from the world's ledger — the payment provider, the mailbox and the
  * stock table — not from the engine's own log.
  */
-import fs from 'node:fs';
-import pg from 'pg';
 import { describe, expect, inject, it, vi } from 'vitest';
 import { runUntilDone, startChild, type Attempt } from '../../shared/crash/runner.ts';
-import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { UnserializableResultError } from '../../shared/json.ts';
 import { runScenario } from '../../shared/scenarios.ts';
-import { startWorld, type World } from '../../shared/world/world.ts';
+import { withDatabase, withWorld } from '../../shared/testing/world.ts';
 import { createEngine } from './engine.ts';
 import { createSchema, getWorkflow, loadSteps } from './queries.ts';
 
@@ -22,30 +19,6 @@ const adminUrl = inject('adminDatabaseUrl');
 /** Plain output, whatever the terminal running the tests prefers, so we can match lines. */
 const plain = { FORCE_COLOR: '0' };
 
-/** A fresh database (and a pool on it) for one test, dropped afterwards. */
-async function withDatabase(label: string, test: (url: string, db: pg.Pool) => Promise<void>): Promise<void> {
-  const url = await createDatabase(adminUrl, `ch03_${label}`);
-  const db = new pg.Pool({ connectionString: url });
-  try {
-    await test(url, db);
-  } finally {
-    await db.end();
-    await dropDatabase(url, adminUrl).catch(() => {});
-  }
-}
-
-/** A fresh database and world (payments, mail, inventory) for one test, removed afterwards. */
-async function withWorld(label: string, test: (world: World) => Promise<void>): Promise<void> {
-  const databaseUrl = await createDatabase(adminUrl, `ch03_${label}`);
-  const world = await startWorld({ databaseUrl });
-  try {
-    await test(world);
-  } finally {
-    await world.stop();
-    await dropDatabase(databaseUrl, adminUrl).catch(() => {});
-    fs.rmSync(world.dir, { recursive: true, force: true });
-  }
-}
 
 const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern, 'g')) ?? []).length;
 const ran = (attempt: Attempt | undefined) => count(attempt?.stdout ?? '', /▶ ran/);
@@ -85,7 +58,7 @@ describe('chapter 3 fixes', () => {
   });
 
   it('recover() resumes every unfinished workflow after a crash', async () => {
-    await withWorld('recover', async (world) => {
+    await withWorld('ch03_recover', async (world) => {
       const orders = ['order-1', 'order-2', 'order-3'];
       const run = await runUntilDone({
         script: main,
@@ -111,7 +84,7 @@ describe('chapter 3 fixes', () => {
   });
 
   it('a step name can repeat: steps are keyed by position', async () => {
-    await withDatabase('loop', async (url, db) => {
+    await withDatabase('ch03_loop', async (url, db) => {
       const run = await runUntilDone({
         script: fixture,
         args: ['start', 'loop', 'cart-1', '5'],
@@ -134,7 +107,7 @@ describe('chapter 3 fixes', () => {
   });
 
   it('changed workflow code after a crash is a clear non-determinism error naming both steps', async () => {
-    await withDatabase('nondeterminism', async (url, db) => {
+    await withDatabase('ch03_nondeterminism', async (url, db) => {
       const env = { DATABASE_URL: url, ...plain };
       const run = await runUntilDone({
         script: fixture,
@@ -162,7 +135,7 @@ describe('chapter 3 fixes', () => {
   });
 
   it('a step result JSON cannot carry is refused and nothing is recorded', async () => {
-    await withDatabase('unsafe', async (_url, db) => {
+    await withDatabase('ch03_unsafe', async (_url, db) => {
       vi.spyOn(console, 'log').mockImplementation(() => {});
       try {
         await createSchema(db);

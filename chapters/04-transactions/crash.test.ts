@@ -4,9 +4,8 @@
  */
 import { describe, expect, inject, it } from 'vitest';
 import { runUntilDone } from '../../shared/crash/runner.ts';
-import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { runScenario } from '../../shared/scenarios.ts';
-import { startWorld } from '../../shared/world/world.ts';
+import { withWorld } from '../../shared/testing/world.ts';
 
 const chapter = '04-transactions';
 const adminUrl = inject('adminDatabaseUrl');
@@ -24,9 +23,7 @@ describe('chapter 4 fixes', () => {
   });
 
   it('crash after the stock update and its record commit: the step is never run again', async () => {
-    const databaseUrl = await createDatabase(adminUrl, 'ch04_after_commit');
-    const world = await startWorld({ databaseUrl });
-    try {
+    await withWorld('ch04_after_commit', async (world) => {
       const run = await runUntilDone({
         script: `chapters/${chapter}/main.ts`,
         args: ['start', 'order-1'],
@@ -37,16 +34,13 @@ describe('chapter 4 fixes', () => {
       expect(run.attempts[0]?.crashedAt).toBe('after-record:reserve_inventory@1');
       expect(run.attempts[1]?.stdout).toMatch(/replayed reserve_inventory/);
       expect((await world.ledger()).byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
-    } finally {
-      await world.stop({ removeDir: true });
-      await dropDatabase(databaseUrl, adminUrl);
-    }
+    });
   });
 
   it("two processes race on the same step: the loser's stock update rolls back with its record", async () => {
     const [here, before] = await Promise.all([
-      runScenario(chapter, 'two-executors-one-workflow', { adminUrl }),
-      runScenario('03-postgres-log', 'two-executors-one-workflow', { adminUrl }),
+      runScenario(chapter, 'race-on-the-stock-step', { adminUrl }),
+      runScenario('03-postgres-log', 'race-on-the-stock-step', { adminUrl }),
     ]);
     const effects = here.ledger!.byOrder('order-1');
     expect(effects.stockDecrements, here.detail).toBe(1);

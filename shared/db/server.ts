@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DatabaseUnavailableError, toError } from '../errors.ts';
 import { checkConnection } from './databases.ts';
-import { EmbeddedPostgres, dataDirFor } from './embedded.ts';
+import { EmbeddedPostgres, dataDirFor, isAlive } from './embedded.ts';
 
 export type ServerKind = 'external' | 'docker' | 'embedded';
 
@@ -146,14 +146,5 @@ export function redact(url: string): string {
     return parsed.toString();
   } catch {
     return '(not a valid URL)';
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (thrown) {
-    return (thrown as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
