@@ -44,21 +44,25 @@ function exists(relative: string): boolean {
   return fs.existsSync(path.join(projectRoot, relative));
 }
 
-/** Chapters 3 and 4 share an API: createEngine({ db, workflows }) and start(name, id, input). */
+/**
+ * Chapters 3–5 share an API: createEngine({ db, workflows }) and start — as
+ * start(name, id, input) in 3 and 4, start(name, input, { id }) from 5 on.
+ */
 function postgresLogEngine(chapter: number, slug: string, durability: string): EngineEntry {
   return {
     chapter,
     label: slug,
     durability,
     async open({ databaseUrl }) {
-      const { createEngine } = await load<{ createEngine: (o: unknown) => { start: (n: string, id: string, i: unknown) => Promise<unknown> } }>(
+      const { createEngine } = await load<{ createEngine: (o: unknown) => { start: (...args: unknown[]) => Promise<unknown> } }>(
         `chapters/${slug}/engine.ts`,
       );
       const { createSchema } = await load<{ createSchema: (db: pg.Pool) => Promise<void> }>(`chapters/${slug}/queries.ts`);
       const db = new pg.Pool({ connectionString: databaseUrl, max: 2 });
       await createSchema(db);
       const engine = createEngine({ db, workflows: { noop } });
-      return { run: async (id) => void (await engine.start('noop', id, {})), close: () => db.end() };
+      const start = chapter >= 5 ? (id: string) => engine.start('noop', {}, { id }) : (id: string) => engine.start('noop', id, {});
+      return { run: async (id) => void (await start(id)), close: () => db.end() };
     },
   };
 }
@@ -93,5 +97,6 @@ export function chapterEngines(): EngineEntry[] {
   }
   if (exists('chapters/03-postgres-log/engine.ts')) entries.push(postgresLogEngine(3, '03-postgres-log', 'a committed INSERT per step'));
   if (exists('chapters/04-transactions/engine.ts')) entries.push(postgresLogEngine(4, '04-transactions', 'a committed INSERT per step'));
+  if (exists('chapters/05-idempotency-keys/engine.ts')) entries.push(postgresLogEngine(5, '05-idempotency-keys', 'a committed INSERT per step'));
   return entries;
 }
