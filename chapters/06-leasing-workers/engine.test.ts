@@ -1,0 +1,285 @@
+/**
+ * Chapter 6's engine as a library, in one process, on a real database: the
+ * migrations, start/result/inspect, workers sharing the work, wake-ups, and
+ * what a run does when its lease is taken from it. (Crashes, freezes and
+ * takeovers between processes are in crash.test.ts.)
+ */
+import fs from 'node:fs';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { freshDatabase, type TestDatabase } from '../../shared/testing/database.ts';
+import { withDatabase } from '../../shared/testing/world.ts';
+import {
+  createEngine,
+  LeaseLostError,
+  listMigrations,
+  migrate,
+  SchemaTooNewError,
+  WorkflowFailedError,
+  WorkflowIdConflictError,
+  type RunEndEvent,
+  type Workflow,
+} from './index.ts';
+
+let database: TestDatabase;
+let db: pg.Pool;
+
+beforeAll(async () => {
+  database = await freshDatabase('ch06_engine');
+  db = new pg.Pool({ connectionString: database.url, max: 12 });
+  await migrate(db);
+});
+
+afterAll(async () => {
+  await db?.end();
+  await database?.drop();
+});
+
+beforeEach(() => {
+  vi.spyOn(console, 'log').mockImplementation(() => {}); // the engine's trace lines
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+/** A three-step workflow that counts how often each step's code really runs, per workflow. */
+function counted() {
+  const runs: string[] = [];
+  const workflow: Workflow<{ n: number }, string> = async (ctx, { n }) => {
+    const a = await ctx.step('a', async () => (runs.push(`${ctx.workflowId}:a`), n + 1));
+    const b = await ctx.step('b', async () => (runs.push(`${ctx.workflowId}:b`), a * 10));
+    return ctx.step('c', async () => (runs.push(`${ctx.workflowId}:c`), `result ${b}`));
+  };
+  return { runs, workflow };
+}
+
+describe('the schema is migrated', () => {
+  it('numbered migrations are applied once, in order, even by four processes at once', async () => {
+    await withDatabase('ch06_migrate', async (url) => {
+      // Separate pools: separate connections, as separate processes would have.
+      const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: url, max: 1 }));
+      try {
+        const applied = await Promise.all(pools.map((pool) => migrate(pool)));
+        expect(applied.flat()).toEqual(['001_log.sql', '002_leases.sql']); // by one of them; the others found it done
+        expect(listMigrations()).toEqual(['001_log.sql', '002_leases.sql']);
+        expect(await migrate(pools[0]!)).toEqual([]);
+        const recorded = await pools[0]!.query<{ name: string }>('SELECT name FROM durable_migrations ORDER BY name');
+        expect(recorded.rows.map((r) => r.name)).toEqual(['001_log.sql', '002_leases.sql']);
+
+        // A newer deploy migrated this database: this (older) code refuses to run on it.
+        await pools[0]!.query(`INSERT INTO durable_migrations (name) VALUES ('003_from_the_future.sql')`);
+        const refused = migrate(pools[1]!);
+        await expect(refused).rejects.toThrow(SchemaTooNewError);
+        await expect(refused).rejects.toThrow("the database's schema has migration(s) this code does not know: 003_from_the_future.sql");
+      } finally {
+        await Promise.all(pools.map((pool) => pool.end()));
+      }
+    });
+  });
+
+  it('a log made before the migrations (chapter 5’s tables, no lease columns) is adopted: its unfinished workflow runs', async () => {
+    await withDatabase('ch06_adopt', async (_url, pool) => {
+      // What chapter 5's createSchema left: 001's statements, run without migrate(), and a workflow half done.
+      await pool.query(fs.readFileSync(new URL('./migrations/001_log.sql', import.meta.url), 'utf8'));
+      await pool.query(`INSERT INTO workflows (id, name, input) VALUES ('old-1', 'counted', '{"n": 1}')`);
+      await pool.query(`INSERT INTO steps (workflow_id, seq, name, output) VALUES ('old-1', 0, 'a', '2')`);
+      expect(await migrate(pool)).toEqual(['001_log.sql', '002_leases.sql']);
+      const { runs, workflow } = counted();
+      const engine = createEngine({ db: pool, workflows: { counted: workflow } });
+      await engine.createWorker({ leaseMs: 5000 }).drain();
+      expect(await engine.result('old-1')).toBe('result 20');
+      expect(runs).toEqual(['old-1:b', 'old-1:c']); // a came from the old log
+    });
+  });
+});
+
+describe('start, workers, result', () => {
+  it('start only writes the workflow; a worker runs it; result() returns its output and inspect() its steps', async () => {
+    const { runs, workflow } = counted();
+    const engine = createEngine({ db, workflows: { counted: workflow } });
+    const run = await engine.start('counted', { n: 1 }, { id: 'api-1' });
+    expect(run).toMatchObject({ id: 'api-1', created: true });
+    expect(runs).toEqual([]); // nothing ran in start()
+    expect(await engine.inspect('api-1')).toMatchObject({ status: 'running', fencingToken: 0, leaseOwner: null, leaseMsLeft: 0, steps: [] });
+
+    const worker = engine.createWorker({ name: 'solo', leaseMs: 5000 });
+    await worker.start();
+    try {
+      expect(await run.result()).toBe('result 20');
+    } finally {
+      await worker.stop();
+    }
+    expect(runs).toEqual(['api-1:a', 'api-1:b', 'api-1:c']);
+    const info = await engine.inspect('api-1');
+    expect(info).toMatchObject({ status: 'completed', output: 'result 20', fencingToken: 1, leaseOwner: 'solo' });
+    expect(info?.steps.map(({ seq, name, output, fencingToken }) => ({ seq, name, output, fencingToken }))).toEqual([
+      { seq: 0, name: 'a', output: 2, fencingToken: 1 },
+      { seq: 1, name: 'b', output: 20, fencingToken: 1 },
+      { seq: 2, name: 'c', output: 'result 20', fencingToken: 1 },
+    ]);
+    expect(await engine.inspect('nobody')).toBeUndefined();
+    await expect(engine.result('nobody')).rejects.toThrow('workflow nobody is not in the log');
+  });
+
+  it('the same id twice is one run; the same id with another input is a WorkflowIdConflictError', async () => {
+    const { runs, workflow } = counted();
+    const engine = createEngine({ db, workflows: { counted: workflow } });
+    const first = await engine.start('counted', { n: 2 }, { id: 'twice-1' });
+    const second = await engine.start('counted', { n: 2 }, { id: 'twice-1' });
+    expect([first.created, second.created]).toEqual([true, false]);
+    await expect(engine.start('counted', { n: 3 }, { id: 'twice-1' })).rejects.toThrow(WorkflowIdConflictError);
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await second.result()).toBe('result 30');
+    expect(await first.result()).toBe('result 30');
+    expect(runs).toEqual(['twice-1:a', 'twice-1:b', 'twice-1:c']);
+  });
+
+  it('two workers share 30 workflows: each step runs once, each workflow is claimed once', async () => {
+    const { runs, workflow } = counted();
+    const engine = createEngine({ db, workflows: { counted: workflow } });
+    const ids = Array.from({ length: 30 }, (_, i) => `shared-${i}`);
+    const handles = await Promise.all(ids.map((id, i) => engine.start('counted', { n: i }, { id })));
+    const ends: RunEndEvent[] = [];
+    const workers = ['w1', 'w2'].map((name) => engine.createWorker({ name, concurrency: 4, leaseMs: 5000, onRunEnd: (e) => ends.push(e) }));
+    await Promise.all(workers.map((w) => w.start()));
+    try {
+      expect(await Promise.all(handles.map((h) => h.result()))).toEqual(ids.map((_, i) => `result ${(i + 1) * 10}`));
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+    }
+    expect(runs.toSorted()).toEqual(ids.flatMap((id) => [`${id}:a`, `${id}:b`, `${id}:c`]).toSorted());
+    expect(ends.map((e) => [e.workflowId, e.fencingToken, e.outcome]).toSorted()).toEqual(ids.map((id) => [id, 1, 'completed']).toSorted());
+    const owners = await db.query<{ owner: string; n: number }>(
+      `SELECT lease_owner AS owner, count(*)::int AS n FROM workflows WHERE id LIKE 'shared-%' GROUP BY 1 ORDER BY 1`,
+    );
+    expect(owners.rows.map((r) => r.owner)).toEqual(['w1', 'w2']); // both did some
+  });
+
+  it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {
+    const { workflow } = counted();
+    // Two pools, two engines: as if the worker and the caller were separate processes.
+    const other = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      const workerSide = createEngine({ db, workflows: { counted: workflow } });
+      const callerSide = createEngine({ db: other, workflows: { counted: workflow } });
+      const worker = workerSide.createWorker({ pollMs: 60_000, leaseMs: 5000 });
+      await worker.start(); // its first claim finds nothing; the next poll is a minute away
+      try {
+        const started = Date.now();
+        const run = await callerSide.start('counted', { n: 4 }, { id: 'notified-1' });
+        expect(await run.result()).toBe('result 50');
+        expect(Date.now() - started).toBeLessThan(2000);
+      } finally {
+        await worker.stop();
+      }
+    } finally {
+      await other.end();
+    }
+  });
+
+  it('a workflow that fails on every attempt is marked failed, and result() says so', async () => {
+    let calls = 0;
+    const engine = createEngine({
+      db,
+      attempts: 2,
+      workflows: { broken: async (ctx) => ctx.step('only', async () => { calls++; throw new Error('the service is down'); }) },
+    });
+    const run = await engine.start('broken', null, { id: 'broken-1' });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    await expect(run.result()).rejects.toThrow(WorkflowFailedError);
+    await expect(run.result()).rejects.toThrow('workflow broken-1 failed: the service is down');
+    expect(calls).toBe(2);
+    expect(await engine.status(['broken-1', 'nobody'])).toEqual({ 'broken-1': 'failed', nobody: 'missing' });
+  });
+});
+
+describe('a run whose lease is taken from it stops, and writes nothing more', () => {
+  it('its transaction step is refused, and the step’s SQL rolls back with the refused record', async () => {
+    await db.query('CREATE TABLE IF NOT EXISTS effects (workflow_id text NOT NULL, what text NOT NULL)');
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({
+      db,
+      workflows: {
+        robbed: async (ctx) => {
+          await ctx.step('a', async () => 'a');
+          return ctx.transaction('b', async (tx) => {
+            await tx.query(`INSERT INTO effects VALUES ($1, 'b')`, [ctx.workflowId]);
+            // Meanwhile the lease passes to another run (this simulates a takeover, in one process).
+            await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'thief' WHERE id = $1`, [ctx.workflowId]);
+            return 'b';
+          });
+        },
+      },
+    });
+    await engine.start('robbed', null, { id: 'robbed-1' });
+    await engine.createWorker({ name: 'victim', leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(ends).toHaveLength(1);
+    expect(ends[0]).toMatchObject({ workflowId: 'robbed-1', fencingToken: 1, outcome: 'lease-lost' });
+    expect(ends[0]?.error).toBeInstanceOf(LeaseLostError);
+    expect(ends[0]?.error?.message).toBe(
+      'workflow robbed-1: lease lost (fencing token 1): taken over by thief (fencing token 2). This run stopped and wrote nothing more.',
+    );
+    const info = await engine.inspect('robbed-1');
+    expect(info?.steps.map((s) => s.name)).toEqual(['a']); // b's record refused…
+    expect((await db.query(`SELECT * FROM effects WHERE workflow_id = 'robbed-1'`)).rows).toEqual([]); // …and its INSERT rolled back
+    expect(info?.status).toBe('running');
+  });
+
+  it('a run whose database connection is cut is not failed: it stops, gives the lease back, and the next claim finishes it', async () => {
+    await db.query('CREATE TABLE IF NOT EXISTS effects (workflow_id text NOT NULL, what text NOT NULL)');
+    let cuts = 0;
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({
+      db,
+      attempts: 1, // were the cut counted as an attempt, the workflow would be marked failed
+      workflows: {
+        cut: async (ctx) =>
+          ctx.transaction('write', async (tx) => {
+            await tx.query(`INSERT INTO effects VALUES ($1, 'write')`, [ctx.workflowId]);
+            if (cuts++ === 0) {
+              // An administrator (or a failover) ends this very connection.
+              const { rows } = await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+              await db.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+              await tx.query('SELECT 1');
+            }
+            return 'written';
+          }),
+      },
+    });
+    const run = await engine.start('cut', null, { id: 'cut-1' });
+    await engine.createWorker({ leaseMs: 30_000, pollMs: 50, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(await run.result()).toBe('written');
+    expect(ends.map((e) => [e.fencingToken, e.outcome])).toEqual([[1, 'error'], [2, 'completed']]); // taken again at once, not after 30 s
+    expect(ends[0]?.error?.message).toMatch(/^workflow cut-1: the database connection failed/);
+    expect((await db.query(`SELECT what FROM effects WHERE workflow_id = 'cut-1'`)).rows).toEqual([{ what: 'write' }]); // the cut transaction rolled back
+  });
+
+  it('the heartbeat finds the lease gone and aborts the run’s signal: a step waiting on it stops at once', async () => {
+    const ends: RunEndEvent[] = [];
+    let aborted: unknown;
+    const engine = createEngine({
+      db,
+      workflows: {
+        waiting: async (ctx) =>
+          ctx.step('wait_for_ever', ({ signal }) =>
+            new Promise((_, reject) => signal.addEventListener('abort', () => reject((aborted = signal.reason)), { once: true })),
+          ),
+      },
+    });
+    await engine.start('waiting', null, { id: 'waiting-1' });
+    const worker = engine.createWorker({ leaseMs: 400, onRunEnd: (e) => ends.push(e) });
+    await worker.start();
+    try {
+      await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'thief' WHERE id = 'waiting-1'`);
+      const started = Date.now();
+      while (ends.length === 0 && Date.now() - started < 3000) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(Date.now() - started).toBeLessThan(1000); // the next heartbeat, 200 ms away
+    } finally {
+      await worker.stop({ graceMs: 0 });
+    }
+    expect(aborted).toBeInstanceOf(LeaseLostError);
+    expect(ends[0]).toMatchObject({ workflowId: 'waiting-1', outcome: 'lease-lost' });
+    expect(ends[0]?.error?.message).toContain('renewal refused: taken over by thief (fencing token 2)');
+    expect(worker.held).toEqual([]);
+  });
+});
