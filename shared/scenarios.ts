@@ -22,6 +22,7 @@ export type Verdict =
   | 'charged-twice'
   | 'stock-twice'
   | 'emailed-twice'
+  | 'work-twice'
   | 'lost'
   | 'torn'
   | 'not-applicable';
@@ -31,6 +32,7 @@ export const VERDICT_LABEL: Record<Verdict, string> = {
   'charged-twice': '✗ charged twice',
   'stock-twice': '✗ stock twice',
   'emailed-twice': '✗ emailed twice',
+  'work-twice': '✗ ran twice',
   lost: '✗ lost',
   torn: '✗ torn',
   'not-applicable': '–',
@@ -210,6 +212,38 @@ export const scenarios: Scenario[] = [
     'after-effect:send_email',
     ['charges', 'stock', 'emails'],
   ),
+  {
+    id: 'two-recoveries-at-once',
+    title: 'two processes recover at once; one stalls mid-step',
+    async run(chapter, world) {
+      const probe = await startChild({ script: chapter.main, args: ['recover'], env: world.env, timeoutMs: 30_000 }).done;
+      if (probe.exitCode !== 0) {
+        return { verdict: 'not-applicable', detail: 'this engine has no log to recover from', runs: [asRun(probe)] };
+      }
+      // order-1 is in the log, unfinished: its first process died before doing anything.
+      const order = 'order-1';
+      const crashed = await startChild({ script: chapter.main, args: ['start', order], env: world.env, fault: 'before-step:charge_card', timeoutMs: 30_000 }).done;
+      // An engine with leases (chapter 6) lets nobody take the order until the dead process's lease runs out.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      // A charges and stalls before recording (a GC pause, a slow disk) — well within any lease.
+      const a = startChild({ script: chapter.main, args: ['recover'], env: { ...world.env, PAUSE_AT: 'after-effect:charge_card' }, timeoutMs: 30_000 });
+      await a.waitForLine(/\[pause-point\]/);
+      const b = await startChild({ script: chapter.main, args: ['recover'], env: world.env, timeoutMs: 30_000 }).done;
+      a.signal('SIGCONT');
+      const aDone = await a.done;
+      const again = await runUntilDone({ script: chapter.main, args: ['start', order], env: world.env, timeoutMs: 30_000 });
+      const ledger = await world.ledger();
+      const runs = [asRun(crashed), asRun(aDone), asRun(b), again];
+      const verdict = judge(ledger, [order], [again]);
+      if (verdict.verdict !== 'exactly-once') return { ...verdict, ledger, runs };
+      // Effects exactly once. But did the step's code run in both processes?
+      const ranIn = [aDone, b].filter((p) => /ran\s+charge_card/.test(p.stdout)).length;
+      if (ranIn > 1) {
+        return { verdict: 'work-twice', detail: 'both processes ran charge_card’s code; the idempotency key saved the effect', ledger, runs };
+      }
+      return { ...verdict, ledger, runs };
+    },
+  },
 ];
 
 /**

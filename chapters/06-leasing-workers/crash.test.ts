@@ -84,6 +84,14 @@ describe('chapter 6 fixes', () => {
     expect(b).toMatch(/claimed order-1 \(fencing token 2/);
     expect(a).toMatch(/workflow order-1: lease lost \(fencing token 1\): taken over by worker-\d+ \(fencing token 2\)/);
     expect(scenario.ledger?.emails.map((e) => e.idempotencyKey)).toEqual(['order-1:2']);
+
+    // 3. As the matrix runs part 1: chapter 5 ran the step's code twice, chapter 6 once.
+    const [here, before] = await Promise.all([
+      runScenario(chapter, 'two-recoveries-at-once', { adminUrl }),
+      runScenario('05-idempotency-keys', 'two-recoveries-at-once', { adminUrl }),
+    ]);
+    expect(here.verdict, here.detail).toBe('exactly-once');
+    expect(before.verdict, before.detail).toBe('work-twice');
   });
 
   it('kill -9 a worker mid-workflow: another completes it, effects exactly once', async () => {
