@@ -225,10 +225,12 @@ export const scenarios: Scenario[] = [
       const crashed = await startChild({ script: chapter.main, args: ['start', order], env: world.env, fault: 'before-step:charge_card', timeoutMs: 30_000 }).done;
       // An engine with leases (chapter 6) lets nobody take the order until the dead process's lease runs out.
       await new Promise((resolve) => setTimeout(resolve, 2000));
-      // A charges and stalls before recording (a GC pause, a slow disk) — well within any lease.
-      const a = startChild({ script: chapter.main, args: ['recover'], env: { ...world.env, PAUSE_AT: 'after-effect:charge_card' }, timeoutMs: 30_000 });
+      // A charges and stalls before recording (a GC pause, a slow disk) — well within its lease:
+      // LEASE_MS (read by chapter 6 only) is long, so even a slow machine's B starts inside it.
+      const live = { ...world.env, LEASE_MS: '15000' };
+      const a = startChild({ script: chapter.main, args: ['recover'], env: { ...live, PAUSE_AT: 'after-effect:charge_card' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
-      const b = await startChild({ script: chapter.main, args: ['recover'], env: world.env, timeoutMs: 30_000 }).done;
+      const b = await startChild({ script: chapter.main, args: ['recover'], env: live, timeoutMs: 30_000 }).done;
       a.signal('SIGCONT');
       const aDone = await a.done;
       const again = await runUntilDone({ script: chapter.main, args: ['start', order], env: world.env, timeoutMs: 30_000 });
