@@ -174,7 +174,7 @@ describe('chapter 6 fixes', () => {
     await withWorld('ch06_extend', async (world) => {
       await withEngine(world, async (engine, db) => {
         await engine.start('order', demoOrder('order-1'), { id: 'order-1' });
-        const [claim] = await claimWorkflows(db, { worker: 'A', names: ['order'], limit: 1, leaseMs: 300 });
+        const [claim] = await claimWorkflows(db, { worker: 'A', limit: 1, leaseMs: 300 });
         expect(claim).toMatchObject({ id: 'order-1', fencingToken: 1 });
         const held = [{ workflowId: 'order-1', fencingToken: 1 }];
         expect(await extendLeases(db, held, 300)).toEqual(['order-1']); // still valid: renewed
@@ -183,14 +183,18 @@ describe('chapter 6 fixes', () => {
         // from the moment it expired, any worker could have claimed it.
         expect(await extendLeases(db, held, 300)).toEqual([]);
         expect(await recordStep(db, { workflowId: 'order-1', seq: 0, name: 'charge_card', output: {}, fencingToken: 1 })).toBe(false);
-        const [again] = await claimWorkflows(db, { worker: 'B', names: ['order'], limit: 1, leaseMs: 300 });
+        const [again] = await claimWorkflows(db, { worker: 'B', limit: 1, leaseMs: 300 });
         expect(again).toMatchObject({ id: 'order-1', fencingToken: 2 });
         expect(await extendLeases(db, held, 300)).toEqual([]); // the old token, now taken over
         expect(await extendLeases(db, [{ workflowId: 'order-1', fencingToken: 2 }], 300)).toEqual(['order-1']);
       });
+    });
 
-      // The same in a real worker: frozen past its lease, alone. When it wakes, its renewal
-      // fails, its run stops, and the workflow comes back to it under a new token.
+    // The same in a real worker: frozen past its lease, alone. When it wakes, its renewal
+    // fails, its run stops, and the workflow comes back to it under a new token. A world of
+    // its own: order-1 above is left runnable, and the worker would run it too, freezing
+    // at whichever of the two reaches the pause point first.
+    await withWorld('ch06_extend_worker', async (world) => {
       await withEngine(world, (engine) => engine.start('order', demoOrder('order-2'), { id: 'order-2' }));
       const a = startChild({ script: main, args: ['start', 'order-2'], env: { ...world.env, ...plain, LEASE_MS: '1000', WORKER_NAME: 'A', PAUSE_AT: 'before-step:send_email' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
@@ -313,26 +317,21 @@ describe('chapter 6 fixes', () => {
   });
 });
 
-describe('still broken in chapter 6', () => {
-  it('a step that never returns holds its workflow as long as its worker lives: there is no step timeout', async () => {
+describe('fixed since: a step that never returns no longer holds its workflow', () => {
+  it('a hung step is timed out (STEP_TIMEOUT_MS): the attempt fails, the replay calls again under the same key, the order completes, charged once', async () => {
     await withWorld('ch06_hung_step', async (world) => {
-      await world.setLatency(20_000); // the payment provider stops answering
-      const env = { ...world.env, ...plain, LEASE_MS: '1000' };
-      const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A' }, timeoutMs: 30_000 });
-      await a.waitForLine(/claimed order-1/);
-      const b = worker(world, 'B', { LEASE_MS: '1000' });
-      await b.waitForLine(/worker B running/);
-      await sleep(3000); // three leases
-      await withEngine(world, async (engine) => {
-        // A is alive and renews the lease; its charge_card call hangs. Nobody takes order-1 over,
-        // nothing times the step out: the workflow waits for as long as the call does.
-        const info = await engine.inspect('order-1');
-        expect(info).toMatchObject({ status: 'running', fencingToken: 1, leaseOwner: 'A', steps: [] });
-        expect(info?.leaseMsLeft).toBeGreaterThan(0);
-      });
-      a.signal('SIGKILL');
-      b.signal('SIGTERM');
-      await Promise.all([a.done, b.done]);
+      await world.setLatency(5000); // the payment provider stops answering, for longer than the step may wait
+      const env = { ...world.env, ...plain, LEASE_MS: '1000', STEP_TIMEOUT_MS: '1000', WORKER_NAME: 'A' };
+      const a = startChild({ script: main, args: ['start', 'order-1'], env, timeoutMs: 30_000 });
+      await a.waitForLine(/did not return within 1000 ms/, 10_000);
+      await world.setLatency(0); // the provider answers again
+      const done = await a.done;
+      expect(done.exitCode, output(done)).toBe(0);
+      expect(output(done)).toMatch(/attempt 1 failed \(workflow order-1 step #0 charge_card did not return within 1000 ms; its signal was aborted\)/);
+      expect(output(done)).toMatch(/workflow order-1 completed/);
+      await sleep(5000); // the first, abandoned call lands at the provider too — under the same idempotency key
+      const effects = (await world.ledger()).byOrder('order-1');
+      expect(effects).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
     });
   });
 });

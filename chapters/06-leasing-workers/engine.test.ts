@@ -14,7 +14,10 @@ import {
   LeaseLostError,
   listMigrations,
   migrate,
+  RecordTooLargeError,
   SchemaTooNewError,
+  StepTimeoutError,
+  UnserializableResultError,
   WorkflowFailedError,
   WorkflowIdConflictError,
   type RunEndEvent,
@@ -281,5 +284,120 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
     expect(ends[0]).toMatchObject({ workflowId: 'waiting-1', outcome: 'lease-lost' });
     expect(ends[0]?.error?.message).toContain('renewal refused: taken over by thief (fencing token 2)');
     expect(worker.held).toEqual([]);
+  });
+});
+
+describe('bad input gets a clear error, and nothing is lost', () => {
+  it('a step result JSON cannot carry is refused before it is recorded, naming the workflow and step; the workflow stays running', async () => {
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({ db, workflows: { dated: async (ctx) => ctx.step('when', async () => ({ at: new Date(0) })) } });
+    await engine.start('dated', null, { id: 'dated-1' });
+    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(ends[0]?.outcome).toBe('error');
+    expect(ends[0]?.error).toBeInstanceOf(UnserializableResultError);
+    expect(ends[0]?.error?.message).toBe(
+      'the result of workflow dated-1, step #0 when returned a value JSON cannot record faithfully: $.at is a Date, not a plain object. Nothing was recorded.',
+    );
+    expect(await engine.inspect('dated-1')).toMatchObject({ status: 'running', steps: [] });
+  });
+
+  it('a step result over the record limit (1 MiB of JSON by default) is a RecordTooLargeError naming workflow and step; nothing is recorded', async () => {
+    const ends: RunEndEvent[] = [];
+    const big = 'x'.repeat(1024 * 1024); // 1 MiB of characters, plus two quotes as JSON
+    const engine = createEngine({ db, workflows: { big: async (ctx) => ctx.step('download', async () => big) } });
+    await engine.start('big', null, { id: 'big-1' });
+    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    const error = ends[0]?.error;
+    expect(error).toBeInstanceOf(RecordTooLargeError);
+    expect(error).toMatchObject({ where: 'the result of workflow big-1, step #0 download', bytes: 1024 * 1024 + 2, limitBytes: 1024 * 1024 });
+    expect(error?.message).toBe(
+      'the result of workflow big-1, step #0 download is 1048578 bytes of JSON, over the 1048576-byte limit of what the log records. Nothing was recorded.',
+    );
+    expect(await engine.inspect('big-1')).toMatchObject({ status: 'running', steps: [] });
+
+    const strict = createEngine({ db, maxRecordBytes: 100, workflows: { big: async () => 'ok' } });
+    await expect(strict.start('big', { blob: 'y'.repeat(200) }, { id: 'big-2' })).rejects.toThrow(
+      'the input of workflow big-2 is 211 bytes of JSON, over the 100-byte limit of what the log records. Nothing was recorded.',
+    );
+    expect(await strict.status(['big-2'])).toEqual({ 'big-2': 'missing' });
+  });
+
+  it('a workflow no worker here has code for stays running, is deferred rather than claimed again at once, is logged once, and runs where its code is', async () => {
+    const log = vi.mocked(console.log);
+    const { workflow } = counted();
+    const newDeploy = createEngine({ db, workflows: { counted: workflow, refund: async (ctx, n: number) => ctx.step('refund', async () => n * 2) } });
+    await newDeploy.start('refund', 1, { id: 'refund-1' });
+    await newDeploy.start('refund', 2, { id: 'refund-2' });
+
+    const oldDeploy = createEngine({ db, workflows: { counted: workflow } });
+    const ends: RunEndEvent[] = [];
+    await oldDeploy.createWorker({ name: 'old', leaseMs: 5000, unknownWorkflowDelayMs: 60_000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(ends).toEqual([]); // nothing ran, nothing failed
+    for (const id of ['refund-1', 'refund-2']) {
+      const info = await oldDeploy.inspect(id);
+      expect(info).toMatchObject({ status: 'running', leaseOwner: 'old', fencingToken: 1, steps: [] });
+      expect(info?.leaseMsLeft).toBeGreaterThan(40_000); // deferred: 60 s ± 20 %
+    }
+    const said = log.mock.calls.map((args) => String(args[0])).filter((line) => line.includes('"refund" workflow'));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toContain('is a "refund" workflow, which this worker has no code for (it has: counted); left running and deferred');
+
+    // Later (here: now), a worker of the new deploy takes them.
+    await db.query(`UPDATE workflows SET lease_expires_at = now() WHERE id LIKE 'refund-%'`);
+    await newDeploy.createWorker({ leaseMs: 5000 }).drain();
+    expect([await newDeploy.result('refund-1'), await newDeploy.result('refund-2')]).toEqual([2, 4]);
+  });
+
+  it('ids, workflow names, step names and inputs shaped like SQL injection are stored and returned as the plain text they are', async () => {
+    const name = `'; DROP TABLE workflows; --`;
+    const id = `order-1'); DROP TABLE steps; --`;
+    const step = `"; DELETE FROM workflows WHERE '1'='1`;
+    const input = { note: `Robert'); DROP TABLE students;--`, $1: '$2' };
+    const engine = createEngine({ db, workflows: { [name]: async (ctx, given: typeof input) => ctx.step(step, async () => given.note) } });
+    const run = await engine.start(name, input, { id });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await run.result()).toBe(input.note);
+    expect(await engine.inspect(id)).toMatchObject({ id, name, input, status: 'completed', steps: [{ seq: 0, name: step, output: input.note }] });
+    const tables = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('workflows', 'steps')`);
+    expect(tables.rows[0]?.n).toBe(2);
+  });
+});
+
+describe('a step that never returns is timed out', () => {
+  it('its signal aborts with a StepTimeoutError, the attempt fails, and the replay runs the step again and finishes', async () => {
+    let calls = 0;
+    let reason: unknown;
+    const engine = createEngine({
+      db,
+      workflows: {
+        hangs: async (ctx) =>
+          ctx.step(
+            'call',
+            async ({ signal }) => {
+              if (calls++ > 0) return 'answered';
+              signal.addEventListener('abort', () => (reason = signal.reason), { once: true });
+              return new Promise<string>(() => {}); // ignores its signal: never settles
+            },
+            { timeoutMs: 200 },
+          ),
+      },
+    });
+    const run = await engine.start('hangs', null, { id: 'hangs-1' });
+    const started = Date.now();
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await run.result()).toBe('answered');
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(calls).toBe(2);
+    expect(reason).toBeInstanceOf(StepTimeoutError);
+    expect((await engine.inspect('hangs-1'))?.steps.map((s) => [s.name, s.output])).toEqual([['call', 'answered']]);
+  });
+
+  it('a step that times out on every attempt (the engine-wide stepTimeoutMs) fails its workflow instead of holding it', async () => {
+    const engine = createEngine({ db, attempts: 2, stepTimeoutMs: 150, workflows: { stuck: async (ctx) => ctx.step('call', () => new Promise(() => {})) } });
+    const run = await engine.start('stuck', null, { id: 'stuck-1' });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    await expect(run.result()).rejects.toThrow(WorkflowFailedError);
+    await expect(run.result()).rejects.toThrow('workflow stuck-1 failed: workflow stuck-1 step #0 call did not return within 150 ms; its signal was aborted');
+    expect(() => createEngine({ db, stepTimeoutMs: 0, workflows: {} })).toThrow(RangeError);
   });
 });

@@ -77,11 +77,24 @@ export interface StepInfo {
    */
   idempotencyKey: string;
   /**
-   * Aborted when this run loses its lease. Pass it to what the step waits on
-   * (`fetch(url, { signal })`) so a run that no longer owns the workflow stops
-   * at once instead of finishing work whose record would be refused.
+   * Aborted when this run loses its lease, or when the step overruns its
+   * `timeoutMs` (the reason is then a {@link StepTimeoutError}). Pass it to
+   * what the step waits on (`fetch(url, { signal })`) so a step that can no
+   * longer be recorded stops at once instead of finishing for nothing.
    */
   signal: AbortSignal;
+}
+
+/** Options of one {@link Context.step}. */
+export interface StepOptions {
+  /**
+   * Give up on the step after this many milliseconds (default: the engine's
+   * `stepTimeoutMs`; none if neither is set). Its `signal` aborts and the step
+   * fails with a {@link StepTimeoutError} — one of the workflow's `attempts`,
+   * like any thrown error — even if its code ignores the signal and never
+   * returns: the run goes on without it, and nothing it returns later is recorded.
+   */
+  timeoutMs?: number;
 }
 
 /** What a workflow sees: `step` and `transaction`, and the run's abort signal. */
@@ -94,7 +107,7 @@ export interface Context {
    * A step whose effect is outside the database (an HTTP call): run, then
    * record. A crash in between runs `fn` again, with the same `idempotencyKey`.
    */
-  step<T>(name: string, fn: (info: StepInfo) => Promise<T>): Promise<T>;
+  step<T>(name: string, fn: (info: StepInfo) => Promise<T>, options?: StepOptions): Promise<T>;
   /**
    * A step whose effect is SQL on `tx`: the writes and the record commit as
    * one — and only while this run holds the workflow's lease. Await nothing
@@ -225,6 +238,53 @@ export class StepAlreadyRecordedError extends CourseError {
 /** The workflow failed on every attempt; its error is in the log. */
 export class WorkflowFailedError extends CourseError {}
 
+/** The largest step result, workflow input or output the engine records by default: 1 MiB of JSON. */
+export const DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
+
+/**
+ * A step result, workflow output or workflow input is larger, as JSON, than
+ * the engine's `maxRecordBytes`. Nothing was recorded. A kind of
+ * {@link UnserializableResultError}: the engine treats it the same way (a
+ * step's result is not retried in-process, the workflow stays running).
+ */
+export class RecordTooLargeError extends UnserializableResultError {
+  constructor(
+    /** What was too large: `workflow order-1, step #0 charge_card`, … */
+    readonly where: string,
+    /** Its size as JSON, in bytes. */
+    readonly bytes: number,
+    /** The limit it exceeds. */
+    readonly limitBytes: number,
+  ) {
+    super(
+      `${where} is ${bytes} bytes of JSON, over the ${limitBytes}-byte limit of what the log records. Nothing was recorded.`,
+      'Keep large data out of the log: store it elsewhere (a table, object storage) and return its key; or raise maxRecordBytes in createEngine.',
+    );
+  }
+}
+
+/**
+ * A step ran longer than its `timeoutMs`. Its signal was aborted; whatever it
+ * returns later is ignored. Counted as one of the workflow's attempts.
+ */
+export class StepTimeoutError extends CourseError {
+  constructor(
+    /** The workflow whose step timed out. */
+    readonly workflowId: string,
+    /** The step's position. */
+    readonly seq: number,
+    /** The step's name. */
+    readonly stepName: string,
+    /** The timeout it overran. */
+    readonly timeoutMs: number,
+  ) {
+    super(
+      `workflow ${workflowId} step #${seq} ${stepName} did not return within ${timeoutMs} ms; its signal was aborted`,
+      'Make the step pass its signal to what it waits on, and give it a timeout long enough for the slowest answer you accept.',
+    );
+  }
+}
+
 /** A fence refused this run's token inside a transaction (internal: becomes a LeaseLostError once rolled back). */
 class Refused extends Error {}
 
@@ -307,6 +367,13 @@ export interface EngineOptions<W extends Workflows> {
   attempts?: number;
   /** How often `result()` looks for finished workflows it waits on; all waiters share one query (default 100 ms). */
   resultPollMs?: number;
+  /** The default `timeoutMs` of every `ctx.step` (default: none, a step may take as long as it takes). */
+  stepTimeoutMs?: number;
+  /**
+   * The largest step result, workflow input or output recorded, in bytes of
+   * JSON (default 1 MiB); larger is a {@link RecordTooLargeError}.
+   */
+  maxRecordBytes?: number;
 }
 
 /** The engine: start workflows, wait for them, look at them, and run workers. Made by {@link createEngine}. */
@@ -343,7 +410,7 @@ export interface Engine<W extends Workflows> {
 }
 
 /**
- * What a worker needs from the engine: the database, the names it can claim,
+ * What a worker needs from the engine: the database, the names it has code for (it defers the rest),
  * how to run a claimed workflow, and a way to be woken when work is started here.
  * @internal
  */
@@ -365,7 +432,24 @@ export interface EngineCore {
  * const receipt = await run.result();
  * ```
  */
-export function createEngine<W extends Workflows>({ db, workflows, attempts = 3, resultPollMs = 100 }: EngineOptions<W>): Engine<W> {
+export function createEngine<W extends Workflows>({
+  db,
+  workflows,
+  attempts = 3,
+  resultPollMs = 100,
+  stepTimeoutMs,
+  maxRecordBytes = DEFAULT_MAX_RECORD_BYTES,
+}: EngineOptions<W>): Engine<W> {
+  if (stepTimeoutMs !== undefined && !(stepTimeoutMs > 0)) throw new RangeError(`stepTimeoutMs must be a positive number of milliseconds, got ${stepTimeoutMs}`);
+  if (!(maxRecordBytes > 0)) throw new RangeError(`maxRecordBytes must be a positive number of bytes, got ${maxRecordBytes}`);
+
+  /** Refuse what JSON cannot carry, or what is too large to record: before anything is written. */
+  function assertRecordable(value: unknown, where: string): void {
+    assertJsonSafe(value, where);
+    const bytes = Buffer.byteLength(JSON.stringify(value));
+    if (bytes > maxRecordBytes) throw new RecordTooLargeError(where, bytes, maxRecordBytes);
+  }
+
   /** The code registered under `name`, or a clear error. */
   function lookUp(name: string, workflowId: string): Workflow<unknown, unknown> {
     // Object.hasOwn, not `workflows[name]`: a workflow named "toString" must not find Object.prototype.toString.
@@ -387,7 +471,7 @@ export function createEngine<W extends Workflows>({ db, workflows, attempts = 3,
   async function start<N extends keyof W & string>(name: N, input: InputOf<W[N]>, options: StartOptions = {}): Promise<RunHandle<OutputOf<W[N]>>> {
     const id = options.id ?? randomUUID();
     lookUp(name, id); // a typo in the name fails here, before it reaches the log
-    assertJsonSafe(input, `the input of workflow ${id}`);
+    assertRecordable(input, `the input of workflow ${id}`);
     const { created, row, sameName, sameInput, differentFields } = await admitWorkflow(db, { id, name, input });
     if (!sameName || !sameInput) {
       const differs = [...(sameName ? [] : ['name' as const]), ...(sameInput ? [] : ['input' as const])];
@@ -518,6 +602,14 @@ export function createEngine<W extends Workflows>({ db, workflows, attempts = 3,
    */
   function unavailable(lease: Lease, thrown: unknown): unknown {
     if (!isConnectionFailure(thrown)) return thrown;
+    // A process frozen past its lease hears of its connection being ended (the
+    // idle-in-transaction timeout, one lease long) before its lease timer has
+    // had a chance to fire: that is the lease lost, not the database gone.
+    try {
+      lease.check();
+    } catch (lost) {
+      return lost;
+    }
     return new DatabaseUnavailableError(
       `workflow ${lease.workflowId}: the database connection failed (${toError(thrown).message}); this run stopped, and the workflow is claimed again`,
       'Nothing to do if it passes: what was committed stays, the rest is replayed. If it keeps happening, check the database and the network.',
@@ -546,7 +638,7 @@ export function createEngine<W extends Workflows>({ db, workflows, attempts = 3,
         const output = await workflow(replay.ctx, claim.input);
         replay.checkAllRecordedStepsWereCalled();
         // 3. Record the end — fenced like a step.
-        assertJsonSafe(output, `workflow ${claim.id}`);
+        assertRecordable(output, `the output of workflow ${claim.id}`);
         await inLease(lease, async (tx) => {
           if (!(await completeWorkflow(tx, fence, output))) throw new Refused();
           crashPoint('during-record:complete');
@@ -588,6 +680,30 @@ export function createEngine<W extends Workflows>({ db, workflows, attempts = 3,
       return { workflowId, seq, name, idempotencyKey: stepKey(workflowId, seq), signal: lease.signal };
     }
 
+    /**
+     * Run a step's code, for at most `timeoutMs`: then abort its signal and
+     * fail, whether or not the code listens — a hung call must not hold the
+     * workflow (and its lease) for as long as it hangs.
+     */
+    async function withTimeout<T>(seq: number, name: string, timeoutMs: number | undefined, fn: (info: StepInfo) => Promise<T>): Promise<T> {
+      if (timeoutMs === undefined) return fn(infoFor(seq, name));
+      const timedOut = new AbortController();
+      const info = { ...infoFor(seq, name), signal: AbortSignal.any([lease.signal, timedOut.signal]) };
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const error = new StepTimeoutError(workflowId, seq, name, timeoutMs);
+          timedOut.abort(error);
+          reject(error);
+        }, timeoutMs);
+      });
+      try {
+        return await Promise.race([fn(info), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+
     /** Recorded at this position? Then it must be the same step: return its entry. */
     function replay(seq: number, name: string): StepRow | undefined {
       const entry = log.get(seq);
@@ -602,7 +718,7 @@ export function createEngine<W extends Workflows>({ db, workflows, attempts = 3,
      * record nor (for `transaction` steps) the business writes exist for anyone.
      */
     async function record(tx: pg.PoolClient, seq: number, name: string, result: unknown): Promise<void> {
-      assertJsonSafe(result, `workflow ${workflowId}, step #${seq} ${name}`);
+      assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
       let written: boolean;
       try {
         written = await recordStep(tx, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
@@ -618,14 +734,14 @@ export function createEngine<W extends Workflows>({ db, workflows, attempts = 3,
     const ctx: Context = {
       workflowId,
       signal: lease.signal,
-      async step<T>(name: string, fn: (info: StepInfo) => Promise<T>): Promise<T> {
+      async step<T>(name: string, fn: (info: StepInfo) => Promise<T>, options: StepOptions = {}): Promise<T> {
         // Each call takes the next position, synchronously, in the order the code makes the calls.
         const seq = nextSeq++;
         const entry = replay(seq, name);
         if (entry) return entry.output as T;
         lease.check(); // a run that knows it lost the lease starts no new effect
         crashPoint(`before-step:${name}`);
-        const result = await fn(infoFor(seq, name));
+        const result = await withTimeout(seq, name, options.timeoutMs ?? stepTimeoutMs, fn);
         trace.ran(name, result);
         // The effect happened outside the database: the log does not know yet.
         // A crash here runs fn again, with the same key. A freeze here past the

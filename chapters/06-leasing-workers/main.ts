@@ -23,11 +23,13 @@
  *   CONCURRENCY        default 4: workflows run at once by this process
  *   POLL_MS            default 200 (library: 1000): how soon expired leases are noticed
  *   SHUTDOWN_GRACE_MS  default 5000
+ *   STEP_TIMEOUT_MS    default none: every step's timeoutMs (a hung call fails its attempt)
  *   WORKER_NAME        default worker-<pid>: the lease_owner the demo shows
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { CourseError, runMain, toError } from '../../shared/errors.ts';
+import { redact } from '../../shared/db/server.ts';
+import { CourseError, DatabaseUnavailableError, runMain, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
 import { demoOrder, type Order } from '../../shared/world/services.ts';
 import { createEngine, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
@@ -38,20 +40,50 @@ const usage = 'usage: main.ts start <orderId>… [--amount <cents>] | recover | 
 
 /**
  * Run `action`, and while the database cannot be reached (it is starting, or
- * restarting) try again every half second, for up to 30 s. A worker started
- * together with its database, or by a supervisor while the database was down,
- * should wait for it, not crash-loop.
+ * restarting) try again, backing off from 250 ms to 5 s, for as long as it
+ * takes — saying so once. A worker started together with its database, or by
+ * a supervisor while the database was down, should wait for it, not
+ * crash-loop. What waiting cannot fix (a wrong password, a missing database)
+ * fails at once.
  */
-async function whenDatabaseAnswers<T>(action: () => Promise<T>): Promise<T> {
-  for (let waited = 0; ; waited += 500) {
+async function whenDatabaseAnswers<T>(url: string, action: () => Promise<T>): Promise<T> {
+  const since = Date.now();
+  for (let tries = 0; ; tries++) {
     try {
-      return await action();
+      const result = await action();
+      if (tries > 0) console.error(`the database answers (after ${((Date.now() - since) / 1000).toFixed(1)} s); going on`);
+      return result;
     } catch (thrown) {
-      if (!isConnectionFailure(thrown) || waited >= 30_000) throw thrown;
-      trace.info(`the database is not answering (${toError(thrown).message}); trying again`);
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      if (!isConnectionFailure(thrown)) {
+        throw new DatabaseUnavailableError(
+          `DATABASE_URL ${redact(url)}: ${toError(thrown).message}`,
+          'Check the user, password and database name in DATABASE_URL: waiting would not change this answer.',
+          { cause: thrown },
+        );
+      }
+      // stderr, not the trace: an operator must see this even with COURSE_TRACE=0.
+      if (tries === 0) console.error(`the database at ${redact(url)} is not answering (${toError(thrown).message}); waiting for it, retrying with back-off`);
+      await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 250 * 2 ** tries)));
     }
   }
+}
+
+/** DATABASE_URL as pg would read it, or a clear error: pg itself takes `localhost:5432` for a socket path and fails obscurely. */
+function databaseUrl(): string {
+  const url = process.env.DATABASE_URL;
+  if (!url) {
+    throw new CourseError('DATABASE_URL is not set: chapter 6 keeps its log in PostgreSQL.', 'Run it through the demo (npm run chapter 6) or the tests, which set it.');
+  }
+  let protocol: string;
+  try {
+    protocol = new URL(url).protocol;
+  } catch (thrown) {
+    throw new CourseError(`DATABASE_URL is not a PostgreSQL connection string (${toError(thrown).message}).`, 'It should look like postgres://user:password@localhost:5432/dbname', { cause: thrown });
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new CourseError(`DATABASE_URL is not a PostgreSQL connection string: it starts with ${protocol}//.`, 'It should look like postgres://user:password@localhost:5432/dbname');
+  }
+  return url;
 }
 
 /** A whole number from the environment, or its default. */
@@ -79,16 +111,27 @@ runMain(async () => {
     throw new CourseError(`--amount ${values.amount}: only for start, and a positive whole number of cents`, usage);
   }
   const order = (orderId: string): Order => ({ ...demoOrder(orderId), ...(amountCents === undefined ? {} : { amountCents }) });
-  if (!process.env.DATABASE_URL) {
-    throw new CourseError('DATABASE_URL is not set: chapter 6 keeps its log in PostgreSQL.', 'Run it through the demo (npm run chapter 6) or the tests, which set it.');
-  }
+  const url = databaseUrl();
   const concurrency = fromEnv('CONCURRENCY', 4);
-  const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: concurrency + 4 });
-  // An idle pooled connection that the server ends must not crash the process: the pool replaces it.
-  db.on('error', (error) => trace.info(`database connection lost: ${error.message}`));
+  const stepTimeoutMs = fromEnv('STEP_TIMEOUT_MS', 0) || undefined;
+  const db = new pg.Pool({
+    connectionString: url,
+    max: concurrency + 4,
+    // A server that vanished without closing its sockets (a failover, a cut
+    // network) must still fail our queries: TCP keepalives find the dead peer,
+    // and a connection attempt gives up instead of hanging.
+    keepAlive: true,
+    connectionTimeoutMillis: 10_000,
+  });
+  // An idle pooled connection that the server ends must not crash the process
+  // before the worker (which listens too) is running: the pool replaces it.
+  db.on('error', () => {});
+  // Likewise a connection handed to a waiting caller, before the caller's
+  // listener is on it (see onNewConnection in worker.ts): from the first one on.
+  db.on('connect', (client) => client.on('error', () => {}));
   try {
-    await whenDatabaseAnswers(() => migrate(db));
-    const engine = createEngine({ db, workflows: { order: orderWorkflow() } });
+    await whenDatabaseAnswers(url, () => migrate(db));
+    const engine = createEngine({ db, workflows: { order: orderWorkflow() }, stepTimeoutMs });
     if (command === 'status') {
       console.log(`STATUS ${JSON.stringify(await engine.status(orderIds))}`);
       return;

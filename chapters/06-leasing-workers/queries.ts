@@ -109,8 +109,15 @@ export async function inTransaction<T>(db: pg.Pool, body: (tx: pg.PoolClient) =>
  */
 export function isConnectionFailure(error: unknown): boolean {
   const { code = '', message = '' } = (error ?? {}) as { code?: string; message?: string };
-  // 08…: connection exceptions; 57P01–57P03: shutting down / starting up; 25P03: idle-in-transaction timeout.
-  return /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|08|57P0[123]|25P03)/.test(code) || /Connection terminated|connection error|not queryable/i.test(message);
+  // 08…: connection exceptions; 57P01 admin shutdown, 57P02 crash of another
+  // backend (the server is resetting), 57P03 cannot connect now (starting up,
+  // in recovery); 25P03: idle-in-transaction timeout. The messages are pg's
+  // own, for failures that carry no code (a socket closed mid-query, a pool
+  // that waited connectionTimeoutMillis for a connection).
+  return (
+    /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|08|57P0[123]|25P03)/.test(code) ||
+    /Connection terminated|connection error|not queryable|timeout exceeded when trying to connect|the database system is/i.test(message)
+  );
 }
 
 // ── workflows ────────────────────────────────────────────────────────────────
@@ -255,30 +262,47 @@ export interface Claim {
  * FOR UPDATE conflicts with that — it is what keeps a claim out while a run's
  * write is in flight.
  *
- * Only names in `names` (the workflows this worker has code for): during a
- * deploy, a worker that does not know a workflow leaves it to one that does.
+ * Every name, not only those this worker has code for: a workflow no worker
+ * knows (a newer deploy started it, or its code was removed) would otherwise sit
+ * at the head of the index and be visited, and skipped, by every claim for
+ * ever. The worker defers what it cannot run (`deferWorkflow`) instead.
  *
  * The claim's own now() is the database's clock; so is every later check.
  */
-export async function claimWorkflows(db: Sql, claim: { worker: string; names: string[]; limit: number; leaseMs: number }): Promise<Claim[]> {
+export async function claimWorkflows(db: Sql, claim: { worker: string; limit: number; leaseMs: number }): Promise<Claim[]> {
   const result = await db.query<Claim>(
     `WITH runnable AS (
        SELECT id FROM workflows
-        WHERE status = 'running' AND lease_expires_at <= now() AND name = ANY($2::text[])
+        WHERE status = 'running' AND lease_expires_at <= now()
         ORDER BY lease_expires_at
-        LIMIT $3
+        LIMIT $2
         FOR UPDATE SKIP LOCKED
      )
      UPDATE workflows w
         SET fencing_token = w.fencing_token + 1,
             lease_owner = $1,
-            lease_expires_at = now() + $4::int * interval '1 millisecond'
+            lease_expires_at = now() + $3::int * interval '1 millisecond'
        FROM runnable
       WHERE w.id = runnable.id
      RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken"`,
-    [claim.worker, claim.names, claim.limit, claim.leaseMs],
+    [claim.worker, claim.limit, claim.leaseMs],
   );
   return result.rows;
+}
+
+/**
+ * Put a claimed workflow back, runnable again only in `delayMs` (database
+ * clock): a worker that has no code for it leaves it, still `running`, to a
+ * worker that has — during a rolling deploy, the next version's. Fenced like a
+ * renewal; false when the claim was no longer ours.
+ */
+export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE workflows SET lease_expires_at = now() + $3::int * interval '1 millisecond'
+      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > now()`,
+    [fence.workflowId, fence.fencingToken, Math.round(delayMs)],
+  );
+  return result.rowCount === 1;
 }
 
 /**

@@ -13,6 +13,12 @@
  *   stop()       stop claiming; let the held runs finish for up to
  *                `shutdownGraceMs`, renewing their leases meanwhile; release
  *                what is left (lease_expires_at = now(): runnable at once).
+ *
+ * The database going away (a restart, a failover, a dropped connection) is
+ * weather, not a bug: the worker never exits for it. Claims back off (up to
+ * 5 s between tries) and the outage is logged once when it starts and once
+ * when it ends; runs whose leases cannot be renewed stop before they run out;
+ * the LISTEN connection comes back on its own, and polling covers the gap.
  */
 import os from 'node:os';
 import type pg from 'pg';
@@ -20,7 +26,16 @@ import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
 import type { EngineCore } from './engine.ts';
 import { Lease, LeaseLostError } from './lease.ts';
-import { claimWorkflows, explainLostLease, extendLeases, releaseLeases, WAKE_CHANNEL, type Claim } from './queries.ts';
+import {
+  claimWorkflows,
+  deferWorkflow,
+  explainLostLease,
+  extendLeases,
+  isConnectionFailure,
+  releaseLeases,
+  WAKE_CHANNEL,
+  type Claim,
+} from './queries.ts';
 
 /** Options of a worker (`engine.createWorker(options)`). */
 export interface WorkerOptions {
@@ -44,6 +59,13 @@ export interface WorkerOptions {
   listen?: boolean;
   /** Called when a run this worker started ends, however it ended. */
   onRunEnd?: (event: RunEndEvent) => void;
+  /**
+   * A claimed workflow whose name this worker has no code for is put back,
+   * still `running`, runnable again after this long ±20 % (default 10 000 ms):
+   * during a rolling deploy a worker of the other version takes it meanwhile.
+   * Logged once per workflow name.
+   */
+  unknownWorkflowDelayMs?: number;
 }
 
 /** How one run on this worker ended. */
@@ -88,6 +110,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   const pollMs = options.pollMs ?? 1000;
   const shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
   const name = options.name ?? `${os.hostname()}:${process.pid}`;
+  const unknownWorkflowDelayMs = options.unknownWorkflowDelayMs ?? 10_000;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a whole number ≥ 1, got ${concurrency}`);
   if (!Number.isInteger(leaseMs) || leaseMs < 100) throw new RangeError(`leaseMs must be a whole number ≥ 100, got ${leaseMs}`);
   const { db } = core;
@@ -105,6 +128,54 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   let lastClaimWasFull = false;
   let draining: (() => void) | undefined;
   let firstClaim: () => void = () => {};
+  /** Workflow names met in a claim without code here: each is logged once. */
+  const unknownNames = new Set<string>();
+
+  // ── the database going away ───────────────────────────────────────────────
+
+  /** Since when (Date.now()) the database has not been answering; undefined while it answers. */
+  let outageSince: number | undefined;
+  /** Consecutive failed claims: the back-off doubles with each, up to 5 s. */
+  let failedClaims = 0;
+
+  /** A failure reaching the database: the first of an outage is logged, the rest are the same news. */
+  function databaseFailed(what: string, thrown: unknown): void {
+    const error = toError(thrown);
+    if (!isConnectionFailure(error)) {
+      trace.info(`worker ${name}: ${what} failed (${error.message})`);
+      return;
+    }
+    if (outageSince !== undefined) return;
+    outageSince = Date.now();
+    trace.info(
+      `worker ${name}: the database is not answering (${error.message}); retrying with back-off, ` +
+        'runs that cannot renew their leases stop before they run out',
+    );
+  }
+
+  function databaseAnswered(): void {
+    if (outageSince === undefined) return;
+    trace.info(`worker ${name}: the database answers again (after ${((Date.now() - outageSince) / 1000).toFixed(1)} s)`);
+    outageSince = undefined;
+  }
+
+  /**
+   * An idle pooled connection the server ended is reported on the pool, and an
+   * 'error' event nobody listens to would crash the process: the pool already
+   * drops that connection, so hearing of it is all there is to do.
+   */
+  const onPoolError = (error: Error) => databaseFailed('an idle connection', error);
+
+  /**
+   * pg-pool hands a connection to a caller that waited for one with no
+   * 'error' listener on it until the caller's code runs, a tick later. A
+   * server's goodbye (pg_terminate_backend, a shutdown) that arrives in the
+   * same read as the previous query's answer lands in that gap, unheard, and
+   * would crash the process. Every connection the pool opens while this
+   * worker runs gets a listener of its own: the caller's next query on it
+   * fails anyway, which is how the caller hears of it.
+   */
+  const onNewConnection = (client: pg.PoolClient) => client.on('error', (error) => databaseFailed('a connection', error));
 
   // ── waking up ─────────────────────────────────────────────────────────────
 
@@ -149,14 +220,14 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         if (listener !== connection) return; // already given back (stop), or never installed
         listener = undefined;
         connection.release(error);
-        trace.info(`worker ${name}: lost its LISTEN connection (${error.message}); polling until it is back`);
+        if (outageSince === undefined) trace.info(`worker ${name}: lost its LISTEN connection (${error.message}); polling until it is back`);
       });
       connection.on('notification', wake);
       await connection.query(`LISTEN ${WAKE_CHANNEL}`);
       listener = connection;
     } catch (thrown) {
       client?.release(toError(thrown));
-      trace.info(`worker ${name}: LISTEN failed (${toError(thrown).message}); polling every ${pollMs} ms`);
+      databaseFailed(`LISTEN (polling every ${pollMs} ms meanwhile)`, thrown);
     }
   }
 
@@ -172,13 +243,19 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         woken = false;
         const sentAt = performance.now();
         try {
-          claims = await claimWorkflows(db, { worker: name, names: core.names, limit: free, leaseMs });
+          claims = await claimWorkflows(db, { worker: name, limit: free, leaseMs });
+          failedClaims = 0;
+          databaseAnswered();
         } catch (thrown) {
           failed = true;
-          trace.info(`worker ${name}: claim failed (${toError(thrown).message}); trying again in ${pollMs} ms`);
+          failedClaims++;
+          databaseFailed('claim', thrown);
         }
-        for (const claim of claims) launch(claim, sentAt);
         lastClaimWasFull = claims.length === free;
+        for (const claim of claims) {
+          if (core.names.includes(claim.name)) launch(claim, sentAt);
+          else await defer(claim);
+        }
       }
       firstClaim();
       if (draining && !failed && claims.length === 0 && held.size === 0) {
@@ -187,8 +264,27 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       }
       if (state !== 'running') break;
       // A full claim may have left more behind: go again as soon as a slot is free.
-      if (lastClaimWasFull && held.size < concurrency) continue;
-      await sleep(jittered());
+      if (!failed && lastClaimWasFull && held.size < concurrency) continue;
+      await sleep(failed ? Math.min(5000, Math.max(pollMs, 100) * 2 ** (failedClaims - 1)) : jittered());
+    }
+  }
+
+  /** A workflow this worker has no code for: back to the log, for later, and for another worker. */
+  async function defer(claim: Claim): Promise<void> {
+    const delayMs = unknownWorkflowDelayMs * (0.8 + Math.random() * 0.4);
+    if (!unknownNames.has(claim.name)) {
+      unknownNames.add(claim.name);
+      trace.info(
+        `worker ${name}: workflow ${claim.id} is a "${claim.name}" workflow, which this worker has no code for ` +
+          `(it has: ${core.names.join(', ') || 'none'}); left running and deferred ~${unknownWorkflowDelayMs} ms for a worker that has ` +
+          '(said once per name)',
+      );
+    }
+    try {
+      await deferWorkflow(db, { workflowId: claim.id, fencingToken: claim.fencingToken }, delayMs);
+    } catch (thrown) {
+      // Its lease runs out on its own: deferred by one lease instead.
+      databaseFailed(`deferring ${claim.id}`, thrown);
     }
   }
 
@@ -248,6 +344,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     const sentAt = performance.now();
     try {
       const extended = new Set(await extendLeases(db, leases.map((l) => ({ workflowId: l.workflowId, fencingToken: l.fencingToken })), leaseMs));
+      databaseAnswered();
       for (const lease of leases) {
         if (extended.has(lease.workflowId)) lease.renewed(sentAt);
         // Not extended: expired, taken over, or finished meanwhile. Only a run still held here needs stopping.
@@ -258,7 +355,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       }
     } catch (thrown) {
       // Each lease's timer stops its run before the lease runs out, if this keeps failing.
-      trace.info(`worker ${name}: could not renew ${leases.length} lease(s) (${toError(thrown).message}); trying again`);
+      databaseFailed(`renewing ${leases.length} lease(s)`, thrown);
     } finally {
       renewing = false;
     }
@@ -270,6 +367,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     if (state !== 'new') throw new Error(`worker ${name} was already started`);
     state = 'running';
     core.wakeUps.add(wake);
+    db.on('error', onPoolError);
+    db.on('connect', onNewConnection);
     heartbeat = setInterval(() => void renew(), leaseMs / 2);
     const claimed = new Promise<void>((resolve) => (firstClaim = resolve));
     loop = claimLoop();
@@ -310,6 +409,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         // Not back to the pool: a LISTENing session would keep receiving notifications.
         connection.release(true);
       }
+      db.off('error', onPoolError);
+      db.off('connect', onNewConnection);
       state = 'stopped';
     })();
     return stopped;

@@ -1,110 +1,182 @@
 /**
  * `npm run bench` — what durability costs, measured against yardsticks taken
- * in the same run on the same server.
+ * in the same run on the same server, and chapter 6 (the production engine)
+ * against its targets and its peers.
  *
- *   npm run bench               the full run (a few minutes); writes docs/bench/report.md and results.json
- *   npm run bench -- --quick    tiny counts, no report files (what `npm test` runs so this cannot rot)
+ *   npm run bench                          the full run (about 3–4 minutes on 2 cores); writes docs/bench/report.md and results.json
+ *   npm run bench -- --quick               tiny counts, no report files (what `npm test` runs so this cannot rot)
+ *   npm run bench -- --only steps,dispatch some suites (the yardsticks always run: everything is compared with them)
+ *   npm run bench -- --no-write            the full run, printed only
+ *   npm run bench -- --render              report.md again from results.json, measuring nothing (after editing report.ts)
  *
- * A benchmark, never a timed test: nothing here passes or fails on speed.
- * Uses the embedded server by default, or DATABASE_URL.
+ * Suites: chapters (chapters 1–5), steps, sequential, throughput, dispatch,
+ * takeover, steady, history (chapter 6). A benchmark, never a timed test:
+ * nothing here passes or fails on speed. Uses the embedded server by
+ * default, or DATABASE_URL (then PostgreSQL's CPU is not measured: its pid is unknown).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createDatabase, dropDatabase } from '../db/databases.ts';
 import { projectRoot, startPostgres } from '../db/server.ts';
-import { runMain } from '../errors.ts';
+import { CourseError, runMain } from '../errors.ts';
 import { paint } from '../narrate.ts';
-import { flushRate, insertCommits, type CommitRate } from './baseline.ts';
+import { flushRate, insertCommits } from './baseline.ts';
 import { chapterEngines } from './engines.ts';
+import * as production from './production.ts';
 import { Probe, type Delta } from './probes.ts';
-import { fmt, msSince, summarize, type Summary } from './stats.ts';
+import { renderReport, type BenchResults, type ChapterCost } from './report.ts';
+import { countRoundTrips } from './roundtrips.ts';
+import { fmt, msSince, summarize } from './stats.ts';
 
-interface ChapterCost {
-  chapter: number;
-  label: string;
-  durability: string;
-  workflows: number;
-  workflowsPerSecond: number;
-  latency: Summary;
-  writeTransactionsPerWorkflow: number;
-  walBytesPerWorkflow: number;
-  nodeCpuSeconds: number;
-  pgCpuSeconds: number | undefined;
+export type { BenchResults } from './report.ts';
+
+const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history'] as const;
+type Suite = (typeof SUITES)[number];
+
+function selectedSuites(argv: string[]): Suite[] {
+  const at = argv.indexOf('--only');
+  const inline = argv.find((a) => a.startsWith('--only='));
+  const list = inline ? inline.slice('--only='.length) : at >= 0 ? argv[at + 1] : undefined;
+  if (at >= 0 && !inline && (list === undefined || list.startsWith('--'))) throw new CourseError('--only needs a list of suites', `Suites: ${SUITES.join(', ')}`);
+  if (list === undefined) return [...SUITES];
+  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = names.filter((n) => !(SUITES as readonly string[]).includes(n));
+  if (unknown.length > 0 || names.length === 0) throw new CourseError(`--only ${list}: unknown suite ${unknown.join(', ')}`, `Suites: ${SUITES.join(', ')}`);
+  return SUITES.filter((s) => names.includes(s));
 }
 
-export interface BenchResults {
-  when: string;
-  machine: { cpus: number; cpuModel: string; memoryGiB: number; node: string; platform: string };
-  server: { describe: string; version: string; fsync: string; synchronousCommit: string };
-  quick: boolean;
-  flush: { flushesPerSecond: number; latency: Summary };
-  baseline: { oneClient: CommitRate; eightClients: CommitRate };
-  chapters: ChapterCost[];
+/** `--render`: write report.md again from results.json, without measuring (after a change to the report's text). */
+function renderOnly(): void {
+  const out = path.join(projectRoot, 'docs', 'bench');
+  const file = path.join(out, 'results.json');
+  if (!fs.existsSync(file)) throw new CourseError('docs/bench/results.json does not exist yet', 'Run `npm run bench` first.');
+  const results = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
+  const report = renderReport({ ...results, suiteSeconds: results.suiteSeconds ?? {}, production: results.production ?? {}, chapters: results.chapters ?? [] });
+  fs.writeFileSync(path.join(out, 'report.md'), `${report}\n`);
+  console.log(report);
+  console.error(paint.dim('\nWrote docs/bench/report.md from docs/bench/results.json (nothing measured)'));
 }
 
 runMain(async () => {
+  if (process.argv.includes('--render')) return renderOnly();
+  const began = process.hrtime.bigint();
   const quick = process.argv.includes('--quick');
-  const write = !quick && !process.argv.includes('--no-write');
+  const suites = selectedSuites(process.argv);
+  // A partial run must not overwrite the full report.
+  const write = !quick && !process.argv.includes('--no-write') && suites.length === SUITES.length;
+  const run = (s: Suite) => suites.includes(s);
   // The engines' per-step trace lines would measure the terminal, not the engine.
   process.env.COURSE_TRACE = '0';
+  countRoundTrips();
+  const loadAverage = os.loadavg();
 
   const server = await startPostgres({ purpose: 'test', log: (line) => console.error(paint.dim(line)) });
   const databaseUrl = await createDatabase(server.url, 'bench');
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'course-bench-'));
   const probe = await Probe.open(databaseUrl, server.embedded?.pid);
-  const section = (title: string) => console.error(paint.bold(`\n▸ ${title}`));
+  const suiteSeconds: Record<string, number> = {};
+  let current: { name: string; since: bigint } | undefined;
+  /** A new section: the previous one's time is booked. */
+  const section = (title: string, suite?: string) => {
+    if (current) suiteSeconds[current.name] = (suiteSeconds[current.name] ?? 0) + msSince(current.since) / 1000;
+    current = suite ? { name: suite, since: process.hrtime.bigint() } : undefined;
+    if (title) console.error(paint.bold(`\n▸ ${title}`));
+  };
+  const log = (line: string) => console.error(paint.dim(line));
   try {
     const settings = await probe.query<{ version: string; fsync: string; sc: string }>(
       `SELECT current_setting('server_version') AS version, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc`,
     );
     const row = settings.rows[0]!;
+    if (!server.embedded) log('  external server (DATABASE_URL): PostgreSQL CPU is not measured — its process id is unknown here');
 
-    section('disk flush rate (fdatasync of 8 KiB)');
+    section('disk flush rate (fdatasync of 8 KiB)', 'yardsticks');
     const flushDir = server.embedded ? path.dirname(server.embedded.dataDir) : os.tmpdir();
     const flush = flushRate(flushDir, quick ? 20 : 500);
 
-    section('baseline: single-row INSERT autocommit');
+    section('baseline: single-row INSERT autocommit', 'yardsticks');
     const oneClient = await insertCommits(databaseUrl, 1, quick ? 50 : 3000);
     const eightClients = await insertCommits(databaseUrl, 8, quick ? 80 : 12000);
+    log(`  1 client ${fmt(oneClient.commitsPerSecond, 0)} commits/s (${fmt(oneClient.latency.meanMs)} ms), 8 clients ${fmt(eightClients.commitsPerSecond, 0)} commits/s`);
 
-    section('what durability costs, per chapter (3 no-op steps, one workflow after another)');
     const chapters: ChapterCost[] = [];
-    for (const entry of chapterEngines()) {
-      const count = quick ? 10 : entry.chapter === 1 ? 5000 : entry.chapter === 2 ? 300 : 1000;
-      const dbUrl = await createDatabase(server.url, `bench_ch${entry.chapter}`);
-      const dir = fs.mkdtempSync(path.join(scratch, `ch${entry.chapter}-`));
-      const engine = await entry.open({ databaseUrl: dbUrl, dir });
-      // Warm up (JIT, prepared plans, connections) outside the measurement.
-      for (let i = 0; i < Math.min(20, count); i++) await engine.run(`warm-${i}`);
-      const latencies: number[] = [];
-      const before = await probe.snapshot();
-      const loopStart = process.hrtime.bigint();
-      for (let i = 0; i < count; i++) {
-        const t = process.hrtime.bigint();
-        await engine.run(`wf-${i}`);
-        latencies.push(msSince(t));
+    if (run('chapters')) {
+      section('what durability costs, per chapter (3 no-op steps, one workflow after another)', 'chapters');
+      for (const entry of chapterEngines()) {
+        const count = quick ? 10 : entry.chapter === 1 ? 5000 : entry.chapter === 2 ? 300 : 1000;
+        const dbUrl = await createDatabase(server.url, `bench_ch${entry.chapter}`);
+        const dir = fs.mkdtempSync(path.join(scratch, `ch${entry.chapter}-`));
+        const engine = await entry.open({ databaseUrl: dbUrl, dir });
+        // Warm up (JIT, prepared plans, connections) outside the measurement.
+        for (let i = 0; i < Math.min(20, count); i++) await engine.run(`warm-${i}`);
+        const latencies: number[] = [];
+        const before = await probe.snapshot();
+        const loopStart = process.hrtime.bigint();
+        for (let i = 0; i < count; i++) {
+          const t = process.hrtime.bigint();
+          await engine.run(`wf-${i}`);
+          latencies.push(msSince(t));
+        }
+        const loopSeconds = msSince(loopStart) / 1000;
+        const after = await probe.snapshot();
+        await engine.close();
+        await dropDatabase(dbUrl, server.url).catch(() => {});
+        const d: Delta = Probe.delta(before, after);
+        chapters.push({
+          chapter: entry.chapter,
+          label: entry.label,
+          durability: entry.durability,
+          workflows: count,
+          workflowsPerSecond: count / loopSeconds,
+          latency: summarize(latencies),
+          writeTransactionsPerWorkflow: d.writeTransactions / count,
+          walBytesPerWorkflow: d.walBytes / count,
+          nodeCpuSeconds: d.nodeCpuSeconds,
+          pgCpuSeconds: d.pgCpuSeconds,
+        });
+        log(`  ${entry.label}: ${fmt(count / loopSeconds, 0)} workflows/s`);
       }
-      const loopSeconds = msSince(loopStart) / 1000;
-      const after = await probe.snapshot();
-      await engine.close();
-      await dropDatabase(dbUrl, server.url).catch(() => {});
-      const d: Delta = Probe.delta(before, after);
-      chapters.push({
-        chapter: entry.chapter,
-        label: entry.label,
-        durability: entry.durability,
-        workflows: count,
-        workflowsPerSecond: count / loopSeconds,
-        latency: summarize(latencies),
-        writeTransactionsPerWorkflow: d.writeTransactions / count,
-        walBytesPerWorkflow: d.walBytes / count,
-        nodeCpuSeconds: d.nodeCpuSeconds,
-        pgCpuSeconds: d.pgCpuSeconds,
-      });
-      console.error(paint.dim(`  ${entry.label}: ${fmt(count / loopSeconds, 0)} workflows/s`));
     }
 
+    const ctx: production.SuiteContext = { serverUrl: server.url, probe, quick, log, baselineCommitMs: oneClient.latency.meanMs };
+    const p: production.ProductionResults = {};
+    if (run('steps')) {
+      section('chapter 6: step overhead (20 no-op steps vs 0, one after another)', 'steps');
+      p.stepOverhead = await production.stepOverhead(ctx);
+      log(`  ${fmt(p.stepOverhead.perStepMs)} ms a step (${fmt(p.stepOverhead.ratioToCommit ?? NaN)}× the commit)`);
+    }
+    if (run('sequential')) {
+      section('chapter 6: sequential 3-step workflows', 'sequential');
+      p.sequential = await production.sequential(ctx);
+      log(`  ${fmt(p.sequential.workflowsPerSecond, 0)} workflows/s, p50 ${fmt(p.sequential.latency.p50Ms)} ms`);
+    }
+    if (run('throughput')) {
+      section('chapter 6: throughput — started, then drained by 1, 2, 4, 8 (one worker; worker processes)', 'throughput');
+      p.throughput = await production.throughput(ctx);
+    }
+    if (run('dispatch')) {
+      section('chapter 6: dispatch latency (idle worker → first step)', 'dispatch');
+      p.dispatch = await production.dispatch(ctx);
+      for (const d of p.dispatch) log(`  ${d.mode}, ${d.wake}: p50 ${fmt(d.latency.p50Ms)} ms, p99 ${fmt(d.latency.p99Ms)} ms`);
+    }
+    if (run('takeover')) {
+      section('chapter 6: takeover after kill -9', 'takeover');
+      p.takeover = await production.takeover(ctx);
+    }
+    if (run('steady')) {
+      section('chapter 6: steady open-loop load at half the maximum', 'steady');
+      const max = p.throughput?.runs.find((x) => x.mode === 'in-process' && x.concurrency === 8)?.workflowsPerSecond;
+      p.steady = await production.steady(ctx, max);
+      log(`  ${p.steady.workflows} workflows at ${fmt(p.steady.achievedRate, 0)}/s; last third p99 ${fmt(p.steady.thirds[2]!.p99Ms)} ms`);
+    }
+    if (run('history')) {
+      section('chapter 6: resuming a 10,000-step history', 'history');
+      p.history = await production.history(ctx);
+      log(`  ${fmt(p.history.resumeMs)} ms, ${fmt(p.history.extraRssBytes / 2 ** 20, 1)} MB extra, ${p.history.roundTrips} round trips`);
+    }
+
+    section('');
     const results: BenchResults = {
       when: new Date().toISOString(),
       machine: {
@@ -113,12 +185,17 @@ runMain(async () => {
         memoryGiB: Math.round(os.totalmem() / 2 ** 30),
         node: process.version,
         platform: `${process.platform}-${process.arch}`,
+        loadAverage,
       },
-      server: { describe: server.describe, version: row.version, fsync: row.fsync, synchronousCommit: row.sc },
+      server: { describe: server.describe, version: row.version, fsync: row.fsync, synchronousCommit: row.sc, embedded: Boolean(server.embedded) },
       quick,
+      suites: ['yardsticks', ...suites],
+      durationSeconds: msSince(began) / 1000,
+      suiteSeconds,
       flush,
       baseline: { oneClient, eightClients },
       chapters,
+      production: p,
     };
 
     const report = renderReport(results);
@@ -137,38 +214,3 @@ runMain(async () => {
     await server.stop();
   }
 });
-
-/** The results as a markdown report (also what the terminal shows). */
-export function renderReport(r: BenchResults): string {
-  const base = r.baseline.oneClient.latency.meanMs;
-  const lines = [
-    `# Benchmark report`,
-    '',
-    `Measured ${r.when.slice(0, 16).replace('T', ' ')} UTC on ${r.machine.cpus} × ${r.machine.cpuModel}, ${r.machine.memoryGiB} GiB, Node ${r.machine.node}; ` +
-      `PostgreSQL ${r.server.version} (${r.server.describe}), fsync=${r.server.fsync}, synchronous_commit=${r.server.synchronousCommit}.` +
-      (r.quick ? ' **Quick run: tiny counts, figures are not meaningful.**' : ''),
-    '',
-    `Reproduce: \`npm run bench\` (embedded server) or \`DATABASE_URL=… npm run bench\`.`,
-    '',
-    '## Yardsticks (same run, same server)',
-    '',
-    '| measure | rate | mean | p50 | p99 |',
-    '|---|---|---|---|---|',
-    `| disk flush (fdatasync 8 KiB) | ${fmt(r.flush.flushesPerSecond, 0)}/s | ${fmt(r.flush.latency.meanMs)} ms | ${fmt(r.flush.latency.p50Ms)} ms | ${fmt(r.flush.latency.p99Ms)} ms |`,
-    `| INSERT autocommit, 1 client | ${fmt(r.baseline.oneClient.commitsPerSecond, 0)} commits/s | ${fmt(base)} ms | ${fmt(r.baseline.oneClient.latency.p50Ms)} ms | ${fmt(r.baseline.oneClient.latency.p99Ms)} ms |`,
-    `| INSERT autocommit, 8 clients | ${fmt(r.baseline.eightClients.commitsPerSecond, 0)} commits/s | ${fmt(r.baseline.eightClients.latency.meanMs)} ms | ${fmt(r.baseline.eightClients.latency.p50Ms)} ms | ${fmt(r.baseline.eightClients.latency.p99Ms)} ms |`,
-    '',
-    '## What durability costs, per chapter',
-    '',
-    'The same workflow — three steps that do nothing — run one after another on each chapter’s engine.',
-    '"× commit" is the workflow’s mean latency divided by one baseline commit (1 client).',
-    '',
-    '| chapter | "recorded" means | workflows/s | mean | p99 | × commit | write txns / wf | WAL bytes / wf | CPU node / pg (s) |',
-    '|---|---|---|---|---|---|---|---|---|',
-    ...r.chapters.map(
-      (c) =>
-        `| ${c.label} | ${c.durability} | ${fmt(c.workflowsPerSecond, 0)} | ${fmt(c.latency.meanMs)} ms | ${fmt(c.latency.p99Ms)} ms | ${fmt(c.latency.meanMs / base, 1)}× | ${fmt(c.writeTransactionsPerWorkflow, 1)} | ${fmt(c.walBytesPerWorkflow, 0)} | ${fmt(c.nodeCpuSeconds)} / ${c.pgCpuSeconds === undefined ? 'n/a' : fmt(c.pgCpuSeconds)} |`,
-    ),
-  ];
-  return lines.join('\n');
-}

@@ -3,12 +3,16 @@
  * (chapter 6), and an invariant checker over what the world saw.
  *
  *   npm run torture -- --runs 3 --seed 42        3 rounds, seeds 42, 43, 44
- *   npm run torture -- --runs 50 --seed 1 --write   the long run (≥ 1,000 faults); writes docs/torture/report.md
+ *   npm run torture -- --runs 26 --seed 1 --faults 40 --write   the long run (1,040 faults); writes docs/torture/report.md
  *
  * Options: --orders N (per round, default 40), --workers N (3), --faults N
  * (per round, 20), --lease MS (1000). The seed fixes each round's fault
  * schedule; on a violation the seed and the fault trace are printed, and
  * saved under .course-data/torture/.
+ *
+ * kill-postgres needs a server this process started (the embedded one); with
+ * DATABASE_URL, or an embedded server another course process owns, it is
+ * skipped and the report says so.
  */
 import fs from 'node:fs';
 import path from 'node:path';

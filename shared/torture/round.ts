@@ -18,7 +18,7 @@ import { projectRoot, type PostgresServer } from '../db/server.ts';
 import { toError } from '../errors.ts';
 import { demoOrder } from '../world/services.ts';
 import { startWorld } from '../world/world.ts';
-import { checkInvariants, type Invariant } from './invariants.ts';
+import { checkInvariants, installFenceWatch, type Invariant } from './invariants.ts';
 
 export const ENGINE = 'chapters/06-leasing-workers';
 
@@ -107,6 +107,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   const engineModule = (await import(pathToFileURL(path.join(projectRoot, ENGINE, 'index.ts')).href)) as typeof import('../../chapters/06-leasing-workers/index.ts');
   const workflowModule = (await import(pathToFileURL(path.join(projectRoot, ENGINE, 'workflow.ts')).href)) as typeof import('../../chapters/06-leasing-workers/workflow.ts');
   await engineModule.migrate(db);
+  await installFenceWatch(db);
   const engine = engineModule.createEngine({ db, workflows: { order: workflowModule.orderWorkflow() } });
   for (const id of ids) await engine.start('order', demoOrder(id), { id });
 
@@ -128,7 +129,8 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
     void child.done.then((attempt) => {
       if (slot.child !== child) return;
       slot.child = undefined;
-      if (attempt.signal === null && attempt.exitCode !== 0 && !slot.retired) {
+      // Only the harness stops workers (SIGKILL, SIGTERM): any exit of their own, even code 0, is one.
+      if (attempt.signal === null && !slot.retired) {
         unexpectedExits.push(`${slot.name} exited ${attempt.exitCode}: ${lastLines(attempt.stderr || attempt.stdout)}`);
       }
       // A dead worker is replaced, as a process supervisor would.
@@ -139,16 +141,27 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
 
   // ── the faults ──────────────────────────────────────────────────────────
   const kinds = FAULT_KINDS.filter((kind) => {
-    if (kind === 'kill-postgres' && !server.embedded) {
-      skipped.push('kill-postgres: the database is DATABASE_URL’s server, which the course did not start and cannot restart');
+    if (kind === 'kill-postgres' && (!server.embedded || server.embedded.attached)) {
+      skipped.push(
+        server.embedded
+          ? 'kill-postgres: the embedded server belongs to another course process, which this one must not kill'
+          : 'kill-postgres: the database is DATABASE_URL’s server, which the course did not start and cannot restart',
+      );
       return false;
     }
     return true;
   });
+  // Every kind in turn, each block of kinds in a seeded order: a short round
+  // still meets every kind, and the counts stay even.
+  let block: FaultKind[] = [];
+  const nextKind = (): FaultKind => {
+    if (block.length === 0) block = shuffled(kinds, random);
+    return block.pop()!;
+  };
   const thaws: Promise<void>[] = [];
   for (let i = 0; i < options.faults; i++) {
     await sleep(between(80, Math.max(120, leaseMs / 2)));
-    const kind = pick(kinds);
+    const kind = nextKind();
     const live = slots.filter((s) => s.child && !s.paused);
     try {
       switch (kind) {
@@ -236,8 +249,18 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   return { seed, orders, faults, skipped, invariants, unexpectedExits, durationMs: Date.now() - started };
 }
 
+function shuffled<T>(items: T[], random: () => number): T[] {
+  const copy = [...items];
+  for (let i = copy.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [copy[i], copy[j]] = [copy[j]!, copy[i]!];
+  }
+  return copy;
+}
+
+/** The end of what a worker printed: enough of a stack trace to see where it died. */
 function lastLines(text: string): string {
-  return text.trim().split('\n').slice(-3).join(' | ').slice(0, 300);
+  return text.trim().split('\n').slice(-60).join('\n        ').slice(-8000);
 }
 
 function sleep(ms: number): Promise<void> {
