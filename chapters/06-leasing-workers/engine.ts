@@ -49,6 +49,7 @@ import {
   notifyWorkers,
   recordStep,
   workflowStatuses,
+  type Admission,
   type Claim,
   type Fence,
   type StepRow,
@@ -418,7 +419,28 @@ export interface EngineCore {
   db: pg.Pool;
   names: string[];
   execute(claim: Claim, lease: Lease): Promise<'completed' | 'failed'>;
-  wakeUps: Set<() => void>;
+  /** This process's running workers: start() hands new workflows straight to one with a free slot. */
+  localWorkers: Set<LocalWorker>;
+  /** This process's NOTIFY payload: a worker ignores the NOTIFYs its own process sent. */
+  processTag: string;
+}
+
+/**
+ * A worker as start() in its own process sees it.
+ * @internal
+ */
+export interface LocalWorker {
+  /** Its lease_owner name. */
+  name: string;
+  leaseMs: number;
+  /** Hold a slot for a workflow being started here; false when it has none free (or is stopping). */
+  reserve(): boolean;
+  /** start() inserted the workflow already claimed for this worker (token 1): run it in the reserved slot. */
+  take(claim: Claim, sentAt: number): void;
+  /** start() did not insert it (the id was in the log already, or the INSERT failed): the slot is free again. */
+  unreserve(): void;
+  /** Work was started here that no worker of this process took: claim when a slot frees up. */
+  wake(): void;
 }
 
 /**
@@ -464,39 +486,89 @@ export function createEngine<W extends Workflows>({
     return workflow as Workflow<unknown, unknown>;
   }
 
-  /** Wake functions of this process's running workers. */
-  const wakeUps = new Set<() => void>();
+  /** This process's running workers. */
+  const localWorkers = new Set<LocalWorker>();
+  const processTag = randomUUID();
 
   /** See {@link Engine.start}. */
   async function start<N extends keyof W & string>(name: N, input: InputOf<W[N]>, options: StartOptions = {}): Promise<RunHandle<OutputOf<W[N]>>> {
     const id = options.id ?? randomUUID();
     lookUp(name, id); // a typo in the name fails here, before it reaches the log
     assertRecordable(input, `the input of workflow ${id}`);
-    const { created, row, sameName, sameInput, differentFields } = await admitWorkflow(db, { id, name, input });
+    // A worker of this process with a free slot? Then the INSERT claims the
+    // workflow for it (token 1, a lease), and it runs here at once: no claim,
+    // no NOTIFY, one commit fewer — the dispatch DBOS does by running a
+    // workflow in the process that starts it. If this process dies now, the
+    // lease runs out and any worker takes the workflow over, as after any claim.
+    const local = [...localWorkers].find((worker) => worker.reserve());
+    // Otherwise other processes' workers must hear of it: see wakeWorkers.
+    const notify = local ? false : leadingNotify();
+    const sentAt = performance.now();
+    let admission: Admission;
+    try {
+      admission = await admitWorkflow(db, { id, name, input }, {
+        claimFor: local && { worker: local.name, leaseMs: local.leaseMs },
+        notify: notify ? processTag : undefined,
+      });
+    } catch (thrown) {
+      local?.unreserve();
+      throw thrown;
+    }
+    const { created, row, sameName, sameInput, differentFields } = admission;
+    if (local && created) {
+      startedHere.set(id, performance.now());
+      local.take({ id, name, input, fencingToken: row.fencingToken }, sentAt);
+    } else {
+      local?.unreserve();
+      if (created) wakeWorkers(notify);
+    }
     if (!sameName || !sameInput) {
       const differs = [...(sameName ? [] : ['name' as const]), ...(sameInput ? [] : ['input' as const])];
       throw new WorkflowIdConflictError(id, differs, { name: row.name, input: row.input }, { name, input }, sameInput ? null : differentFields);
     }
-    if (created) wakeWorkers();
     return { id, created, result: (resultOptions) => result(id, resultOptions) as Promise<OutputOf<W[N]>> };
   }
 
-  let notifyPending = false;
+  /** When the last NOTIFY went out (performance.now()), and whether one is due at the end of its window. */
+  let lastNotifyAt = -Infinity;
+  let trailingNotify = false;
+  const NOTIFY_WINDOW_MS = 5;
+
   /**
-   * Tell workers there is work: this process's at once, the others through
-   * NOTIFY. Not in start()'s own statement: a transaction that NOTIFYs takes a
-   * database-wide lock at COMMIT, so NOTIFY in every start would queue all
-   * starts behind one another. One NOTIFY per few milliseconds, on the side,
-   * fire and forget; a lost one only costs a poll interval.
+   * Should this start's INSERT carry the NOTIFY itself? Yes for the first
+   * start of a 5 ms window: the workers elsewhere hear of it the moment it
+   * commits, with no second statement. Not for every start: a transaction
+   * that NOTIFYs takes a database-wide lock at COMMIT, so NOTIFY in every
+   * start would queue all starts behind one another (graphile-worker's and
+   * Oban's lesson). At most one per window pays that, whatever the start rate.
    */
-  function wakeWorkers(): void {
-    for (const wake of wakeUps) wake();
-    if (notifyPending) return;
-    notifyPending = true;
+  function leadingNotify(): boolean {
+    if (trailingNotify || performance.now() - lastNotifyAt < NOTIFY_WINDOW_MS) return false;
+    lastNotifyAt = performance.now();
+    return true;
+  }
+
+  /**
+   * A workflow was started here and no local worker had a slot for it: tell
+   * this process's workers (they claim when a slot frees up), and — unless
+   * its INSERT carried a NOTIFY — the other processes', with one NOTIFY at the
+   * end of the window for everything started in it: a burst of 1,000 starts
+   * costs a few NOTIFYs, not 1,000. Fire and forget: a lost one only costs a
+   * poll interval.
+   */
+  function wakeWorkers(notified: boolean): void {
+    for (const worker of localWorkers) worker.wake();
+    if (notified || trailingNotify) return;
+    trailingNotify = true;
     setTimeout(() => {
-      notifyPending = false;
-      notifyWorkers(db).catch(() => {});
-    }, 5).unref();
+      trailingNotify = false;
+      sendNotify();
+    }, Math.max(0, NOTIFY_WINDOW_MS - (performance.now() - lastNotifyAt))).unref();
+  }
+
+  function sendNotify(): void {
+    lastNotifyAt = performance.now();
+    notifyWorkers(db, processTag).catch(() => {});
   }
 
   // ── results ──────────────────────────────────────────────────────────────
@@ -504,6 +576,18 @@ export function createEngine<W extends Workflows>({
   type Finished = { status: WorkflowStatus; output: unknown; error: string | null };
   const waiting = new Map<string, Set<(finished: Finished | Error) => void>>();
   let polling = false;
+  /**
+   * Workflows started here and handed to a local worker, with when
+   * (performance.now()). Their end settles their waiters in-process, so
+   * result() need not ask the database at once: it waits a poll interval
+   * first (a round trip saved per start → result). Older entries are stale.
+   */
+  const startedHere = new Map<string, number>();
+
+  function startedHereRecently(id: string): boolean {
+    const at = startedHere.get(id);
+    return at !== undefined && performance.now() - at < resultPollMs;
+  }
 
   /** See {@link Engine.result}. */
   async function result(id: string, options: ResultOptions = {}): Promise<unknown> {
@@ -531,16 +615,29 @@ export function createEngine<W extends Workflows>({
   }
 
   function settleWaiters(id: string, outcome: Finished | Error): void {
+    startedHere.delete(id);
     for (const settle of [...(waiting.get(id) ?? [])]) settle(outcome);
+  }
+
+  /** Forget starts older than a poll interval (the map is in insertion order: oldest first). */
+  function pruneStartedHere(): void {
+    const now = performance.now();
+    for (const [id, at] of startedHere) {
+      if (now - at < resultPollMs) break;
+      startedHere.delete(id);
+    }
   }
 
   async function pollResults(): Promise<void> {
     polling = true;
     try {
-      let first = true;
+      // Ask at once — the workflow may have finished long ago, elsewhere —
+      // unless every waiter's workflow is about to run here.
+      let first = [...waiting.keys()].some((id) => !startedHereRecently(id));
       while (waiting.size > 0) {
         if (!first) await new Promise((resolve) => setTimeout(resolve, resultPollMs));
         first = false;
+        pruneStartedHere();
         const ids = [...waiting.keys()];
         let rows;
         try {
@@ -596,6 +693,23 @@ export function createEngine<W extends Workflows>({
   }
 
   /**
+   * One fenced statement, on its own: PostgreSQL runs a statement sent outside
+   * BEGIN … COMMIT as a transaction of its own, so the fence, the row lock it
+   * takes and the write commit together — one round trip where BEGIN, the
+   * write and COMMIT took three. (Measured: a step's overhead went from 2.3×
+   * a bare INSERT's commit to about 1×.) `write` returns false when the fence refused.
+   */
+  async function fenced(lease: Lease, write: () => Promise<boolean>): Promise<void> {
+    let written: boolean;
+    try {
+      written = await write();
+    } catch (thrown) {
+      throw unavailable(lease, thrown);
+    }
+    if (!written) throw await lost(lease);
+  }
+
+  /**
    * Our own connection failed (the server restarting, a dropped connection):
    * not the workflow's fault, so not one of its `attempts`. The run stops and
    * the worker gives the lease back; the workflow is claimed again and replayed.
@@ -630,20 +744,20 @@ export function createEngine<W extends Workflows>({
       try {
         lease.check();
         // 1. Read what the log knows about this workflow: every recorded step, in one query.
-        const recorded = await loadSteps(db, claim.id).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
+        //    Not on its first claim (token 1): no run before this one could have recorded anything.
+        const recorded =
+          claim.fencingToken === 1 && attempt === 1 ? [] : await loadSteps(db, claim.id).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
         if (recorded.length > 0) trace.info(`workflow ${claim.id}: ${recorded.length} step(s) in the log, replaying (fencing token ${claim.fencingToken})`);
         // 2. Run the code from the top. Recorded steps come back from the log;
         //    the rest run for real and are recorded (see `contextFor`).
         const replay = contextFor(claim.id, recorded, lease);
         const output = await workflow(replay.ctx, claim.input);
         replay.checkAllRecordedStepsWereCalled();
-        // 3. Record the end — fenced like a step.
+        // 3. Record the end — fenced like a step, and like a step one statement.
         assertRecordable(output, `the output of workflow ${claim.id}`);
-        await inLease(lease, async (tx) => {
-          if (!(await completeWorkflow(tx, fence, output))) throw new Refused();
-          crashPoint('during-record:complete');
-        });
+        await fenced(lease, () => completeWorkflow(db, fence, output));
         crashPoint('after-record:complete');
+        lease.finished();
         settleWaiters(claim.id, { status: 'completed', output, error: null });
         return 'completed';
       } catch (thrown) {
@@ -660,6 +774,7 @@ export function createEngine<W extends Workflows>({
         if (attempt >= attempts) {
           const failed = await failWorkflow(db, fence, error.message).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
           if (!failed) throw await lost(lease, error);
+          lease.finished();
           settleWaiters(claim.id, { status: 'failed', output: null, error: error.message });
           trace.failed(`workflow ${claim.id}`, error);
           return 'failed';
@@ -713,22 +828,24 @@ export function createEngine<W extends Workflows>({
     }
 
     /**
-     * Write the step's record inside `tx`, fenced: only if this run's token is
-     * still the workflow's and its lease holds. Until COMMIT, neither the
-     * record nor (for `transaction` steps) the business writes exist for anyone.
+     * Write the step's record on `sql`, fenced: only if this run's token is
+     * still the workflow's and its lease holds. For a `transaction` step `sql`
+     * is its transaction: until COMMIT, neither the record nor the business
+     * writes exist for anyone. For a plain step it is the pool: the record is
+     * one statement that commits on its own. False: the fence refused.
      */
-    async function record(tx: pg.PoolClient, seq: number, name: string, result: unknown): Promise<void> {
-      assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
-      let written: boolean;
+    async function record(sql: pg.Pool | pg.PoolClient, seq: number, name: string, result: unknown): Promise<boolean> {
       try {
-        written = await recordStep(tx, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
+        return await recordStep(sql, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
       } catch (thrown) {
         // 23505 unique_violation on (workflow_id, seq).
         if ((thrown as { code?: string }).code === '23505') throw new StepAlreadyRecordedError(workflowId, seq, name, { cause: thrown });
         throw thrown;
       }
-      if (!written) throw new Refused();
-      crashPoint(`during-record:${name}`);
+    }
+
+    function assertStepRecordable(seq: number, name: string, result: unknown): void {
+      assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
     }
 
     const ctx: Context = {
@@ -747,7 +864,9 @@ export function createEngine<W extends Workflows>({
         // A crash here runs fn again, with the same key. A freeze here past the
         // lease: another worker runs fn again (same key), and this record is refused.
         crashPoint(`after-effect:${name}`);
-        await inLease(lease, (tx) => record(tx, seq, name, result));
+        assertStepRecordable(seq, name, result);
+        // One statement, so there is no "during" to crash in: it committed, or it never happened.
+        await fenced(lease, () => record(db, seq, name, result));
         crashPoint(`after-record:${name}`);
         return result;
       },
@@ -768,7 +887,10 @@ export function createEngine<W extends Workflows>({
           // The stock is updated — but only inside this transaction. A crash
           // here rolls it back; so does a refused record below.
           crashPoint(`after-effect:${name}`);
-          await record(tx, seq, name, result);
+          assertStepRecordable(seq, name, result);
+          if (!(await record(tx, seq, name, result))) throw new Refused();
+          // Written, not committed: a crash here rolls back the record AND the stock update.
+          crashPoint(`during-record:${name}`);
           return result;
         });
         // Committed: the writes and the record exist together, for good.
@@ -799,7 +921,7 @@ export function createEngine<W extends Workflows>({
     return { ...row, steps: steps.map(({ workflowId: _id, ...step }) => step) };
   }
 
-  const core: EngineCore = { db, names: Object.keys(workflows), execute, wakeUps };
+  const core: EngineCore = { db, names: Object.keys(workflows), execute, localWorkers, processTag };
 
   return {
     start,
@@ -811,24 +933,18 @@ export function createEngine<W extends Workflows>({
 }
 
 // The whole path of one workflow:
-//   start(name, input, { id })    INSERT … ON CONFLICT DO NOTHING (runnable at once)   1 round trip, 1 commit
-//   a worker's claim              WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING     1 per batch of claims
-//   load its steps                SELECT … FROM steps                                 1
-//   each step:                    run it → BEGIN; fenced INSERT step; COMMIT          3, 1 commit
+//   start(name, input, { id })    INSERT … ON CONFLICT DO NOTHING                      1 round trip, 1 commit
+//                                 — with a local worker free: inserted CLAIMED for it (token 1), runs at once
+//                                 — otherwise runnable, and the window's first INSERT carries the NOTIFY
+//   a worker's claim              WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING     1 per batch (none after a local start)
+//   load its steps                SELECT … FROM steps                                 1 (none on token 1: a first run)
+//   each step:                    run it → the fenced INSERT, alone                   1, 1 commit
 //   each transaction step:        BEGIN; fence; the step's SQL; fenced INSERT; COMMIT 4 + its SQL, 1 commit
-//   complete:                     BEGIN; fenced UPDATE status; COMMIT                 3, 1 commit
+//   complete:                     the fenced UPDATE, alone                            1, 1 commit
 //   heartbeats                    one UPDATE per worker per lease/2, all its leases at once
-// So the order workflow (2 steps, 1 transaction step) costs 6 commits and
-// about 17 round trips. Where to cut, for throughput, once it is measured:
-//   - a step's record as ONE autocommit statement (the fenced INSERT alone) —
-//     1 round trip instead of 3; the crash point "during-record" then has no
-//     window to sit in, which is why the course keeps BEGIN/COMMIT;
-//   - skip loadSteps on a first claim (fencing token 1 cannot have steps), or
-//     fold it into the claim — but the claim's snapshot predates its row locks,
-//     so a step committed by a previous holder in between would be missed (the
-//     primary key would then refuse our duplicate record: safe, but a retry);
-//   - the completion in the last step's transaction (one commit fewer);
-//   - claim in batches (when half the slots are free, not at every free slot).
+// So a 3-step workflow started where a worker has room costs 5 commits and 5
+// round trips: start, three steps, completion — each a single statement, the
+// smallest a durable step can be (npm run bench: a step ≈ one bare INSERT's commit).
 // Crash anywhere: committed rows survive, uncommitted ones never existed.
 // Freeze anywhere: after the lease, another worker takes over; the frozen run's
 // next write is refused by its fence, and it stops.

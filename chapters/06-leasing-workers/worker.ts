@@ -24,7 +24,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
-import type { EngineCore } from './engine.ts';
+import type { EngineCore, LocalWorker } from './engine.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
   claimWorkflows,
@@ -187,6 +187,41 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     else woken = true;
   };
 
+  // ── workflows started in this process ──────────────────────────────────────
+
+  /** Slots held for workflows start() is inserting for us right now. */
+  let reserved = 0;
+  /** start() found us full since our last claim: claim as soon as a slot frees up. */
+  let missedLocalStart = false;
+  const local: LocalWorker = {
+    name,
+    leaseMs,
+    reserve() {
+      if (state !== 'running' || held.size + reserved >= concurrency) {
+        missedLocalStart = true;
+        return false;
+      }
+      reserved++;
+      return true;
+    },
+    take(claim, sentAt) {
+      launch(claim, sentAt);
+      unreserve();
+    },
+    unreserve,
+    wake,
+  };
+  /** stop() waiting for the starts in flight to hand over their workflows. */
+  let reservationsSettled: (() => void) | undefined;
+  function unreserve(): void {
+    reserved--;
+    if (reserved === 0) reservationsSettled?.();
+  }
+  /** A NOTIFY: work started in another process (our own process's starts woke us directly). */
+  const onNotification = (message: pg.Notification) => {
+    if (message.payload !== core.processTag) wake();
+  };
+
   /** Sleep until woken or until `ms` has passed. */
   function sleep(ms: number): Promise<void> {
     if (woken) {
@@ -222,7 +257,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         connection.release(error);
         if (outageSince === undefined) trace.info(`worker ${name}: lost its LISTEN connection (${error.message}); polling until it is back`);
       });
-      connection.on('notification', wake);
+      connection.on('notification', onNotification);
       await connection.query(`LISTEN ${WAKE_CHANNEL}`);
       listener = connection;
     } catch (thrown) {
@@ -236,11 +271,12 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   async function claimLoop(): Promise<void> {
     while (state === 'running') {
       await listen();
-      const free = concurrency - held.size;
+      const free = concurrency - held.size - reserved;
       let claims: Claim[] = [];
       let failed = false;
       if (free > 0) {
         woken = false;
+        missedLocalStart = false;
         const sentAt = performance.now();
         try {
           claims = await claimWorkflows(db, { worker: name, limit: free, leaseMs });
@@ -258,13 +294,13 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         }
       }
       firstClaim();
-      if (draining && !failed && claims.length === 0 && held.size === 0) {
+      if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0) {
         draining();
         break;
       }
       if (state !== 'running') break;
       // A full claim may have left more behind: go again as soon as a slot is free.
-      if (!failed && lastClaimWasFull && held.size < concurrency) continue;
+      if (!failed && lastClaimWasFull && held.size + reserved < concurrency) continue;
       await sleep(failed ? Math.min(5000, Math.max(pollMs, 100) * 2 ** (failedClaims - 1)) : jittered());
     }
   }
@@ -326,9 +362,10 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       lease.dispose();
       if (held.get(claim.id)?.lease !== lease) return;
       held.delete(claim.id);
-      if (lastClaimWasFull || draining) wake();
+      if (lastClaimWasFull || missedLocalStart || draining) wake();
     };
     void run.then(free);
+    lease.onFinished(free);
     lease.signal.addEventListener('abort', free, { once: true });
     held.set(claim.id, { lease });
   }
@@ -366,7 +403,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   async function start(): Promise<void> {
     if (state !== 'new') throw new Error(`worker ${name} was already started`);
     state = 'running';
-    core.wakeUps.add(wake);
+    core.localWorkers.add(local);
     db.on('error', onPoolError);
     db.on('connect', onNewConnection);
     heartbeat = setInterval(() => void renew(), leaseMs / 2);
@@ -382,9 +419,11 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         return;
       }
       state = 'stopping';
-      core.wakeUps.delete(wake);
+      core.localWorkers.delete(local);
       wake();
       await loop; // an in-flight claim finishes; what it claimed is held, and handled below
+      // So does a start() inserting a workflow claimed for us: it is then held too.
+      if (reserved > 0) await new Promise<void>((resolve) => (reservationsSettled = resolve));
       if (unsettled.size > 0) {
         if (held.size > 0) trace.info(`worker ${name} stopping: no new claims; finishing ${held.size} held workflow(s) (up to ${graceMs} ms)`);
         // Abandoned runs too: their last (refused) write should meet an open pool, not one being closed.

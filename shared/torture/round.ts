@@ -25,17 +25,23 @@ export const ENGINE = 'chapters/06-leasing-workers';
 export type FaultKind = 'crash-point' | 'kill-worker' | 'zombie' | 'kill-postgres' | 'drop-connections';
 export const FAULT_KINDS: FaultKind[] = ['crash-point', 'kill-worker', 'zombie', 'kill-postgres', 'drop-connections'];
 
-/** The engine's durability points a worker can be armed to die at. */
+/**
+ * The engine's durability points a worker can be armed to die at. A plain
+ * step's record and the completion are one statement each, so they have no
+ * `during-record` point (it commits or it never happened); a `transaction`
+ * step has one. A kill while such a statement is in flight is what the
+ * kill-worker faults, at random moments, are for.
+ */
 const CRASH_POINTS = [
   'before-step:charge_card',
   'after-effect:charge_card',
   'after-record:charge_card',
+  'before-step:reserve_inventory',
   'after-effect:reserve_inventory',
   'during-record:reserve_inventory',
   'after-record:reserve_inventory',
   'after-effect:send_email',
-  'during-record:send_email',
-  'during-record:complete',
+  'after-record:send_email',
   'after-record:complete',
 ];
 
