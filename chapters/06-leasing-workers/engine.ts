@@ -34,10 +34,12 @@ import { crashPoint } from '../../shared/crash/failpoints.ts';
 import { CourseError, DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { assertJsonSafe, UnserializableResultError } from '../../shared/json.ts';
 import { trace } from '../../shared/narrate.ts';
+import { createBatcher } from './batcher.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
   admitWorkflow,
-  completeWorkflow,
+  completeWorkflows,
+  STILL_HELD,
   explainLostLease,
   failWorkflow,
   fenceTransaction,
@@ -48,6 +50,7 @@ import {
   loadSteps,
   notifyWorkers,
   recordStep,
+  recordSteps,
   workflowStatuses,
   type Admission,
   type Claim,
@@ -693,20 +696,27 @@ export function createEngine<W extends Workflows>({
   }
 
   /**
-   * One fenced statement, on its own: PostgreSQL runs a statement sent outside
-   * BEGIN … COMMIT as a transaction of its own, so the fence, the row lock it
-   * takes and the write commit together — one round trip where BEGIN, the
-   * write and COMMIT took three. (Measured: a step's overhead went from 2.3×
-   * a bare INSERT's commit to about 1×.) `write` returns false when the fence refused.
+   * Plain steps' records and completions are each ONE fenced statement, sent
+   * outside BEGIN … COMMIT: PostgreSQL runs it as a transaction of its own, so
+   * the fence, the row lock it takes and the write commit together — one round
+   * trip where BEGIN, the write and COMMIT took three. (Measured: a step's
+   * overhead went from 2.3× a bare INSERT's commit to about 1×.) Runs that
+   * write at the same moment share the statement (batcher.ts).
    */
-  async function fenced(lease: Lease, write: () => Promise<boolean>): Promise<void> {
-    let written: boolean;
+  const stepRecords = createBatcher((steps: Array<Omit<StepRow, 'recordedAt'>>) =>
+    recordSteps(db, steps).then((written) => steps.map((step) => written.has(`${step.workflowId}:${step.seq}`))),
+  );
+  const completions = createBatcher((done: Array<Fence & { output: unknown }>) =>
+    completeWorkflows(db, done).then((completed) => done.map((d) => completed.has(d.workflowId))),
+  );
+
+  /** Send one fenced write; true when written, false when its fence refused it. */
+  async function fenced(lease: Lease, write: () => Promise<boolean>): Promise<boolean> {
     try {
-      written = await write();
+      return await write();
     } catch (thrown) {
       throw unavailable(lease, thrown);
     }
-    if (!written) throw await lost(lease);
   }
 
   /**
@@ -755,7 +765,7 @@ export function createEngine<W extends Workflows>({
         replay.checkAllRecordedStepsWereCalled();
         // 3. Record the end — fenced like a step, and like a step one statement.
         assertRecordable(output, `the output of workflow ${claim.id}`);
-        await fenced(lease, () => completeWorkflow(db, fence, output));
+        if (!(await fenced(lease, () => completions.write({ ...fence, output })))) throw await lost(lease);
         crashPoint('after-record:complete');
         lease.finished();
         settleWaiters(claim.id, { status: 'completed', output, error: null });
@@ -828,15 +838,14 @@ export function createEngine<W extends Workflows>({
     }
 
     /**
-     * Write the step's record on `sql`, fenced: only if this run's token is
-     * still the workflow's and its lease holds. For a `transaction` step `sql`
-     * is its transaction: until COMMIT, neither the record nor the business
-     * writes exist for anyone. For a plain step it is the pool: the record is
-     * one statement that commits on its own. False: the fence refused.
+     * Write a `transaction` step's record inside its transaction `tx`, fenced:
+     * only if this run's token is still the workflow's and its lease holds.
+     * Until COMMIT, neither the record nor the business writes exist for
+     * anyone. False: the fence refused.
      */
-    async function record(sql: pg.Pool | pg.PoolClient, seq: number, name: string, result: unknown): Promise<boolean> {
+    async function record(tx: pg.PoolClient, seq: number, name: string, result: unknown): Promise<boolean> {
       try {
-        return await recordStep(sql, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
+        return await recordStep(tx, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
       } catch (thrown) {
         // 23505 unique_violation on (workflow_id, seq).
         if ((thrown as { code?: string }).code === '23505') throw new StepAlreadyRecordedError(workflowId, seq, name, { cause: thrown });
@@ -866,7 +875,13 @@ export function createEngine<W extends Workflows>({
         crashPoint(`after-effect:${name}`);
         assertStepRecordable(seq, name, result);
         // One statement, so there is no "during" to crash in: it committed, or it never happened.
-        await fenced(lease, () => record(db, seq, name, result));
+        const step = { workflowId, seq, name, output: result, fencingToken: lease.fencingToken };
+        if (!(await fenced(lease, () => stepRecords.write(step)))) {
+          // Refused. Our lease still holding would mean the position was taken (see StepAlreadyRecordedError).
+          const reason = await explainLostLease(db, fenceOf(lease)).catch(() => 'refused by the fence');
+          if (reason === STILL_HELD) throw new StepAlreadyRecordedError(workflowId, seq, name);
+          throw await lost(lease);
+        }
         crashPoint(`after-record:${name}`);
         return result;
       },

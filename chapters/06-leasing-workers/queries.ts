@@ -404,24 +404,32 @@ export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
   if (row.fencingToken !== fence.fencingToken) return `taken over by ${row.leaseOwner ?? 'another worker'} (fencing token ${row.fencingToken})`;
   if (row.status !== 'running') return `the workflow is already ${row.status}`;
   if (row.expiredMsAgo >= 0) return `the lease expired ${row.expiredMsAgo} ms ago`;
-  return 'refused by the fence';
+  return STILL_HELD;
 }
+
+/** What explainLostLease says when the token still holds: the fence would pass now. */
+export const STILL_HELD = 'refused by the fence';
 
 /**
- * Record the end: status completed, and the output. Fenced: the UPDATE
- * matches only while the token is ours and the lease holds; false otherwise.
+ * Record the end of these workflows — status completed, and each one's output
+ * — in one statement (several runs finishing at once share it: batcher.ts).
+ * Fenced per workflow: each row matches only while its token is the one
+ * passed and its lease holds. Returns the ids it completed; a missing one was refused.
  */
-export async function completeWorkflow(db: Sql, fence: Fence, output: unknown): Promise<boolean> {
-  const result = await db.query({
-    name: 'complete-workflow',
-    text: `UPDATE workflows SET status = 'completed', output = $3::jsonb, updated_at = now()
-            WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()`,
-    values: [fence.workflowId, fence.fencingToken, JSON.stringify(output)],
+export async function completeWorkflows(db: Sql, done: Array<Fence & { output: unknown }>): Promise<Set<string>> {
+  const result = await db.query<{ id: string }>({
+    name: 'complete-workflows',
+    text: `UPDATE workflows w SET status = 'completed', output = done.output::jsonb, updated_at = now()
+             FROM unnest($1::text[], $2::int[], $3::text[]) AS done (id, fencing_token, output)
+            WHERE w.id = done.id AND w.fencing_token = done.fencing_token
+              AND w.status = 'running' AND w.lease_expires_at > statement_timestamp()
+           RETURNING w.id`,
+    values: [done.map((d) => d.workflowId), done.map((d) => d.fencingToken), done.map((d) => JSON.stringify(d.output))],
   });
-  return result.rowCount === 1;
+  return new Set(result.rows.map((row) => row.id));
 }
 
-/** Record that the workflow failed for good. Fenced like completeWorkflow. */
+/** Record that the workflow failed for good. Fenced like completeWorkflows. */
 export async function failWorkflow(db: Sql, fence: Fence, error: string): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET status = 'failed', error = $3, updated_at = now()
@@ -484,4 +492,33 @@ export async function recordStep(db: Sql, step: Omit<StepRow, 'recordedAt'>): Pr
     values: [step.workflowId, step.seq, step.name, JSON.stringify(step.output), step.fencingToken],
   });
   return result.rowCount === 1;
+}
+
+/**
+ * recordStep for many steps — of different workflows, each under its own
+ * token — in one statement (see batcher.ts). Returns `<workflowId>:<seq>` of
+ * the rows it inserted; a missing one was refused by its fence, or (never,
+ * under leases) its position was already recorded: ON CONFLICT DO NOTHING, so
+ * that one step's duplicate cannot fail the others' records.
+ */
+export async function recordSteps(db: Sql, steps: Array<Omit<StepRow, 'recordedAt'>>): Promise<Set<string>> {
+  const result = await db.query<{ key: string }>({
+    name: 'record-steps',
+    text: `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
+           SELECT w.id, step.seq, step.name, step.output::jsonb, w.fencing_token
+             FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[]) AS step (workflow_id, seq, name, output, fencing_token)
+             JOIN workflows w ON w.id = step.workflow_id AND w.fencing_token = step.fencing_token
+            WHERE w.status = 'running' AND w.lease_expires_at > statement_timestamp()
+              FOR KEY SHARE OF w
+           ON CONFLICT (workflow_id, seq) DO NOTHING
+           RETURNING workflow_id || ':' || seq AS key`,
+    values: [
+      steps.map((step) => step.workflowId),
+      steps.map((step) => step.seq),
+      steps.map((step) => step.name),
+      steps.map((step) => JSON.stringify(step.output)),
+      steps.map((step) => step.fencingToken),
+    ],
+  });
+  return new Set(result.rows.map((row) => row.key));
 }
