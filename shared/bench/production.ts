@@ -256,7 +256,9 @@ export async function throughput(ctx: SuiteContext): Promise<Throughput> {
       try {
         // Warm-up, outside the measurement: each process's JIT, connections and prepared paths; the
         // worker processes then pause (stop claiming, stay alive) while the measured workflows are started.
-        const warm = ctx.quick ? 2 * concurrency : Math.max(20, 10 * concurrency);
+        // A worker process gets ~150 workflows of its own first: a service's workers run for days, and
+        // a process measured while V8 is still compiling its hot paths pays ~0.5 s of CPU for that alone.
+        const warm = ctx.quick ? 2 * concurrency : mode === 'processes' ? 150 * concurrency : Math.max(20, 10 * concurrency);
         await startMany(o.engine, 'noop3', warm, 'warm');
         if (mode === 'processes') {
           for (let i = 0; i < concurrency; i++) children.push(WorkerProcess.spawn({ DATABASE_URL: o.url, CONCURRENCY: '1', GATE: '1', POLL_MS: '1000' }));
@@ -333,9 +335,41 @@ async function stampRuns(engine: Engine<BenchWorkflows>, count: number, prefix: 
   return latencies;
 }
 
+/**
+ * The yardstick for dispatch: a bare single-row INSERT commit, sent on a
+ * connection that sat idle as long as stampRuns waits. An idle backend and
+ * an idle Node wake slower than a hot loop's (~0.5 ms on this machine); one
+ * commit is the least a durable start can cost.
+ */
+async function idleCommits(url: string, count: number): Promise<number[]> {
+  const client = new pg.Client(url);
+  await client.connect();
+  try {
+    await client.query(`CREATE TABLE IF NOT EXISTS bench_idle (id bigserial PRIMARY KEY, v int NOT NULL)`);
+    const latencies: number[] = [];
+    for (let i = 0; i < count; i++) {
+      await sleep(15);
+      const t = process.hrtime.bigint();
+      await client.query({ name: 'bench_idle_insert', text: 'INSERT INTO bench_idle (v) VALUES ($1)', values: [i] });
+      latencies.push(msSince(t));
+    }
+    return latencies;
+  } finally {
+    await client.end();
+  }
+}
+
 export async function dispatch(ctx: SuiteContext): Promise<Dispatch[]> {
   const count = ctx.quick ? 5 : 200;
   const results: Dispatch[] = [];
+  {
+    const o = await open(ctx, 'dispatch_yardstick');
+    try {
+      results.push({ mode: 'yardstick', wake: 'none: a bare INSERT autocommit, sent after 15 ms idle', pollMs: 0, latency: summarize(await idleCommits(o.url, count)) });
+    } finally {
+      await o.close();
+    }
+  }
   {
     const o = await open(ctx, 'dispatch_in');
     const worker = o.engine.createWorker({ concurrency: 1, pollMs: 5000 });
