@@ -641,6 +641,7 @@ export function createEngine<W extends Workflows>({
         if (!first) await new Promise((resolve) => setTimeout(resolve, resultPollMs));
         first = false;
         pruneStartedHere();
+        if (waiting.size === 0) break; // all answered in-process while we slept
         const ids = [...waiting.keys()];
         let rows;
         try {
