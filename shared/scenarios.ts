@@ -155,7 +155,7 @@ export const scenarios: Scenario[] = [
     },
   },
   crashAt('crash-after-charge-recorded', 'crash after the charge is recorded', 'after-record:charge_card'),
-  crashAt('crash-while-recording', 'crash half-way through writing the log', 'during-record:reserve_inventory'),
+  crashAt('crash-while-recording', 'crash half-way through writing the log', 'during-record:complete'),
   crashAt('crash-after-charge-before-record', 'crash after the charge, before its record', 'after-effect:charge_card'),
   crashAt('crash-after-reserve-before-record', 'crash after the stock update, before its record', 'after-effect:reserve_inventory'),
   {
