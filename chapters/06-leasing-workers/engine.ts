@@ -385,8 +385,10 @@ export interface Engine<W extends Workflows> {
   /**
    * Start a workflow — once per id: write it into the log, runnable, and
    * return. A worker (this process's or another's) claims and runs it; wait
-   * for its output with `result()`. From the moment this resolves, a crash
-   * cannot lose the workflow.
+   * for its output with `result()`. If a worker of this process has a free
+   * slot, the workflow is written already claimed by it and starts at once
+   * (no claim, no NOTIFY). From the moment this resolves, a crash cannot
+   * lose the workflow.
    *
    * The id is the workflow's idempotency key. An id already in the log with
    * the same name and input is that run: nothing is written (`created: false`),
