@@ -228,6 +228,36 @@ describe('start, workers, result', () => {
     }
   });
 
+  it('a worker with one slot free and the rest held by long runs still takes new work: claims wait for a quarter of the slots only after a full claim', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const workflow: Workflow<{ wait: boolean }, string> = async (ctx, { wait }) => {
+      await ctx.step('work', async () => (wait ? await gate : null, 'worked'));
+      return ctx.workflowId;
+    };
+    const other = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      const workerSide = createEngine({ db, workflows: { maybeLong: workflow } });
+      const callerSide = createEngine({ db: other, workflows: { maybeLong: workflow } });
+      // A backlog of 8 fills every slot in one claim ("full"); 7 of them then wait on the gate.
+      const backlog = await Promise.all(Array.from({ length: 8 }, (_, i) => callerSide.start('maybeLong', { wait: i < 7 }, { id: `slots-${i}` })));
+      const worker = workerSide.createWorker({ concurrency: 8, pollMs: 60_000, leaseMs: 5000 });
+      await worker.start();
+      try {
+        expect(await backlog[7]!.result()).toBe('slots-7'); // one slot free now, seven held
+        const late = await callerSide.start('maybeLong', { wait: false }, { id: 'slots-late' });
+        expect(await late.result()).toBe('slots-late'); // its NOTIFY claims the one free slot
+        expect(worker.held).toHaveLength(7);
+      } finally {
+        release();
+        await Promise.all(backlog.map((run) => run.result()));
+        await worker.stop();
+      }
+    } finally {
+      await other.end();
+    }
+  });
+
   it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {
     const { workflow } = counted();
     // Two pools, two engines: as if the worker and the caller were separate processes.

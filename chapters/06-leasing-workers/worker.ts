@@ -362,7 +362,14 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       lease.dispose();
       if (held.get(claim.id)?.lease !== lease) return;
       held.delete(claim.id);
-      if (lastClaimWasFull || missedLocalStart || draining) wake();
+      // More may be waiting (the last claim filled every slot; a local start
+      // found us full; draining): claim again — but, while other runs go on,
+      // only once a quarter of the slots are free. At concurrency 8 a claim
+      // then takes two workflows instead of one: half the claims, each an
+      // UPDATE and a commit. A poll or a NOTIFY still claims any free slot.
+      const free = concurrency - held.size - reserved;
+      const enough = held.size === 0 || missedLocalStart || free >= Math.max(1, Math.floor(concurrency / 4));
+      if ((lastClaimWasFull || missedLocalStart || draining) && enough) wake();
     };
     void run.then(free);
     lease.onFinished(free);

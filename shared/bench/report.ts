@@ -427,7 +427,7 @@ function whereTheTimeGoes(r: BenchResults): string[] {
     '|---|---|---|---|',
     `| step overhead (× commit) | ${before.step} | ${now.step} | a step's record is one fenced statement instead of BEGIN + SET LOCAL, INSERT, COMMIT; prepared statements |`,
     `| sequential 3-step workflows | ${before.sequential} | ${now.sequential} | the same for the completion; start() claims for the local worker in its INSERT; no loadSteps on token 1; no immediate result() poll for a local run |`,
-    `| 8 concurrent, one worker | ${before.eight} | ${now.eight} | all of the above, and write-combining (batcher.ts) |`,
+    `| 8 concurrent, one worker | ${before.eight} | ${now.eight} | all of the above; write-combining (batcher.ts); after a full claim, claim again once a quarter of the slots are free (two workflows a claim at concurrency 8, not one) |`,
     `| 8 worker processes × 1 | ${before.eightProcesses} | ${now.eightProcesses} | the per-workflow statements; each process still writes alone |`,
     `| dispatch, same process | ${before.dispatchLocal} | ${p50(now.dispatchLocal)} | start() hands the workflow to the local worker: one commit |`,
     `| dispatch, LISTEN/NOTIFY | ${before.dispatchNotify} | ${p50(now.dispatchNotify)} | the window's first start() carries the NOTIFY in its INSERT (was: a separate statement 5 ms later) |`,
@@ -437,10 +437,9 @@ function whereTheTimeGoes(r: BenchResults): string[] {
     '### What is left, and what it would take',
     '',
     '1. **8 worker processes of concurrency 1 are CPU-bound in Node** (see the throughput table): each process pays the whole per-statement cost — a wake-up of the event loop, the protocol, promise chains — for every write, with no neighbour to share a statement with. Node CPU per workflow falls from ~2 ms at concurrency 1 to ~0.6 ms at concurrency 8 in one process. On 2 cores: one worker process per core, each with a higher concurrency.',
-    '2. **Claim in batches.** At concurrency 8 each finished run triggers a claim of one or two rows (an UPDATE: a commit and a dead tuple). Claiming when a quarter of the slots are free would halve the claims, at the cost of a slot idling ~1 ms.',
-    '3. **The last step and the completion in one statement.** Not knowable in advance (a step does not know it is the last); deferring a step\'s record until the next durable action would save a commit a workflow but weaken "recorded before the code moves on" — the course keeps the rule.',
-    '4. **Fewer dead tuples per workflow.** Each workflow\'s row is updated by the claim and the completion, and both change indexed columns (`lease_expires_at`, and `status` in the partial index\'s predicate), so neither is a HOT update' + (p.steady ? ` (steady state: ${fmt(p.steady.tables.find((x) => x.table === 'workflows')?.deadTuples ?? NaN, 0)} dead tuples in workflows after ${fmt(p.steady.workflows, 0)} workflows)` : '') + '. ' +
+    '2. **The last step and the completion in one statement.** Not knowable in advance (a step does not know it is the last); deferring a step\'s record until the next durable action would save a commit a workflow but weaken "recorded before the code moves on" — the course keeps the rule.',
+    '3. **Fewer dead tuples per workflow.** Each workflow\'s row is updated by the claim and the completion, and both change indexed columns (`lease_expires_at`, and `status` in the partial index\'s predicate), so neither is a HOT update' + (p.steady ? ` (steady state: ${fmt(p.steady.tables.find((x) => x.table === 'workflows')?.deadTuples ?? NaN, 0)} dead tuples in workflows after ${fmt(p.steady.workflows, 0)} workflows)` : '') + '. ' +
       'A migration setting `autovacuum_vacuum_scale_factor = 0.01` on `workflows`, or moving finished workflows out of the hot table, is the next step for a long-running service.',
-    '5. **Long histories** are not the problem: a 10,000-step resume is one SELECT and a replay in memory (above). A workflow that grows without bound should still `continueAsNew` — a later chapter.',
+    '4. **Long histories** are not the problem: a 10,000-step resume is one SELECT and a replay in memory (above). A workflow that grows without bound should still `continueAsNew` — a later chapter.',
   ];
 }
