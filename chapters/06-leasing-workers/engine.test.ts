@@ -258,6 +258,36 @@ describe('start, workers, result', () => {
     }
   });
 
+  it('a step whose position something else wrote behind the engine’s back fails its attempt with StepAlreadyRecordedError, not a lost lease; the replay takes the recorded row', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const workflow: Workflow<null, string> = async (ctx) => {
+      await ctx.step('first', async () => (await gate, 1));
+      return 'done';
+    };
+    const engine = createEngine({ db, workflows: { intruded: workflow } });
+    const ends: RunEndEvent[] = [];
+    const worker = engine.createWorker({ name: 'intruded', pollMs: 60_000, leaseMs: 5000, onRunEnd: (e) => ends.push(e) });
+    await worker.start();
+    try {
+      await engine.start('intruded', null, { id: 'intruded-1' });
+      // Not the engine: a row at the position the running step is about to record.
+      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('intruded-1', 0, 'first', '1', 1)`);
+      const log = vi.mocked(console.log);
+      log.mockClear();
+      release();
+      await vi.waitFor(() => expect(ends).toHaveLength(1), { timeout: 5000 });
+      const said = log.mock.calls.flat().join('\n');
+      expect(said).toContain('workflow intruded-1 step #0 first was recorded by another process first');
+      expect(said).not.toMatch(/lease lost/);
+      // The next attempt loads the log, finds the row, and replays it: same token, no takeover.
+      expect(ends[0]).toMatchObject({ workflowId: 'intruded-1', fencingToken: 1, outcome: 'completed' });
+      expect(await engine.inspect('intruded-1')).toMatchObject({ status: 'completed', output: 'done', fencingToken: 1 });
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {
     const { workflow } = counted();
     // Two pools, two engines: as if the worker and the caller were separate processes.

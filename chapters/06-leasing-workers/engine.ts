@@ -38,6 +38,7 @@ import { createBatcher } from './batcher.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
   admitWorkflow,
+  completeWorkflow,
   completeWorkflows,
   STILL_HELD,
   explainLostLease,
@@ -706,12 +707,27 @@ export function createEngine<W extends Workflows>({
    * overhead went from 2.3× a bare INSERT's commit to about 1×.) Runs that
    * write at the same moment share the statement (batcher.ts).
    */
-  const stepRecords = createBatcher((steps: Array<Omit<StepRow, 'recordedAt'>>) =>
-    recordSteps(db, steps).then((written) => steps.map((step) => written.has(`${step.workflowId}:${step.seq}`))),
-  );
-  const completions = createBatcher((done: Array<Fence & { output: unknown }>) =>
-    completeWorkflows(db, done).then((completed) => done.map((d) => completed.has(d.workflowId))),
-  );
+  const stepRecords = createBatcher(async (steps: Array<Omit<StepRow, 'recordedAt'>>) => {
+    // One alone (a lone workflow, every time): the single-row statement, cheaper than unnest() of one.
+    if (steps.length === 1) return [await recordStepAlone(steps[0]!)];
+    const written = await recordSteps(db, steps);
+    return steps.map((step) => written.has(`${step.workflowId}:${step.seq}`));
+  });
+  const completions = createBatcher(async (done: Array<Fence & { output: unknown }>) => {
+    if (done.length === 1) return [await completeWorkflow(db, done[0]!, done[0]!.output)];
+    const completed = await completeWorkflows(db, done);
+    return done.map((d) => completed.has(d.workflowId));
+  });
+
+  /** recordStep outside a transaction; a duplicate position is a refusal here too, as in recordSteps (ON CONFLICT DO NOTHING). */
+  async function recordStepAlone(step: Omit<StepRow, 'recordedAt'>): Promise<boolean> {
+    try {
+      return await recordStep(db, step);
+    } catch (thrown) {
+      if ((thrown as { code?: string }).code === '23505') return false; // unique_violation on (workflow_id, seq)
+      throw thrown;
+    }
+  }
 
   /** Send one fenced write; true when written, false when its fence refused it. */
   async function fenced(lease: Lease, write: () => Promise<boolean>): Promise<boolean> {
