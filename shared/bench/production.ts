@@ -376,7 +376,7 @@ export async function dispatch(ctx: SuiteContext): Promise<Dispatch[]> {
     await worker.start();
     try {
       await stampRuns(o.engine, 5, 'warm');
-      results.push({ mode: 'same process', wake: 'in-process wake-up (start() wakes the local worker)', pollMs: 5000, latency: summarize(await stampRuns(o.engine, count, 'd')) });
+      results.push({ mode: 'same process', wake: 'handed over in-process (start() inserts it claimed for the local worker)', pollMs: 5000, latency: summarize(await stampRuns(o.engine, count, 'd')) });
     } finally {
       await worker.stop();
       await o.close();
