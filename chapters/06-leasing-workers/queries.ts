@@ -134,6 +134,9 @@ const workflowColumns = `id, name, input, status, output, error,
        fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
        GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::int AS "leaseMsLeft"`;
 
+/** The channel workers LISTEN on. */
+export const WAKE_CHANNEL = 'durable_workflows';
+
 /** What `admitWorkflow` found: the workflow's row, and how it compares with what the caller passed. */
 export interface Admission {
   /** True when this call inserted the row; false when the id was already in the log. */
@@ -388,6 +391,9 @@ export async function fenceTransaction(tx: pg.PoolClient, fence: Fence): Promise
   return result.rowCount === 1;
 }
 
+/** What explainLostLease says when the token still holds: the fence would pass now. */
+export const STILL_HELD = 'refused by the fence';
+
 /**
  * Why a fence refused this token, in words — for the LeaseLostError. Read
  * after the refusal, so it may describe a later state; it is for people.
@@ -406,9 +412,6 @@ export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
   if (row.expiredMsAgo >= 0) return `the lease expired ${row.expiredMsAgo} ms ago`;
   return STILL_HELD;
 }
-
-/** What explainLostLease says when the token still holds: the fence would pass now. */
-export const STILL_HELD = 'refused by the fence';
 
 /**
  * Record the end: status completed, and the output. Fenced: the UPDATE
@@ -452,9 +455,6 @@ export async function failWorkflow(db: Sql, fence: Fence, error: string): Promis
   );
   return result.rowCount === 1;
 }
-
-/** The channel workers LISTEN on. */
-export const WAKE_CHANNEL = 'durable_workflows';
 
 /**
  * Ask sleeping workers to claim now. A statement of its own, never inside

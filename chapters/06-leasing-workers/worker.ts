@@ -3,9 +3,11 @@
  * once, keeps their leases alive, and lets go cleanly when told to stop.
  *
  *   claim loop   when a slot is free: claimWorkflows(free slots) → run each
- *                sleeps between claims until: a NOTIFY, a slot frees up after a
- *                full claim, or the poll interval (the fallback that also
- *                finds expired leases: the takeover of a dead worker's work)
+ *                sleeps between claims until: a NOTIFY, enough slots free up
+ *                after a full claim, or the poll interval (the fallback that
+ *                also finds expired leases: the takeover of a dead worker's work)
+ *   local starts start() in this process hands a new workflow straight to a
+ *                free slot, inserted already claimed (reserve → take)
  *   heartbeat    every lease/2: extendLeases(everything held) in one UPDATE.
  *                A lease the UPDATE does not return is lost: that run is
  *                aborted. If the UPDATE fails outright (no database), each
@@ -117,6 +119,10 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
 
   /** What this worker holds: one lease per workflow. */
   const held = new Map<string, { lease: Lease }>();
+  /** Slots held for workflows start() is inserting for us right now. */
+  let reserved = 0;
+  /** start() found us full since our last claim: claim as soon as a slot frees up. */
+  let missedLocalStart = false;
   /** Every run not yet settled — held, or abandoned after losing its lease — so stop() can wait for them. */
   const unsettled = new Set<Promise<void>>();
   let state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
@@ -187,36 +193,6 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     else woken = true;
   };
 
-  // ── workflows started in this process ──────────────────────────────────────
-
-  /** Slots held for workflows start() is inserting for us right now. */
-  let reserved = 0;
-  /** start() found us full since our last claim: claim as soon as a slot frees up. */
-  let missedLocalStart = false;
-  const local: LocalWorker = {
-    name,
-    leaseMs,
-    reserve() {
-      if (state !== 'running' || held.size + reserved >= concurrency) {
-        missedLocalStart = true;
-        return false;
-      }
-      reserved++;
-      return true;
-    },
-    take(claim, sentAt) {
-      launch(claim, sentAt);
-      unreserve();
-    },
-    unreserve,
-    wake,
-  };
-  /** stop() waiting for the starts in flight to hand over their workflows. */
-  let reservationsSettled: (() => void) | undefined;
-  function unreserve(): void {
-    reserved--;
-    if (reserved === 0) reservationsSettled?.();
-  }
   /** A NOTIFY: work started in another process (our own process's starts woke us directly). */
   const onNotification = (message: pg.Notification) => {
     if (message.payload !== core.processTag) wake();
@@ -367,14 +343,46 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       // only once a quarter of the slots are free. At concurrency 8 a claim
       // then takes two workflows instead of one: half the claims, each an
       // UPDATE and a commit. A poll or a NOTIFY still claims any free slot.
-      const free = concurrency - held.size - reserved;
-      const enough = held.size === 0 || missedLocalStart || free >= Math.max(1, Math.floor(concurrency / 4));
+      const freeSlots = concurrency - held.size - reserved;
+      const enough = held.size === 0 || missedLocalStart || freeSlots >= Math.max(1, Math.floor(concurrency / 4));
       if ((lastClaimWasFull || missedLocalStart || draining) && enough) wake();
     };
     void run.then(free);
     lease.onFinished(free);
     lease.signal.addEventListener('abort', free, { once: true });
     held.set(claim.id, { lease });
+  }
+
+  // ── workflows started in this process ──────────────────────────────────────
+
+  /**
+   * What start() in this process sees of us: it reserves a slot before its
+   * INSERT, then hands the workflow over (claimed for us in that INSERT) or
+   * gives the slot back (the id was in the log already, or the INSERT failed).
+   */
+  const local: LocalWorker = {
+    name,
+    leaseMs,
+    reserve() {
+      if (state !== 'running' || held.size + reserved >= concurrency) {
+        missedLocalStart = true;
+        return false;
+      }
+      reserved++;
+      return true;
+    },
+    take(claim, sentAt) {
+      launch(claim, sentAt);
+      unreserve();
+    },
+    unreserve,
+    wake,
+  };
+  /** stop() waiting for the starts in flight to hand over their workflows. */
+  let reservationsSettled: (() => void) | undefined;
+  function unreserve(): void {
+    reserved--;
+    if (reserved === 0) reservationsSettled?.();
   }
 
   // ── heartbeats ─────────────────────────────────────────────────────────────

@@ -21,7 +21,9 @@
  * Names used by the chapters (`<step>` is a step name, or `complete`):
  *   before-step:<step>     about to run the step's code
  *   after-effect:<step>    the step's effect happened, its record not yet written
- *   during-record:<step>   the record is half-written (file) or not yet committed (SQL)
+ *   during-record:<step>   the record is half-written (file) or not yet committed (SQL);
+ *                          chapter 6 has it for transaction steps only (its other
+ *                          records are one statement: committed, or never written)
  *   after-record:<step>    the record is durable
  */
 import fs from 'node:fs';
