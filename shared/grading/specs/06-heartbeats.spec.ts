@@ -179,6 +179,17 @@ function holdingWorkflow() {
   return { workflow, release, seen };
 }
 
+/** Worker A, under a `leaseMs` lease, holding hold-1 (a holdingWorkflow) once it has claimed it. */
+async function aHoldsAWorkflow(leaseMs: number) {
+  const log = runLog();
+  const hold = holdingWorkflow();
+  const pool = await freshSchema();
+  const a = await startWorker({ hold: hold.workflow }, { name: 'A', leaseMs }, log);
+  const run = await a.engine.start('hold', {}, { id: 'hold-1' });
+  await until('A claims hold-1', async () => (await leaseOf(pool, 'hold-1')).token === 1, 5000);
+  return { log, hold, pool, a, run };
+}
+
 /** Make `pool` fail every query and connection, as a pool whose server is down does; returns the undo. */
 function cutOff(pool: pg.Pool): () => void {
   const refused = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432 (the test cut this worker off)'), { code: 'ECONNREFUSED' });
@@ -290,12 +301,7 @@ describe('the heartbeat, in process', () => {
 
   it('heartbeats come every lease/3 to lease/2, at random, so that workers do not renew in lock-step', async () => {
     const leaseMs = 900;
-    const log = runLog();
-    const hold = holdingWorkflow();
-    const pool = await freshSchema();
-    const { engine } = await startWorker({ hold: hold.workflow }, { name: 'A', leaseMs }, log);
-    const run = await engine.start('hold', {}, { id: 'hold-1' });
-    await until('A claims hold-1', async () => (await leaseOf(pool, 'hold-1')).token === 1, 5000);
+    const { log, hold, pool, run } = await aHoldsAWorkflow(leaseMs);
 
     // 13 renewals in a row; each one's time is its new expiry minus the lease (the database's now()).
     let { expiresAt } = await leaseOf(pool, 'hold-1');
@@ -321,12 +327,7 @@ describe('the heartbeat, in process', () => {
 
   it('a renewal refused because the workflow was taken over stops the run at that heartbeat: its step is aborted and it writes nothing more', async () => {
     const leaseMs = 1500;
-    const log = runLog();
-    const hold = holdingWorkflow();
-    const pool = await freshSchema();
-    const a = await startWorker({ hold: hold.workflow }, { name: 'A', leaseMs }, log);
-    await a.engine.start('hold', {}, { id: 'hold-1' });
-    await until('A claims hold-1', async () => (await leaseOf(pool, 'hold-1')).token === 1, 5000);
+    const { log, hold, pool, a } = await aHoldsAWorkflow(leaseMs);
     let { expiresAt } = await leaseOf(pool, 'hold-1');
     for (let i = 0; i < 2; i++) ({ expiresAt } = await Promise.race([nextRenewal(pool, 'hold-1', 1, expiresAt, 2 * leaseMs), log.failed]));
 
@@ -353,12 +354,7 @@ describe('the heartbeat, in process', () => {
 
   it('when renewals cannot reach the database, the run is stopped before its lease runs out on the database clock', async () => {
     const leaseMs = 2000;
-    const log = runLog();
-    const hold = holdingWorkflow();
-    const pool = await freshSchema();
-    const a = await startWorker({ hold: hold.workflow }, { name: 'A', leaseMs }, log);
-    await a.engine.start('hold', {}, { id: 'hold-1' });
-    await until('A claims hold-1', async () => (await leaseOf(pool, 'hold-1')).token === 1, 5000);
+    const { log, hold, pool, a } = await aHoldsAWorkflow(leaseMs);
     const claim = await leaseOf(pool, 'hold-1');
     const renewal = await Promise.race([nextRenewal(pool, 'hold-1', 1, claim.expiresAt, 2 * leaseMs), log.failed]);
 
