@@ -97,7 +97,7 @@ describe('the schema is migrated', () => {
 });
 
 describe('start, workers, result', () => {
-  it('start only writes the workflow; a worker runs it; result() returns its output and inspect() its steps', async () => {
+  it('start() where no worker runs only writes the workflow; a worker started later runs it; result() returns its output and inspect() its steps', async () => {
     const { runs, workflow } = counted();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     const run = await engine.start('counted', { n: 1 }, { id: 'api-1' });

@@ -10,7 +10,8 @@
  *
  *   before:  start(…) runs the workflow in the caller's process; recover() runs
  *            every unfinished one — in every process that calls it
- *   after:   start(…) only writes the workflow into the log. Workers CLAIM
+ *   after:   start(…) only writes the workflow into the log (claimed at once
+ *            for this process's worker if it has room). Workers CLAIM
  *            runnable workflows (one query, FOR UPDATE SKIP LOCKED); a claim is a
  *            LEASE that runs out on the database clock, and a new FENCING TOKEN.
  *            The holder renews the lease while it works (heartbeats). Every write
