@@ -10,7 +10,7 @@ import { projectRoot } from './server.ts';
 
 /** Run `npm run db` with this environment and return what a learner would see. */
 function dbCommand(env: Record<string, string>) {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', 'shared/cli/db.ts'], {
+  const result = spawnSync(process.execPath, ['--import', 'tsx', 'tools/bin/db.ts'], {
     cwd: projectRoot,
     env: { ...process.env, ...env },
     encoding: 'utf8',

@@ -16,9 +16,9 @@
  */
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createEngine } from '../../solutions/03-inspect/engine.ts';
-import { createSchema } from '../../solutions/03-inspect/queries.ts';
-import { scratchSchema } from '../../shared/grading/spec-kit.ts';
+import { createEngine } from './engine.ts';
+import { createSchema } from './queries.ts';
+import { scratchSchema } from '../../tools/grading/spec-kit.ts';
 
 afterEach(() => {
   vi.restoreAllMocks();

@@ -1,0 +1,216 @@
+/**
+ * `npm run bench` — what durability costs, measured against yardsticks taken
+ * in the same run on the same server, and chapter 6 (the production engine)
+ * against its targets and its peers.
+ *
+ *   npm run bench                          the full run (about 3–4 minutes on 2 cores); writes docs/bench/report.md and results.json
+ *   npm run bench -- --quick               tiny counts, no report files (what `npm test` runs so this cannot rot)
+ *   npm run bench -- --only steps,dispatch some suites (the yardsticks always run: everything is compared with them)
+ *   npm run bench -- --no-write            the full run, printed only
+ *   npm run bench -- --render              report.md again from results.json, measuring nothing (after editing report.ts)
+ *
+ * Suites: chapters (chapters 1–5), steps, sequential, throughput, dispatch,
+ * takeover, steady, history (chapter 6). A benchmark, never a timed test:
+ * nothing here passes or fails on speed. Uses the embedded server by
+ * default, or DATABASE_URL (then PostgreSQL's CPU is not measured: its pid is unknown).
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
+import { projectRoot, startPostgres } from '../../shared/db/server.ts';
+import { CourseError, runMain } from '../../shared/errors.ts';
+import { paint } from '../../shared/narrate.ts';
+import { flushRate, insertCommits } from '../bench/baseline.ts';
+import { chapterEngines } from '../bench/engines.ts';
+import * as production from '../bench/production.ts';
+import { Probe, type Delta } from '../bench/probes.ts';
+import { renderReport, type BenchResults, type ChapterCost } from '../bench/report.ts';
+import { countRoundTrips } from '../bench/roundtrips.ts';
+import { fmt, msSince, summarize } from '../bench/stats.ts';
+
+export type { BenchResults } from '../bench/report.ts';
+
+const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history'] as const;
+type Suite = (typeof SUITES)[number];
+
+function selectedSuites(argv: string[]): Suite[] {
+  const at = argv.indexOf('--only');
+  const inline = argv.find((a) => a.startsWith('--only='));
+  const list = inline ? inline.slice('--only='.length) : at >= 0 ? argv[at + 1] : undefined;
+  if (at >= 0 && !inline && (list === undefined || list.startsWith('--'))) throw new CourseError('--only needs a list of suites', `Suites: ${SUITES.join(', ')}`);
+  if (list === undefined) return [...SUITES];
+  const names = list.split(',').map((s) => s.trim()).filter(Boolean);
+  const unknown = names.filter((n) => !(SUITES as readonly string[]).includes(n));
+  if (unknown.length > 0 || names.length === 0) throw new CourseError(`--only ${list}: unknown suite ${unknown.join(', ')}`, `Suites: ${SUITES.join(', ')}`);
+  return SUITES.filter((s) => names.includes(s));
+}
+
+/** `--render`: write report.md again from results.json, without measuring (after a change to the report's text). */
+function renderOnly(): void {
+  const out = path.join(projectRoot, 'docs', 'bench');
+  const file = path.join(out, 'results.json');
+  if (!fs.existsSync(file)) throw new CourseError('docs/bench/results.json does not exist yet', 'Run `npm run bench` first.');
+  const results = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
+  const report = renderReport({ ...results, suiteSeconds: results.suiteSeconds ?? {}, production: results.production ?? {}, chapters: results.chapters ?? [] });
+  fs.writeFileSync(path.join(out, 'report.md'), `${report}\n`);
+  console.log(report);
+  console.error(paint.dim('\nWrote docs/bench/report.md from docs/bench/results.json (nothing measured)'));
+}
+
+runMain(async () => {
+  if (process.argv.includes('--render')) return renderOnly();
+  const began = process.hrtime.bigint();
+  const quick = process.argv.includes('--quick');
+  const suites = selectedSuites(process.argv);
+  // A partial run must not overwrite the full report.
+  const write = !quick && !process.argv.includes('--no-write') && suites.length === SUITES.length;
+  const run = (s: Suite) => suites.includes(s);
+  // The engines' per-step trace lines would measure the terminal, not the engine.
+  process.env.COURSE_TRACE = '0';
+  countRoundTrips();
+  const loadAverage = os.loadavg();
+
+  const server = await startPostgres({ purpose: 'test', log: (line) => console.error(paint.dim(line)) });
+  const databaseUrl = await createDatabase(server.url, 'bench');
+  const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'course-bench-'));
+  const probe = await Probe.open(databaseUrl, server.embedded?.pid);
+  const suiteSeconds: Record<string, number> = {};
+  let current: { name: string; since: bigint } | undefined;
+  /** A new section: the previous one's time is booked. */
+  const section = (title: string, suite?: string) => {
+    if (current) suiteSeconds[current.name] = (suiteSeconds[current.name] ?? 0) + msSince(current.since) / 1000;
+    current = suite ? { name: suite, since: process.hrtime.bigint() } : undefined;
+    if (title) console.error(paint.bold(`\n▸ ${title}`));
+  };
+  const log = (line: string) => console.error(paint.dim(line));
+  try {
+    const settings = await probe.query<{ version: string; fsync: string; sc: string }>(
+      `SELECT current_setting('server_version') AS version, current_setting('fsync') AS fsync, current_setting('synchronous_commit') AS sc`,
+    );
+    const row = settings.rows[0]!;
+    if (!server.embedded) log('  external server (DATABASE_URL): PostgreSQL CPU is not measured — its process id is unknown here');
+
+    section('disk flush rate (fdatasync of 8 KiB)', 'yardsticks');
+    const flushDir = server.embedded ? path.dirname(server.embedded.dataDir) : os.tmpdir();
+    const flush = flushRate(flushDir, quick ? 20 : 500);
+
+    section('baseline: single-row INSERT autocommit', 'yardsticks');
+    const oneClient = await insertCommits(databaseUrl, 1, quick ? 50 : 3000);
+    const eightClients = await insertCommits(databaseUrl, 8, quick ? 80 : 12000);
+    log(`  1 client ${fmt(oneClient.commitsPerSecond, 0)} commits/s (${fmt(oneClient.latency.meanMs)} ms), 8 clients ${fmt(eightClients.commitsPerSecond, 0)} commits/s`);
+
+    const chapters: ChapterCost[] = [];
+    if (run('chapters')) {
+      section('what durability costs, per chapter (3 no-op steps, one workflow after another)', 'chapters');
+      for (const entry of chapterEngines()) {
+        const count = quick ? 10 : entry.chapter === 1 ? 5000 : entry.chapter === 2 ? 300 : 1000;
+        const dbUrl = await createDatabase(server.url, `bench_ch${entry.chapter}`);
+        const dir = fs.mkdtempSync(path.join(scratch, `ch${entry.chapter}-`));
+        const engine = await entry.open({ databaseUrl: dbUrl, dir });
+        // Warm up (JIT, prepared plans, connections) outside the measurement.
+        for (let i = 0; i < Math.min(20, count); i++) await engine.run(`warm-${i}`);
+        const latencies: number[] = [];
+        const before = await probe.snapshot();
+        const loopStart = process.hrtime.bigint();
+        for (let i = 0; i < count; i++) {
+          const t = process.hrtime.bigint();
+          await engine.run(`wf-${i}`);
+          latencies.push(msSince(t));
+        }
+        const loopSeconds = msSince(loopStart) / 1000;
+        const after = await probe.snapshot();
+        await engine.close();
+        await dropDatabase(dbUrl, server.url).catch(() => {});
+        const d: Delta = Probe.delta(before, after);
+        chapters.push({
+          chapter: entry.chapter,
+          label: entry.label,
+          durability: entry.durability,
+          workflows: count,
+          workflowsPerSecond: count / loopSeconds,
+          latency: summarize(latencies),
+          writeTransactionsPerWorkflow: d.writeTransactions / count,
+          walBytesPerWorkflow: d.walBytes / count,
+          nodeCpuSeconds: d.nodeCpuSeconds,
+          pgCpuSeconds: d.pgCpuSeconds,
+        });
+        log(`  ${entry.label}: ${fmt(count / loopSeconds, 0)} workflows/s`);
+      }
+    }
+
+    const ctx: production.SuiteContext = { serverUrl: server.url, probe, quick, log, baselineCommitMs: oneClient.latency.meanMs };
+    const p: production.ProductionResults = {};
+    if (run('steps')) {
+      section('chapter 6: step overhead (20 no-op steps vs 0, one after another)', 'steps');
+      p.stepOverhead = await production.stepOverhead(ctx);
+      log(`  ${fmt(p.stepOverhead.perStepMs)} ms a step (${fmt(p.stepOverhead.ratioToCommit ?? NaN)}× the commit)`);
+    }
+    if (run('sequential')) {
+      section('chapter 6: sequential 3-step workflows', 'sequential');
+      p.sequential = await production.sequential(ctx);
+      log(`  ${fmt(p.sequential.workflowsPerSecond, 0)} workflows/s, p50 ${fmt(p.sequential.latency.p50Ms)} ms`);
+    }
+    if (run('throughput')) {
+      section('chapter 6: throughput — started, then drained by 1, 2, 4, 8 (one worker; worker processes)', 'throughput');
+      p.throughput = await production.throughput(ctx);
+    }
+    if (run('dispatch')) {
+      section('chapter 6: dispatch latency (idle worker → first step)', 'dispatch');
+      p.dispatch = await production.dispatch(ctx);
+      for (const d of p.dispatch) log(`  ${d.mode}, ${d.wake}: p50 ${fmt(d.latency.p50Ms)} ms, p99 ${fmt(d.latency.p99Ms)} ms`);
+    }
+    if (run('takeover')) {
+      section('chapter 6: takeover after kill -9', 'takeover');
+      p.takeover = await production.takeover(ctx);
+    }
+    if (run('steady')) {
+      section('chapter 6: steady open-loop load at half the maximum', 'steady');
+      const max = p.throughput?.runs.find((x) => x.mode === 'in-process' && x.concurrency === 8)?.workflowsPerSecond;
+      p.steady = await production.steady(ctx, max);
+      log(`  ${p.steady.workflows} workflows at ${fmt(p.steady.achievedRate, 0)}/s; last third p99 ${fmt(p.steady.thirds[2]!.p99Ms)} ms`);
+    }
+    if (run('history')) {
+      section('chapter 6: resuming a 10,000-step history', 'history');
+      p.history = await production.history(ctx);
+      log(`  ${fmt(p.history.resumeMs)} ms, ${fmt(p.history.extraRssBytes / 2 ** 20, 1)} MB extra, ${p.history.roundTrips} round trips`);
+    }
+
+    section('');
+    const results: BenchResults = {
+      when: new Date().toISOString(),
+      machine: {
+        cpus: os.cpus().length,
+        cpuModel: os.cpus()[0]?.model ?? 'unknown',
+        memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+        node: process.version,
+        platform: `${process.platform}-${process.arch}`,
+        loadAverage,
+      },
+      server: { describe: server.describe, version: row.version, fsync: row.fsync, synchronousCommit: row.sc, embedded: Boolean(server.embedded) },
+      quick,
+      suites: ['yardsticks', ...suites],
+      durationSeconds: msSince(began) / 1000,
+      suiteSeconds,
+      flush,
+      baseline: { oneClient, eightClients },
+      chapters,
+      production: p,
+    };
+
+    const report = renderReport(results);
+    console.log(`\n${report}`);
+    if (write) {
+      const out = path.join(projectRoot, 'docs', 'bench');
+      fs.mkdirSync(out, { recursive: true });
+      fs.writeFileSync(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+      fs.writeFileSync(path.join(out, 'report.md'), `${report}\n`);
+      console.error(paint.dim(`\nWrote docs/bench/report.md and docs/bench/results.json`));
+    }
+  } finally {
+    await probe.close();
+    await dropDatabase(databaseUrl, server.url).catch(() => {});
+    fs.rmSync(scratch, { recursive: true, force: true });
+    await server.stop();
+  }
+});

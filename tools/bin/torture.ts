@@ -1,0 +1,112 @@
+/**
+ * `npm run torture` — randomized faults against the production engine
+ * (chapter 6), and an invariant checker over what the world saw.
+ *
+ *   npm run torture -- --runs 3 --seed 42        3 rounds, seeds 42, 43, 44
+ *   npm run torture -- --runs 26 --seed 1 --faults 40 --write   the long run (1,040 faults); writes docs/torture/report.md
+ *
+ * Options: --orders N (per round, default 40), --workers N (3), --faults N
+ * (per round, 20), --lease MS (1000). The seed fixes each round's fault
+ * schedule; on a violation the seed and the fault trace are printed, and
+ * saved under .course-data/torture/.
+ *
+ * kill-postgres needs a server this process started (the embedded one); with
+ * DATABASE_URL, or an embedded server another course process owns, it is
+ * skipped and the report says so.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { projectRoot, startPostgres } from '../../shared/db/server.ts';
+import { CourseError, runMain } from '../../shared/errors.ts';
+import { paint } from '../../shared/narrate.ts';
+import { FAULT_KINDS, runRound, type FaultKind, type RoundResult } from '../torture/round.ts';
+
+runMain(async () => {
+  const { values } = parseArgs({
+    options: {
+      runs: { type: 'string', default: '1' },
+      seed: { type: 'string' },
+      orders: { type: 'string', default: '40' },
+      workers: { type: 'string', default: '3' },
+      faults: { type: 'string', default: '20' },
+      lease: { type: 'string', default: '1000' },
+      write: { type: 'boolean', default: false },
+    },
+  });
+  const number = (name: keyof typeof values, min: number) => {
+    const n = Number(values[name]);
+    if (!Number.isInteger(n) || n < min) throw new CourseError(`--${name} ${values[name]}: expected a whole number ≥ ${min}`);
+    return n;
+  };
+  const runs = number('runs', 1);
+  const seed = values.seed === undefined ? Date.now() % 100_000 : number('seed', 0);
+  const options = { orders: number('orders', 1), workers: number('workers', 1), faults: number('faults', 0), leaseMs: number('lease', 200) };
+
+  const server = await startPostgres({ purpose: 'test', log: (line) => console.error(paint.dim(line)) });
+  const results: RoundResult[] = [];
+  try {
+    for (let i = 0; i < runs; i++) {
+      console.log(paint.bold(`\nround ${i + 1}/${runs} — seed ${seed + i}: ${options.orders} orders, ${options.workers} workers, ${options.faults} faults`));
+      const result = await runRound({ ...options, seed: seed + i, adminUrl: server.url, server, log: (line) => console.log(paint.dim(line)) });
+      results.push(result);
+      for (const inv of result.invariants) {
+        console.log(`  ${inv.ok ? paint.green('✓') : paint.red('✗')} ${inv.name}${inv.ok ? '' : `\n      ${inv.violations.join('\n      ')}`}`);
+      }
+      if (result.unexpectedExits.length) console.log(paint.red(`  ✗ workers exited on their own:\n      ${result.unexpectedExits.join('\n      ')}`));
+      if (!passed(result)) saveTrace(result);
+    }
+  } finally {
+    await server.stop();
+  }
+
+  const summary = summarize(results, { ...options, seed, runs, server: server.describe });
+  console.log(`\n${summary}`);
+  if (values.write) {
+    const out = path.join(projectRoot, 'docs', 'torture');
+    fs.mkdirSync(out, { recursive: true });
+    fs.writeFileSync(path.join(out, 'report.md'), `${summary}\n`);
+    console.log(paint.dim('Wrote docs/torture/report.md'));
+  }
+  if (!results.every(passed)) process.exitCode = 1;
+});
+
+function passed(result: RoundResult): boolean {
+  return result.invariants.every((i) => i.ok) && result.unexpectedExits.length === 0;
+}
+
+function saveTrace(result: RoundResult): void {
+  const dir = path.join(projectRoot, '.course-data', 'torture');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `seed-${result.seed}.json`);
+  fs.writeFileSync(file, JSON.stringify(result, null, 2));
+  console.log(paint.red(`  violation — replay with --seed ${result.seed} --runs 1; trace saved to ${path.relative(projectRoot, file)}`));
+}
+
+function summarize(results: RoundResult[], o: { orders: number; workers: number; faults: number; leaseMs: number; seed: number; runs: number; server: string }): string {
+  const counts = new Map<FaultKind, number>(FAULT_KINDS.map((k) => [k, 0]));
+  for (const r of results) for (const f of r.faults) counts.set(f.kind, (counts.get(f.kind) ?? 0) + 1);
+  const total = [...counts.values()].reduce((a, b) => a + b, 0);
+  const names = results[0]?.invariants.map((i) => i.name) ?? [];
+  const skipped = [...new Set(results.flatMap((r) => r.skipped))];
+  const minutes = results.reduce((a, r) => a + r.durationMs, 0) / 60_000;
+  return [
+    `# Torture run`,
+    '',
+    `\`npm run torture -- --runs ${o.runs} --seed ${o.seed} --orders ${o.orders} --workers ${o.workers} --faults ${o.faults} --lease ${o.leaseMs}\``,
+    `on ${o.server}; ${results.length} round(s), ${results.length * o.orders} workflows, ${total} faults, ${minutes.toFixed(1)} minutes.`,
+    '',
+    '| fault | count |',
+    '|---|---|',
+    ...[...counts].map(([kind, n]) => `| ${kind} | ${n} |`),
+    `| **total** | **${total}** |`,
+    '',
+    '| invariant | rounds where it held |',
+    '|---|---|',
+    ...names.map((name) => `| ${name} | ${results.filter((r) => r.invariants.find((i) => i.name === name)?.ok).length}/${results.length} |`),
+    `| no worker exited on its own (no crash loop) | ${results.filter((r) => r.unexpectedExits.length === 0).length}/${results.length} |`,
+    '',
+    results.every(passed) ? '**0 violations.**' : `**Violations in rounds with seeds ${results.filter((r) => !passed(r)).map((r) => r.seed).join(', ')}.**`,
+    ...(skipped.length ? ['', ...skipped.map((s) => `Skipped: ${s}.`)] : []),
+  ].join('\n');
+}

@@ -1,0 +1,69 @@
+/**
+ * Exercise 6's tests, as processes they can freeze and kill: a worker of the
+ * implementation under test (IMPL_ROOT), running the order workflow of
+ * 06-heartbeats-order.ts against the demo world, until SIGTERM.
+ *
+ *   06-heartbeats.ts worker    print `worker <name> running`, then claim and run
+ *                              orders; on SIGTERM stop (finish or release), exit 0
+ *
+ * Environment: DATABASE_URL and WORLD_URL (world.env), and
+ *   WORKER_NAME   the lease_owner (default worker-<pid>)
+ *   LEASE_MS      the worker's lease (default 1000)
+ *   POLL_MS       how often it looks for runnable work (default 100)
+ *   PACK_MS       how long this process's pack step takes (default 2500)
+ *
+ * Course-owned: a submission's own copy of this file, if it has one, is never run.
+ */
+import pg from 'pg';
+import { CourseError, runMain } from '../../../shared/errors.ts';
+import { importImpl } from '../impl.ts';
+import { orderWorkflow } from './06-heartbeats-order.ts';
+
+type Engine = typeof import('../../../solutions/06-heartbeats/engine.ts');
+type Queries = typeof import('../../../solutions/06-heartbeats/queries.ts');
+
+/** A whole number from the environment, or its default. */
+function fromEnv(name: string, fallback: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0) throw new CourseError(`${name}=${text}: expected a whole number`, 'See the header of tools/grading/drivers/06-heartbeats.ts.');
+  return value;
+}
+
+runMain(async () => {
+  const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  const [command] = process.argv.slice(2);
+  if (command !== 'worker') throw new CourseError(`bad arguments: ${process.argv.slice(2).join(' ')}`, 'usage: 06-heartbeats.ts worker');
+  if (process.env.GRADE_WORKDIR) process.chdir(process.env.GRADE_WORKDIR);
+  const { createEngine } = await importImpl<Engine>('06-heartbeats', 'engine.ts');
+  const { createSchema } = await importImpl<Queries>('06-heartbeats', 'queries.ts');
+  const name = process.env.WORKER_NAME || `worker-${process.pid}`;
+
+  const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 });
+  // An idle connection PostgreSQL ends (a frozen worker's idle-in-transaction
+  // timeout) must not crash the process before or after the worker listens.
+  db.on('error', () => {});
+  db.on('connect', (client) => client.on('error', () => {}));
+  try {
+    await createSchema(db);
+    const workflow = orderWorkflow({ packMs: fromEnv('PACK_MS', 2500), say: (line) => console.log(`${name}: ${line}`) });
+    const engine = createEngine({ db, workflows: { order: workflow } });
+    const worker = engine.createWorker({
+      name,
+      concurrency: 2,
+      leaseMs: fromEnv('LEASE_MS', 1000),
+      pollMs: fromEnv('POLL_MS', 100),
+      shutdownGraceMs: 2000,
+    });
+    await worker.start();
+    console.log(`worker ${name} running`);
+    await terminated;
+    await worker.stop();
+    console.log(`worker ${name} stopped`);
+  } finally {
+    await db.end();
+  }
+  // A step abandoned after its lease was lost must not hold the exit up: none of it can be recorded.
+  setTimeout(() => process.exit(0), 1000).unref();
+});

@@ -1,0 +1,125 @@
+/**
+ * The grader, run the way an instructor runs it (`npm run grade -- --submissions …`),
+ * on a class of made-up students (fixtures/.class, described in
+ * fixtures/README.md): the right score and the right message for each, and
+ * the three reports on disk. Short time limits keep it quick.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { courseRoot } from './impl.ts';
+import type { ResultsJson } from './reports.ts';
+
+const out = fs.mkdtempSync(path.join(os.tmpdir(), 'grader-test-'));
+let run: { status: number | null; stdout: string; stderr: string; ms: number };
+const results = (student: string) => JSON.parse(fs.readFileSync(path.join(out, student, 'results.json'), 'utf8')) as ResultsJson;
+const test = (student: string, exercise: string, name: string) => {
+  const found = results(student).tests.find((t) => t.name.startsWith(`${exercise} > `) && t.name.includes(name));
+  if (!found) throw new Error(`${student} has no test "${name}" in ${exercise}`);
+  return found;
+};
+
+beforeAll(() => {
+  const started = Date.now();
+  const result = spawnSync(
+    process.execPath,
+    [
+      '--import', 'tsx', 'tools/bin/grade.ts',
+      '--submissions', 'tools/grading/fixtures/.class',
+      // The made-up class did exercises 1–3 (fixtures/README.md); later exercises would only add "missing" columns.
+      '--exercises', '1,2,3',
+      '--out', out,
+      '--repeats', '2',
+      '--test-timeout', '3',
+      '--crash-test-timeout', '40',
+      '--submission-timeout', '120',
+    ],
+    { cwd: courseRoot, env: { ...process.env, DATABASE_URL: inject('adminDatabaseUrl'), FORCE_COLOR: '0' }, encoding: 'utf8', timeout: 170_000 },
+  );
+  run = { status: result.status, stdout: result.stdout, stderr: result.stderr, ms: Date.now() - started };
+}, 180_000);
+
+afterAll(() => {
+  fs.rmSync(out, { recursive: true, force: true });
+});
+
+describe('npm run grade on a class', () => {
+  it('prints one row per student with the expected scores, and writes grades.csv, junit.xml and a results.json each', () => {
+    expect(run.status, `${run.stdout}\n${run.stderr}`).toBe(0);
+    const rows = run.stdout.split('\n');
+    const row = (student: string) => rows.find((line) => line.startsWith(`${student} `))?.replace(/\s+/g, ' ').trim();
+    expect(row('ada')).toBe('ada 9/9 14/14 11/11 34/34 pass');
+    expect(row('brook')).toBe('brook 7/9 — missing — missing 7/34 fail');
+    expect(row('cyrus')).toBe('cyrus 7/9 — missing — missing 7/34 fail');
+    expect(row('dana')).toBe('dana 6/9 — missing — missing 6/34 fail');
+    expect(row('emil')).toBe('emil 0/9 error — missing — missing 0/34 error');
+    expect(row('fay')).toBe('fay 2/9 — missing — missing 2/34 fail');
+    expect(row('gus')).toBe('gus 9/9 — missing — missing 9/34 fail');
+    expect(row('hal')).toBe('hal — missing — missing 8/11 8/34 fail');
+
+    const csv = fs.readFileSync(path.join(out, 'grades.csv'), 'utf8').trim().split('\n');
+    expect(csv[0]).toBe('student,exercise,points,max');
+    expect(csv).toContain('ada,02-jsonl-log,14,14');
+    expect(csv).toContain('hal,03-inspect,8,11');
+    expect(csv).toHaveLength(1 + 8 * 3);
+
+    const junit = fs.readFileSync(path.join(out, 'junit.xml'), 'utf8');
+    expect(junit.match(/<testsuite /g)).toHaveLength(8);
+    expect(junit).toContain('<testsuite name="ada" tests="21" failures="0" errors="0"');
+    expect(fs.readFileSync(path.join(out, '.gitignore'), 'utf8')).toContain('*');
+    expect(run.ms).toBeLessThan(120_000);
+  });
+
+  it("a correct submission earns every point, the instructor-only test's too", () => {
+    expect(results('ada')).toMatchObject({ version: 3, status: 'pass', message: null, score: 34, max_score: 34 });
+    expect(test('ada', '03-inspect', '(instructor-only)')).toMatchObject({ status: 'pass', points: 1 });
+    expect(test('ada', '01-failed-steps', 'is recorded').test_code).toContain("it('is recorded: when the workflow is retried");
+  });
+
+  it("a student's own copy of the tests and of points.json is never used", () => {
+    // brook's spec copy passes everything and her points.json says 100 a test: neither counts.
+    expect(results('brook')).toMatchObject({ score: 7, max_score: 34 });
+    expect(test('brook', '01-failed-steps', 'ends the workflow at once')).toMatchObject({ status: 'fail', points: 0, max_points: 2 });
+    expect(test('brook', '02-jsonl-log', 'replays every finished step')).toMatchObject({ status: 'error', message: 'Not submitted.' });
+  });
+
+  it('a test that loops forever is stopped at its time limit, and the tests after it still run', () => {
+    expect(test('cyrus', '01-failed-steps', 'ends the workflow at once')).toMatchObject({ status: 'error', points: 0 });
+    expect(test('cyrus', '01-failed-steps', 'ends the workflow at once').message).toMatch(/^Stopped: this test held its process past its time limit \(3 s\)/);
+    expect(test('cyrus', '01-failed-steps', 'a step that finished replays')).toMatchObject({ status: 'pass', points: 1 });
+  });
+
+  it('code that calls process.exit, or kills its own process, fails that one test', () => {
+    expect(test('dana', '01-failed-steps', 'ends the workflow at once').message).toContain('process.exit unexpectedly called');
+    expect(test('dana', '01-failed-steps', 'rebuilt from the recorded message')).toMatchObject({ status: 'error', points: 0 });
+    expect(test('dana', '01-failed-steps', 'rebuilt from the recorded message').message).toMatch(/^The test process died while running this test/);
+    expect(test('dana', '01-failed-steps', 'an ordinary error is not recorded')).toMatchObject({ status: 'pass' });
+  });
+
+  it("a submission that does not compile is an error, with the compiler's message, and scores nothing", () => {
+    const emil = results('emil');
+    expect(emil).toMatchObject({ status: 'error', score: 0 });
+    expect(emil.message).toContain('01-failed-steps: Does not compile (tsc, strict)');
+    expect(emil.message).toMatch(/01-failed-steps\/engine\.ts\(\d+,\d+\): error TS2322: Type 'string' is not assignable to type 'number'/);
+    expect(emil.tests.every((t) => t.status === 'error' && t.points === 0)).toBe(true);
+  });
+
+  it("a submission that goes looking for another student's files finds none of them", () => {
+    // fay's engine re-exports ada's answer if it can reach it; she scores what the starter scores.
+    expect(results('fay')).toMatchObject({ status: 'fail', score: 2 });
+  });
+
+  it('a submission that prints megabytes is graded all the same, its output cut to 500 characters', () => {
+    expect(results('gus')).toMatchObject({ score: 9 });
+    const output = test('gus', '01-failed-steps', 'is recorded').output ?? '';
+    expect(output.length).toBeGreaterThan(0);
+    expect(output.length).toBeLessThanOrEqual(500);
+  });
+
+  it('a crash test that passes once and then fails earns nothing under --repeats 2', () => {
+    expect(test('hal', '03-inspect', 'a new process inspects a workflow killed half-way')).toMatchObject({ status: 'fail', points: 0, max_points: 3 });
+    expect(test('hal', '03-inspect', "inspect(id) shows the workflow's name")).toMatchObject({ status: 'pass' });
+  });
+});
