@@ -13,7 +13,7 @@ import { withWorld } from '../../shared/testing/world.ts';
 import { demoOrder } from '../../shared/world/services.ts';
 import type { World } from '../../shared/world/world.ts';
 import { createEngine, migrate } from './index.ts';
-import { claimWorkflows, extendLeases, recordStep } from './queries.ts';
+import { claimWorkflows, recordStep, renewLease } from './queries.ts';
 import { orderWorkflow } from './workflow.ts';
 
 const chapter = '06-leasing-workers';
@@ -170,23 +170,23 @@ describe('chapter 6 fixes', () => {
     expect(scenario.verdict, scenario.detail).toBe('exactly-once');
   });
 
-  it('extending an expired lease fails', async () => {
+  it('renewing an expired lease fails', async () => {
     await withWorld('ch06_extend', async (world) => {
       await withEngine(world, async (engine, db) => {
         await engine.start('order', demoOrder('order-1'), { id: 'order-1' });
         const [claim] = await claimWorkflows(db, { worker: 'A', limit: 1, leaseMs: 300 });
         expect(claim).toMatchObject({ id: 'order-1', fencingToken: 1 });
-        const held = [{ workflowId: 'order-1', fencingToken: 1 }];
-        expect(await extendLeases(db, held, 300)).toEqual(['order-1']); // still valid: renewed
+        const held = { workflowId: 'order-1', fencingToken: 1 };
+        expect(await renewLease(db, held, 300)).toBe(true); // still valid: renewed
         await sleep(500);
         // Expired — and nobody has claimed it since. The renewal must fail all the same:
         // from the moment it expired, any worker could have claimed it.
-        expect(await extendLeases(db, held, 300)).toEqual([]);
+        expect(await renewLease(db, held, 300)).toBe(false);
         expect(await recordStep(db, { workflowId: 'order-1', seq: 0, name: 'charge_card', output: {}, fencingToken: 1 })).toBe(false);
         const [again] = await claimWorkflows(db, { worker: 'B', limit: 1, leaseMs: 300 });
         expect(again).toMatchObject({ id: 'order-1', fencingToken: 2 });
-        expect(await extendLeases(db, held, 300)).toEqual([]); // the old token, now taken over
-        expect(await extendLeases(db, [{ workflowId: 'order-1', fencingToken: 2 }], 300)).toEqual(['order-1']);
+        expect(await renewLease(db, held, 300)).toBe(false); // the old token, now taken over
+        expect(await renewLease(db, { workflowId: 'order-1', fencingToken: 2 }, 300)).toBe(true);
       });
     });
 

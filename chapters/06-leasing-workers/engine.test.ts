@@ -63,17 +63,17 @@ describe('the schema is migrated', () => {
       const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: url, max: 1 }));
       try {
         const applied = await Promise.all(pools.map((pool) => migrate(pool)));
-        expect(applied.flat()).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']); // by one of them; the others found it done
-        expect(listMigrations()).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']);
+        expect(applied.flat()).toEqual(['001_log.sql', '002_leases.sql']); // by one of them; the others found it done
+        expect(listMigrations()).toEqual(['001_log.sql', '002_leases.sql']);
         expect(await migrate(pools[0]!)).toEqual([]);
         const recorded = await pools[0]!.query<{ name: string }>('SELECT name FROM durable_migrations ORDER BY name');
-        expect(recorded.rows.map((r) => r.name)).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']);
+        expect(recorded.rows.map((r) => r.name)).toEqual(['001_log.sql', '002_leases.sql']);
 
         // A newer deploy migrated this database: this (older) code refuses to run on it.
-        await pools[0]!.query(`INSERT INTO durable_migrations (name) VALUES ('099_from_the_future.sql')`);
+        await pools[0]!.query(`INSERT INTO durable_migrations (name) VALUES ('003_from_the_future.sql')`);
         const refused = migrate(pools[1]!);
         await expect(refused).rejects.toThrow(SchemaTooNewError);
-        await expect(refused).rejects.toThrow("the database's schema has migration(s) this code does not know: 099_from_the_future.sql");
+        await expect(refused).rejects.toThrow("the database's schema has migration(s) this code does not know: 003_from_the_future.sql");
       } finally {
         await Promise.all(pools.map((pool) => pool.end()));
       }
@@ -86,7 +86,7 @@ describe('the schema is migrated', () => {
       await pool.query(fs.readFileSync(new URL('./migrations/001_log.sql', import.meta.url), 'utf8'));
       await pool.query(`INSERT INTO workflows (id, name, input) VALUES ('old-1', 'counted', '{"n": 1}')`);
       await pool.query(`INSERT INTO steps (workflow_id, seq, name, output) VALUES ('old-1', 0, 'a', '2')`);
-      expect(await migrate(pool)).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']);
+      expect(await migrate(pool)).toEqual(['001_log.sql', '002_leases.sql']);
       const { runs, workflow } = counted();
       const engine = createEngine({ db: pool, workflows: { counted: workflow } });
       await engine.createWorker({ leaseMs: 5000 }).drain();
@@ -97,7 +97,7 @@ describe('the schema is migrated', () => {
 });
 
 describe('start, workers, result', () => {
-  it('start() where no worker runs only writes the workflow; a worker started later runs it; result() returns its output and inspect() its steps', async () => {
+  it('start only writes the workflow; a worker runs it; result() returns its output and inspect() its steps', async () => {
     const { runs, workflow } = counted();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     const run = await engine.start('counted', { n: 1 }, { id: 'api-1' });
@@ -156,136 +156,6 @@ describe('start, workers, result', () => {
       `SELECT lease_owner AS owner, count(*)::int AS n FROM workflows WHERE id LIKE 'shared-%' GROUP BY 1 ORDER BY 1`,
     );
     expect(owners.rows.map((r) => r.owner)).toEqual(['w1', 'w2']); // both did some
-  });
-
-  it('start() in a process whose worker has a free slot inserts the workflow already claimed by it (token 1): it runs at once, with no claim', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const workflow: Workflow<null, string> = async (ctx) => {
-      await ctx.step('wait', async () => (await gate, 'waited'));
-      return 'done';
-    };
-    const engine = createEngine({ db, workflows: { gated: workflow } });
-    // Polls once a minute and hears no NOTIFY: only start() itself can have given it the workflow.
-    const worker = engine.createWorker({ name: 'local', pollMs: 60_000, listen: false, leaseMs: 5000 });
-    await worker.start();
-    try {
-      const run = await engine.start('gated', null, { id: 'direct-1' });
-      // Claimed in the INSERT itself: held by the worker the moment start() returns.
-      expect(worker.held).toEqual(['direct-1']);
-      expect(await engine.inspect('direct-1')).toMatchObject({ status: 'running', fencingToken: 1, leaseOwner: 'local' });
-      expect((await engine.inspect('direct-1'))?.leaseMsLeft).toBeGreaterThan(3000);
-      release();
-      expect(await run.result()).toBe('done');
-      expect((await engine.inspect('direct-1'))?.steps.map((step) => step.fencingToken)).toEqual([1]);
-    } finally {
-      await worker.stop();
-    }
-  });
-
-  it('start() in a process whose worker is full leaves the workflow runnable, and the worker claims it as soon as a slot frees up', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const workflow: Workflow<null, string> = async (ctx) => {
-      await ctx.step('wait', async () => (await gate, 'waited'));
-      return ctx.workflowId;
-    };
-    const engine = createEngine({ db, workflows: { gated: workflow } });
-    const worker = engine.createWorker({ name: 'one-slot', concurrency: 1, pollMs: 60_000, listen: false, leaseMs: 5000 });
-    await worker.start();
-    try {
-      const first = await engine.start('gated', null, { id: 'full-1' });
-      const second = await engine.start('gated', null, { id: 'full-2' });
-      expect(worker.held).toEqual(['full-1']);
-      expect(await engine.inspect('full-2')).toMatchObject({ status: 'running', fencingToken: 0, leaseOwner: null, leaseMsLeft: 0 });
-      const began = Date.now();
-      release();
-      expect(await first.result()).toBe('full-1');
-      expect(await second.result()).toBe('full-2'); // not a minute later: the freed slot claimed it
-      expect(Date.now() - began).toBeLessThan(2000);
-      expect(await engine.inspect('full-2')).toMatchObject({ fencingToken: 1, leaseOwner: 'one-slot' });
-    } finally {
-      await worker.stop();
-    }
-  });
-
-  it('start() of an id already in the log hands nothing to the local worker: the slot stays free and the run is not run again', async () => {
-    const { runs, workflow } = counted();
-    const engine = createEngine({ db, workflows: { counted: workflow } });
-    const worker = engine.createWorker({ name: 'again', concurrency: 1, pollMs: 60_000, listen: false, leaseMs: 5000 });
-    await worker.start();
-    try {
-      expect(await (await engine.start('counted', { n: 7 }, { id: 'again-1' })).result()).toBe('result 80');
-      const repeat = await engine.start('counted', { n: 7 }, { id: 'again-1' });
-      expect(repeat.created).toBe(false);
-      expect(worker.held).toEqual([]);
-      expect(await repeat.result()).toBe('result 80');
-      // The slot is free: a new workflow is taken at once.
-      expect(await (await engine.start('counted', { n: 8 }, { id: 'again-2' })).result()).toBe('result 90');
-      expect(runs).toEqual(['again-1:a', 'again-1:b', 'again-1:c', 'again-2:a', 'again-2:b', 'again-2:c']);
-    } finally {
-      await worker.stop();
-    }
-  });
-
-  it('a worker with one slot free and the rest held by long runs still takes new work: claims wait for a quarter of the slots only after a full claim', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const workflow: Workflow<{ wait: boolean }, string> = async (ctx, { wait }) => {
-      await ctx.step('work', async () => (wait ? await gate : null, 'worked'));
-      return ctx.workflowId;
-    };
-    const other = new pg.Pool({ connectionString: database.url, max: 2 });
-    try {
-      const workerSide = createEngine({ db, workflows: { maybeLong: workflow } });
-      const callerSide = createEngine({ db: other, workflows: { maybeLong: workflow } });
-      // A backlog of 8 fills every slot in one claim ("full"); 7 of them then wait on the gate.
-      const backlog = await Promise.all(Array.from({ length: 8 }, (_, i) => callerSide.start('maybeLong', { wait: i < 7 }, { id: `slots-${i}` })));
-      const worker = workerSide.createWorker({ concurrency: 8, pollMs: 60_000, leaseMs: 5000 });
-      await worker.start();
-      try {
-        expect(await backlog[7]!.result()).toBe('slots-7'); // one slot free now, seven held
-        const late = await callerSide.start('maybeLong', { wait: false }, { id: 'slots-late' });
-        expect(await late.result()).toBe('slots-late'); // its NOTIFY claims the one free slot
-        expect(worker.held).toHaveLength(7);
-      } finally {
-        release();
-        await Promise.all(backlog.map((run) => run.result()));
-        await worker.stop();
-      }
-    } finally {
-      await other.end();
-    }
-  });
-
-  it('a step whose position something else wrote behind the engine’s back fails its attempt with StepAlreadyRecordedError, not a lost lease; the replay takes the recorded row', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const workflow: Workflow<null, string> = async (ctx) => {
-      await ctx.step('first', async () => (await gate, 1));
-      return 'done';
-    };
-    const engine = createEngine({ db, workflows: { intruded: workflow } });
-    const ends: RunEndEvent[] = [];
-    const worker = engine.createWorker({ name: 'intruded', pollMs: 60_000, leaseMs: 5000, onRunEnd: (e) => ends.push(e) });
-    await worker.start();
-    try {
-      await engine.start('intruded', null, { id: 'intruded-1' });
-      // Not the engine: a row at the position the running step is about to record.
-      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('intruded-1', 0, 'first', '1', 1)`);
-      const log = vi.mocked(console.log);
-      log.mockClear();
-      release();
-      await vi.waitFor(() => expect(ends).toHaveLength(1), { timeout: 5000 });
-      const said = log.mock.calls.flat().join('\n');
-      expect(said).toContain('workflow intruded-1 step #0 first was recorded by another process first');
-      expect(said).not.toMatch(/lease lost/);
-      // The next attempt loads the log, finds the row, and replays it: same token, no takeover.
-      expect(ends[0]).toMatchObject({ workflowId: 'intruded-1', fencingToken: 1, outcome: 'completed' });
-      expect(await engine.inspect('intruded-1')).toMatchObject({ status: 'completed', output: 'done', fencingToken: 1 });
-    } finally {
-      await worker.stop();
-    }
   });
 
   it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {

@@ -10,8 +10,7 @@
  *
  *   before:  start(…) runs the workflow in the caller's process; recover() runs
  *            every unfinished one — in every process that calls it
- *   after:   start(…) only writes the workflow into the log (claimed at once
- *            for this process's worker if it has room). Workers CLAIM
+ *   after:   start(…) only writes the workflow into the log. Workers CLAIM
  *            runnable workflows (one query, FOR UPDATE SKIP LOCKED); a claim is a
  *            LEASE that runs out on the database clock, and a new FENCING TOKEN.
  *            The holder renews the lease while it works (heartbeats). Every write
@@ -35,13 +34,10 @@ import { crashPoint } from '../../shared/crash/failpoints.ts';
 import { CourseError, DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { assertJsonSafe, UnserializableResultError } from '../../shared/json.ts';
 import { trace } from '../../shared/narrate.ts';
-import { createBatcher } from './batcher.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
   admitWorkflow,
   completeWorkflow,
-  completeWorkflows,
-  STILL_HELD,
   explainLostLease,
   failWorkflow,
   fenceTransaction,
@@ -52,9 +48,7 @@ import {
   loadSteps,
   notifyWorkers,
   recordStep,
-  recordSteps,
   workflowStatuses,
-  type Admission,
   type Claim,
   type Fence,
   type StepRow,
@@ -387,10 +381,8 @@ export interface Engine<W extends Workflows> {
   /**
    * Start a workflow — once per id: write it into the log, runnable, and
    * return. A worker (this process's or another's) claims and runs it; wait
-   * for its output with `result()`. If a worker of this process has a free
-   * slot, the workflow is written already claimed by it and starts at once
-   * (no claim, no NOTIFY). From the moment this resolves, a crash cannot
-   * lose the workflow.
+   * for its output with `result()`. From the moment this resolves, a crash
+   * cannot lose the workflow.
    *
    * The id is the workflow's idempotency key. An id already in the log with
    * the same name and input is that run: nothing is written (`created: false`),
@@ -426,28 +418,7 @@ export interface EngineCore {
   db: pg.Pool;
   names: string[];
   execute(claim: Claim, lease: Lease): Promise<'completed' | 'failed'>;
-  /** This process's running workers: start() hands new workflows straight to one with a free slot. */
-  localWorkers: Set<LocalWorker>;
-  /** This process's NOTIFY payload: a worker ignores the NOTIFYs its own process sent. */
-  processTag: string;
-}
-
-/**
- * A worker as start() in its own process sees it.
- * @internal
- */
-export interface LocalWorker {
-  /** Its lease_owner name. */
-  name: string;
-  leaseMs: number;
-  /** Hold a slot for a workflow being started here; false when it has none free (or is stopping). */
-  reserve(): boolean;
-  /** start() inserted the workflow already claimed for this worker (token 1): run it in the reserved slot. */
-  take(claim: Claim, sentAt: number): void;
-  /** start() did not insert it (the id was in the log already, or the INSERT failed): the slot is free again. */
-  unreserve(): void;
-  /** Work was started here that no worker of this process took: claim when a slot frees up. */
-  wake(): void;
+  wakeUps: Set<() => void>;
 }
 
 /**
@@ -493,102 +464,39 @@ export function createEngine<W extends Workflows>({
     return workflow as Workflow<unknown, unknown>;
   }
 
-  /** This process's running workers. */
-  const localWorkers = new Set<LocalWorker>();
-  const processTag = randomUUID();
-
-  /**
-   * Workflows started here and handed to a local worker, with when
-   * (performance.now()). Their end settles their waiters in-process, so
-   * result() need not ask the database at once: it waits a poll interval
-   * first (a round trip saved per start → result). Older entries are stale.
-   */
-  const startedHere = new Map<string, number>();
-
-  function startedHereRecently(id: string): boolean {
-    const at = startedHere.get(id);
-    return at !== undefined && performance.now() - at < resultPollMs;
-  }
+  /** Wake functions of this process's running workers. */
+  const wakeUps = new Set<() => void>();
 
   /** See {@link Engine.start}. */
   async function start<N extends keyof W & string>(name: N, input: InputOf<W[N]>, options: StartOptions = {}): Promise<RunHandle<OutputOf<W[N]>>> {
     const id = options.id ?? randomUUID();
     lookUp(name, id); // a typo in the name fails here, before it reaches the log
     assertRecordable(input, `the input of workflow ${id}`);
-    // A worker of this process with a free slot? Then the INSERT claims the
-    // workflow for it (token 1, a lease), and it runs here at once: no claim,
-    // no NOTIFY, one commit fewer — the dispatch DBOS does by running a
-    // workflow in the process that starts it. If this process dies now, the
-    // lease runs out and any worker takes the workflow over, as after any claim.
-    const local = [...localWorkers].find((worker) => worker.reserve());
-    // Otherwise other processes' workers must hear of it: see wakeWorkers.
-    const notify = local ? false : leadingNotify();
-    const sentAt = performance.now();
-    let admission: Admission;
-    try {
-      admission = await admitWorkflow(db, { id, name, input }, {
-        claimFor: local && { worker: local.name, leaseMs: local.leaseMs },
-        notify: notify ? processTag : undefined,
-      });
-    } catch (thrown) {
-      local?.unreserve();
-      throw thrown;
-    }
-    const { created, row, sameName, sameInput, differentFields } = admission;
-    if (local && created) {
-      startedHere.set(id, performance.now());
-      local.take({ id, name, input, fencingToken: row.fencingToken }, sentAt);
-    } else {
-      local?.unreserve();
-      if (created) wakeWorkers(notify);
-    }
+    const { created, row, sameName, sameInput, differentFields } = await admitWorkflow(db, { id, name, input });
     if (!sameName || !sameInput) {
       const differs = [...(sameName ? [] : ['name' as const]), ...(sameInput ? [] : ['input' as const])];
       throw new WorkflowIdConflictError(id, differs, { name: row.name, input: row.input }, { name, input }, sameInput ? null : differentFields);
     }
+    if (created) wakeWorkers();
     return { id, created, result: (resultOptions) => result(id, resultOptions) as Promise<OutputOf<W[N]>> };
   }
 
-  /** When the last NOTIFY went out (performance.now()), and whether one is due at the end of its window. */
-  let lastNotifyAt = -Infinity;
-  let trailingNotify = false;
-  const NOTIFY_WINDOW_MS = 5;
-
+  let notifyPending = false;
   /**
-   * Should this start's INSERT carry the NOTIFY itself? Yes for the first
-   * start of a 5 ms window: the workers elsewhere hear of it the moment it
-   * commits, with no second statement. Not for every start: a transaction
-   * that NOTIFYs takes a database-wide lock at COMMIT, so NOTIFY in every
-   * start would queue all starts behind one another (graphile-worker's and
-   * Oban's lesson). At most one per window pays that, whatever the start rate.
+   * Tell workers there is work: this process's at once, the others through
+   * NOTIFY. Not in start()'s own statement: a transaction that NOTIFYs takes a
+   * database-wide lock at COMMIT, so NOTIFY in every start would queue all
+   * starts behind one another. One NOTIFY per few milliseconds, on the side,
+   * fire and forget; a lost one only costs a poll interval.
    */
-  function leadingNotify(): boolean {
-    if (trailingNotify || performance.now() - lastNotifyAt < NOTIFY_WINDOW_MS) return false;
-    lastNotifyAt = performance.now();
-    return true;
-  }
-
-  /**
-   * A workflow was started here and no local worker had a slot for it: tell
-   * this process's workers (they claim when a slot frees up), and — unless
-   * its INSERT carried a NOTIFY — the other processes', with one NOTIFY at the
-   * end of the window for everything started in it: a burst of 1,000 starts
-   * costs a few NOTIFYs, not 1,000. Fire and forget: a lost one only costs a
-   * poll interval.
-   */
-  function wakeWorkers(notified: boolean): void {
-    for (const worker of localWorkers) worker.wake();
-    if (notified || trailingNotify) return;
-    trailingNotify = true;
+  function wakeWorkers(): void {
+    for (const wake of wakeUps) wake();
+    if (notifyPending) return;
+    notifyPending = true;
     setTimeout(() => {
-      trailingNotify = false;
-      sendNotify();
-    }, Math.max(0, NOTIFY_WINDOW_MS - (performance.now() - lastNotifyAt))).unref();
-  }
-
-  function sendNotify(): void {
-    lastNotifyAt = performance.now();
-    notifyWorkers(db, processTag).catch(() => {});
+      notifyPending = false;
+      notifyWorkers(db).catch(() => {});
+    }, 5).unref();
   }
 
   // ── results ──────────────────────────────────────────────────────────────
@@ -623,30 +531,16 @@ export function createEngine<W extends Workflows>({
   }
 
   function settleWaiters(id: string, outcome: Finished | Error): void {
-    startedHere.delete(id);
     for (const settle of [...(waiting.get(id) ?? [])]) settle(outcome);
-  }
-
-  /** Forget starts older than a poll interval (the map is in insertion order: oldest first). */
-  function pruneStartedHere(): void {
-    const now = performance.now();
-    for (const [id, at] of startedHere) {
-      if (now - at < resultPollMs) break;
-      startedHere.delete(id);
-    }
   }
 
   async function pollResults(): Promise<void> {
     polling = true;
     try {
-      // Ask at once — the workflow may have finished long ago, elsewhere —
-      // unless every waiter's workflow is about to run here.
-      let first = [...waiting.keys()].some((id) => !startedHereRecently(id));
+      let first = true;
       while (waiting.size > 0) {
         if (!first) await new Promise((resolve) => setTimeout(resolve, resultPollMs));
         first = false;
-        pruneStartedHere();
-        if (waiting.size === 0) break; // all answered in-process while we slept
         const ids = [...waiting.keys()];
         let rows;
         try {
@@ -674,15 +568,10 @@ export function createEngine<W extends Workflows>({
    * database tells it ("taken over by …"), even if our own timer had already
    * given the lease up ("not renewed in time"), which is then the cause.
    */
-  async function lost(lease: Lease, cause?: unknown, known?: string): Promise<LeaseLostError> {
-    const reason = known ?? (await whyRefused(lease));
+  async function lost(lease: Lease, cause?: unknown): Promise<LeaseLostError> {
+    const reason = await explainLostLease(db, fenceOf(lease)).catch(() => 'refused by the fence');
     const local = lease.lose(reason, cause);
     return local.reason === reason ? local : new LeaseLostError(lease.workflowId, lease.fencingToken, reason, { cause: cause ?? local });
-  }
-
-  /** Why the database refused this lease's token, in words (STILL_HELD: it would not refuse it now). */
-  function whyRefused(lease: Lease): Promise<string> {
-    return explainLostLease(db, fenceOf(lease)).catch(() => 'refused by the fence');
   }
 
   function fenceOf(lease: Lease): Fence {
@@ -702,45 +591,6 @@ export function createEngine<W extends Workflows>({
       return await inTransaction(db, body, { idleTimeoutMs: lease.leaseMs });
     } catch (thrown) {
       if (thrown instanceof Refused) throw await lost(lease);
-      throw unavailable(lease, thrown);
-    }
-  }
-
-  /**
-   * Plain steps' records and completions are each ONE fenced statement, sent
-   * outside BEGIN … COMMIT: PostgreSQL runs it as a transaction of its own, so
-   * the fence, the row lock it takes and the write commit together — one round
-   * trip where BEGIN, the write and COMMIT took three. (Measured: a step's
-   * overhead went from 2.3× a bare INSERT's commit to about 1.1×.) Runs that
-   * write at the same moment share the statement (batcher.ts).
-   */
-  const stepRecords = createBatcher(async (steps: Array<Omit<StepRow, 'recordedAt'>>) => {
-    // One alone (a lone workflow, every time): the single-row statement, cheaper than unnest() of one.
-    if (steps.length === 1) return [await recordStepAlone(steps[0]!)];
-    const written = await recordSteps(db, steps);
-    return steps.map((step) => written.has(`${step.workflowId}:${step.seq}`));
-  });
-  const completions = createBatcher(async (done: Array<Fence & { output: unknown }>) => {
-    if (done.length === 1) return [await completeWorkflow(db, done[0]!, done[0]!.output)];
-    const completed = await completeWorkflows(db, done);
-    return done.map((d) => completed.has(d.workflowId));
-  });
-
-  /** recordStep outside a transaction; a duplicate position is a refusal here too, as in recordSteps (ON CONFLICT DO NOTHING). */
-  async function recordStepAlone(step: Omit<StepRow, 'recordedAt'>): Promise<boolean> {
-    try {
-      return await recordStep(db, step);
-    } catch (thrown) {
-      if ((thrown as { code?: string }).code === '23505') return false; // unique_violation on (workflow_id, seq)
-      throw thrown;
-    }
-  }
-
-  /** Send one fenced write; true when written, false when its fence refused it. */
-  async function fenced(lease: Lease, write: () => Promise<boolean>): Promise<boolean> {
-    try {
-      return await write();
-    } catch (thrown) {
       throw unavailable(lease, thrown);
     }
   }
@@ -780,20 +630,20 @@ export function createEngine<W extends Workflows>({
       try {
         lease.check();
         // 1. Read what the log knows about this workflow: every recorded step, in one query.
-        //    Not on its first claim (token 1): no run before this one could have recorded anything.
-        const recorded =
-          claim.fencingToken === 1 && attempt === 1 ? [] : await loadSteps(db, claim.id).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
+        const recorded = await loadSteps(db, claim.id).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
         if (recorded.length > 0) trace.info(`workflow ${claim.id}: ${recorded.length} step(s) in the log, replaying (fencing token ${claim.fencingToken})`);
         // 2. Run the code from the top. Recorded steps come back from the log;
         //    the rest run for real and are recorded (see `contextFor`).
         const replay = contextFor(claim.id, recorded, lease);
         const output = await workflow(replay.ctx, claim.input);
         replay.checkAllRecordedStepsWereCalled();
-        // 3. Record the end — fenced like a step, and like a step one statement.
+        // 3. Record the end — fenced like a step.
         assertRecordable(output, `the output of workflow ${claim.id}`);
-        if (!(await fenced(lease, () => completions.write({ ...fence, output })))) throw await lost(lease);
+        await inLease(lease, async (tx) => {
+          if (!(await completeWorkflow(tx, fence, output))) throw new Refused();
+          crashPoint('during-record:complete');
+        });
         crashPoint('after-record:complete');
-        lease.finished();
         settleWaiters(claim.id, { status: 'completed', output, error: null });
         return 'completed';
       } catch (thrown) {
@@ -810,7 +660,6 @@ export function createEngine<W extends Workflows>({
         if (attempt >= attempts) {
           const failed = await failWorkflow(db, fence, error.message).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
           if (!failed) throw await lost(lease, error);
-          lease.finished();
           settleWaiters(claim.id, { status: 'failed', output: null, error: error.message });
           trace.failed(`workflow ${claim.id}`, error);
           return 'failed';
@@ -864,23 +713,22 @@ export function createEngine<W extends Workflows>({
     }
 
     /**
-     * Write a `transaction` step's record inside its transaction `tx`, fenced:
-     * only if this run's token is still the workflow's and its lease holds.
-     * Until COMMIT, neither the record nor the business writes exist for
-     * anyone. False: the fence refused.
+     * Write the step's record inside `tx`, fenced: only if this run's token is
+     * still the workflow's and its lease holds. Until COMMIT, neither the
+     * record nor (for `transaction` steps) the business writes exist for anyone.
      */
-    async function record(tx: pg.PoolClient, seq: number, name: string, result: unknown): Promise<boolean> {
+    async function record(tx: pg.PoolClient, seq: number, name: string, result: unknown): Promise<void> {
+      assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
+      let written: boolean;
       try {
-        return await recordStep(tx, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
+        written = await recordStep(tx, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
       } catch (thrown) {
         // 23505 unique_violation on (workflow_id, seq).
         if ((thrown as { code?: string }).code === '23505') throw new StepAlreadyRecordedError(workflowId, seq, name, { cause: thrown });
         throw thrown;
       }
-    }
-
-    function assertStepRecordable(seq: number, name: string, result: unknown): void {
-      assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
+      if (!written) throw new Refused();
+      crashPoint(`during-record:${name}`);
     }
 
     const ctx: Context = {
@@ -899,15 +747,7 @@ export function createEngine<W extends Workflows>({
         // A crash here runs fn again, with the same key. A freeze here past the
         // lease: another worker runs fn again (same key), and this record is refused.
         crashPoint(`after-effect:${name}`);
-        assertStepRecordable(seq, name, result);
-        // One statement, so there is no "during" to crash in: it committed, or it never happened.
-        const step = { workflowId, seq, name, output: result, fencingToken: lease.fencingToken };
-        if (!(await fenced(lease, () => stepRecords.write(step)))) {
-          // Refused. Our lease still holding would mean the position was taken (see StepAlreadyRecordedError).
-          const reason = await whyRefused(lease);
-          if (reason === STILL_HELD) throw new StepAlreadyRecordedError(workflowId, seq, name);
-          throw await lost(lease, undefined, reason);
-        }
+        await inLease(lease, (tx) => record(tx, seq, name, result));
         crashPoint(`after-record:${name}`);
         return result;
       },
@@ -928,10 +768,7 @@ export function createEngine<W extends Workflows>({
           // The stock is updated — but only inside this transaction. A crash
           // here rolls it back; so does a refused record below.
           crashPoint(`after-effect:${name}`);
-          assertStepRecordable(seq, name, result);
-          if (!(await record(tx, seq, name, result))) throw new Refused();
-          // Written, not committed: a crash here rolls back the record AND the stock update.
-          crashPoint(`during-record:${name}`);
+          await record(tx, seq, name, result);
           return result;
         });
         // Committed: the writes and the record exist together, for good.
@@ -962,7 +799,7 @@ export function createEngine<W extends Workflows>({
     return { ...row, steps: steps.map(({ workflowId: _id, ...step }) => step) };
   }
 
-  const core: EngineCore = { db, names: Object.keys(workflows), execute, localWorkers, processTag };
+  const core: EngineCore = { db, names: Object.keys(workflows), execute, wakeUps };
 
   return {
     start,
@@ -974,19 +811,24 @@ export function createEngine<W extends Workflows>({
 }
 
 // The whole path of one workflow:
-//   start(name, input, { id })    INSERT … ON CONFLICT DO NOTHING                      1 round trip, 1 commit
-//                                 — with a local worker free: inserted CLAIMED for it (token 1), runs at once
-//                                 — otherwise runnable, and the window's first INSERT carries the NOTIFY
-//   a worker's claim              WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING     1 per batch (none after a local start)
-//   load its steps                SELECT … FROM steps                                 1 (none on token 1: a first run)
-//   each step:                    run it → the fenced INSERT, alone                   1, 1 commit
-//                                 (or in one multi-row INSERT with other runs' records: batcher.ts)
+//   start(name, input, { id })    INSERT … ON CONFLICT DO NOTHING (runnable at once)   1 round trip, 1 commit
+//   a worker's claim              WITH … FOR UPDATE SKIP LOCKED UPDATE … RETURNING     1 per batch of claims
+//   load its steps                SELECT … FROM steps                                 1
+//   each step:                    run it → BEGIN; fenced INSERT step; COMMIT          3, 1 commit
 //   each transaction step:        BEGIN; fence; the step's SQL; fenced INSERT; COMMIT 4 + its SQL, 1 commit
-//   complete:                     the fenced UPDATE, alone                            1, 1 commit
-//   heartbeats                    one UPDATE per worker per lease/2, all its leases at once
-// So a 3-step workflow started where a worker has room costs 5 commits and 5
-// round trips: start, three steps, completion — each a single statement, the
-// smallest a durable step can be (npm run bench: a step ≈ one bare INSERT's commit).
+//   complete:                     BEGIN; fenced UPDATE status; COMMIT                 3, 1 commit
+//   heartbeats                    one UPDATE per held lease every lease/3 to lease/2
+// So the order workflow (2 steps, 1 transaction step) costs 6 commits and
+// about 17 round trips. Where to cut, for throughput, once it is measured:
+//   - a step's record as ONE autocommit statement (the fenced INSERT alone) —
+//     1 round trip instead of 3; the crash point "during-record" then has no
+//     window to sit in, which is why the course keeps BEGIN/COMMIT;
+//   - skip loadSteps on a first claim (fencing token 1 cannot have steps), or
+//     fold it into the claim — but the claim's snapshot predates its row locks,
+//     so a step committed by a previous holder in between would be missed (the
+//     primary key would then refuse our duplicate record: safe, but a retry);
+//   - the completion in the last step's transaction (one commit fewer);
+//   - claim in batches (when half the slots are free, not at every free slot).
 // Crash anywhere: committed rows survive, uncommitted ones never existed.
 // Freeze anywhere: after the lease, another worker takes over; the frozen run's
 // next write is refused by its fence, and it stops.

@@ -98,22 +98,6 @@ export class Lease {
     clearTimeout(this.timer);
   }
 
-  private finishedListeners: Array<() => void> = [];
-
-  /** Call `listener` once the run's end is recorded (the worker frees its slot then). */
-  onFinished(listener: () => void): void {
-    this.finishedListeners.push(listener);
-  }
-
-  /**
-   * The run's end is recorded: the workflow is no longer this lease's
-   * business. Said before anyone awaiting the result hears of it, so a caller
-   * that starts the next workflow at once finds the slot already free.
-   */
-  finished(): void {
-    for (const listener of this.finishedListeners.splice(0)) listener();
-  }
-
   /**
    * Stop a little before the deadline, not at it: the run must stop working
    * while its lease still holds, so its last writes cannot race the takeover.

@@ -2,8 +2,8 @@
  * Chapter 6 as a process — what the demo, the tests and the matrix start,
  * kill, freeze and restart:
  *
- *   main.ts start <orderId>… [--amount <cents>]   run a worker here, put these orders in the log (once per
- *                                                 id; the worker takes them at once), until all are finished
+ *   main.ts start <orderId>… [--amount <cents>]   put these orders in the log (once per id), then run a
+ *                                                 worker here until all of them are finished
  *   main.ts recover             run a worker until nothing is runnable and nothing is held here
  *   main.ts worker              run a worker until SIGTERM or SIGINT
  *   main.ts status <orderId>…   what the log knows: STATUS {"order-1":"completed",…}
@@ -150,18 +150,15 @@ runMain(async () => {
     });
 
     if (command === 'start') {
-      // The worker first: then start() hands each new order straight to it
-      // while it has free slots (inserted already claimed, as a production
-      // service would run it), and the rest wait in the log for a free slot
-      // or another process's worker. From the moment start() returns, a crash
-      // cannot lose the order. The order id is the workflow's idempotency key.
-      await worker.start();
+      // Every order goes into the log first: from then on a crash cannot lose
+      // it. The order id is the workflow id — the workflow's idempotency key.
       const runs = [];
       for (const orderId of orderIds) {
         const run = await engine.start('order', order(orderId), { id: orderId });
         if (!run.created) trace.info(`workflow ${orderId} is already in the log: this start is the same run, not a new one`);
         runs.push(run);
       }
+      await worker.start();
       const finished = Promise.allSettled(
         runs.map((run) =>
           run.result().then((receipt) => console.log(`workflow ${run.id} completed: ${JSON.stringify(receipt)}`)),

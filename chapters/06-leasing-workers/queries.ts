@@ -2,7 +2,7 @@
  * Every SQL statement chapter 6 runs, each in a small named function.
  *
  * The engine (engine.ts) and the worker (worker.ts) never write SQL
- * themselves; they call `claimWorkflows`, `recordStep`, `extendLeases`… That
+ * themselves; they call `claimWorkflows`, `recordStep`, `renewLease`… That
  * keeps them readable as a story, and puts all the SQL in one file you can
  * read against migrations/ (the way graphile-worker and pg-boss do it).
  *
@@ -18,14 +18,6 @@
  * also takes a lock on the workflow row (FOR KEY SHARE, or the UPDATE's own
  * lock) that the claim cannot get past (FOR UPDATE SKIP LOCKED skips it), so no
  * new claim can slip in between a fence and its COMMIT.
- *
- * The statements a workflow runs every time (admit, claim, load, record,
- * complete, renew) are PREPARED: they carry a `name`, so `pg` has PostgreSQL
- * parse and plan each once per connection, then only binds values. Measured
- * (npm run bench): parse + plan was a third of PostgreSQL's CPU per workflow,
- * and on two cores shared with Node, CPU is what bounds throughput. (Behind
- * PgBouncer in transaction mode, prepared statements need PgBouncer ≥ 1.21
- * with max_prepared_statements set.)
  */
 import type pg from 'pg';
 
@@ -67,6 +59,28 @@ export interface StepRow {
 export interface Fence {
   workflowId: string;
   fencingToken: number;
+}
+
+// ── the fence ────────────────────────────────────────────────────────────────
+
+/**
+ * The fence, written once: the claim `token` names is still the workflow's,
+ * the workflow is still running, and its lease has not run out. Every write a
+ * run makes (a step's record, a transaction step's first statement, the
+ * completion, a renewal, a deferral, a release) puts this in its WHERE.
+ *
+ * `statement_timestamp()`, never `now()`: `now()` is the time the transaction
+ * *began*. In an autocommit statement the two are equal; inside BEGIN … COMMIT
+ * `now()` is as old as the BEGIN, and a process frozen since then would be
+ * judged by a stale clock — its lease would look alive. One rule everywhere
+ * means no statement has to know which kind of transaction it runs in.
+ *
+ * `token` is the placeholder of the fencing token ('$2'); `row` a table alias
+ * when the statement has one ('w.'). Both are constants of this file, never
+ * values: values always go in as parameters.
+ */
+function fence(token: string, row = ''): string {
+  return `${row}fencing_token = ${token} AND ${row}status = 'running' AND ${row}lease_expires_at > statement_timestamp()`;
 }
 
 // ── transactions ─────────────────────────────────────────────────────────────
@@ -134,9 +148,6 @@ const workflowColumns = `id, name, input, status, output, error,
        fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
        GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::int AS "leaseMsLeft"`;
 
-/** The channel workers LISTEN on. */
-export const WAKE_CHANNEL = 'durable_workflows';
-
 /** What `admitWorkflow` found: the workflow's row, and how it compares with what the caller passed. */
 export interface Admission {
   /** True when this call inserted the row; false when the id was already in the log. */
@@ -152,10 +163,8 @@ export interface Admission {
 
 /**
  * Add a workflow in status `running` — runnable at once: its `lease_expires_at`
- * defaults to now(); or, given `claimFor`, already claimed for that worker
- * (fencing token 1, a lease of `leaseMs`), the way claimWorkflows would have;
- * given `notify`, NOTIFY workers in the same statement (payload: the sender) —
- * or, if its id is already in the log, compare that row with what the caller passed:
+ * defaults to now() — or, if its id is already in the log, compare that row
+ * with what the caller passed:
  *
  * 1. `INSERT … ON CONFLICT (id) DO NOTHING RETURNING`: exactly one caller
  *    inserts an id, however many race (a concurrent insert of the same id
@@ -166,28 +175,17 @@ export interface Admission {
  *    another process committed it a moment ago. `input = $3::jsonb` is jsonb
  *    equality: semantic, not textual, so `{"a":1,"b":2}` equals `{"b":2,"a":1}`.
  */
-export async function admitWorkflow(
-  db: Sql,
-  workflow: { id: string; name: string; input: unknown },
-  { claimFor, notify }: { claimFor?: { worker: string; leaseMs: number }; notify?: string } = {},
-): Promise<Admission> {
+export async function admitWorkflow(db: Sql, workflow: { id: string; name: string; input: unknown }): Promise<Admission> {
   const params = [workflow.id, workflow.name, JSON.stringify(workflow.input)];
-  const inserted = await db.query<WorkflowRow & { notified: unknown }>({
-    name: 'admit-workflow',
-    text: `INSERT INTO workflows (id, name, input, fencing_token, lease_owner, lease_expires_at)
-           VALUES ($1, $2, $3::jsonb,
-                   CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END, $4::text,
-                   now() + coalesce($5::int, 0) * interval '1 millisecond')
-           ON CONFLICT (id) DO NOTHING
-           RETURNING ${workflowColumns},
-                     CASE WHEN $6::text IS NOT NULL THEN pg_notify('${WAKE_CHANNEL}', $6::text) END AS "notified"`,
-    values: [...params, claimFor?.worker ?? null, claimFor?.leaseMs ?? null, notify ?? null],
-  });
-  const first = inserted.rows[0];
-  if (first) {
-    const { notified: _, ...row } = first;
-    return { created: true, row, sameName: true, sameInput: true, differentFields: null };
-  }
+  const inserted = await db.query<WorkflowRow>(
+    `INSERT INTO workflows (id, name, input)
+     VALUES ($1, $2, $3::jsonb)
+     ON CONFLICT (id) DO NOTHING
+     RETURNING ${workflowColumns}`,
+    params,
+  );
+  const row = inserted.rows[0];
+  if (row) return { created: true, row, sameName: true, sameInput: true, differentFields: null };
   const result = await db.query<WorkflowRow & Omit<Admission, 'created' | 'row'>>(
     `SELECT ${workflowColumns},
             name = $2                AS "sameName",
@@ -294,9 +292,8 @@ export interface Claim {
  * The claim's own now() is the database's clock; so is every later check.
  */
 export async function claimWorkflows(db: Sql, claim: { worker: string; limit: number; leaseMs: number }): Promise<Claim[]> {
-  const result = await db.query<Claim>({
-    name: 'claim-workflows',
-    text: `WITH runnable AS (
+  const result = await db.query<Claim>(
+    `WITH runnable AS (
        SELECT id FROM workflows
         WHERE status = 'running' AND lease_expires_at <= now()
         ORDER BY lease_expires_at
@@ -310,8 +307,8 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
        FROM runnable
       WHERE w.id = runnable.id
      RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken"`,
-    values: [claim.worker, claim.limit, claim.leaseMs],
-  });
+    [claim.worker, claim.limit, claim.leaseMs],
+  );
   return result.rows;
 }
 
@@ -324,32 +321,32 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
 export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET lease_expires_at = now() + $3::int * interval '1 millisecond'
-      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > now()`,
+      WHERE id = $1 AND ${fence('$2')}`,
     [fence.workflowId, fence.fencingToken, Math.round(delayMs)],
   );
   return result.rowCount === 1;
 }
 
 /**
- * Heartbeat: extend the leases this worker holds, one statement for all of
- * them. Returns the ids it extended; a missing one is lost. Extending fails —
- * and must — when the lease has already expired, even if nobody has claimed
- * the workflow yet: from that moment on any worker may claim it, so a late
- * renewal would make two holders (the gap Absurd's extend_claim has).
+ * Heartbeat: renew one lease this worker holds — `lease_expires_at = now() +
+ * leaseMs`, on the database clock — and say whether it did. Fenced like every
+ * write of a run: only while the token is still the workflow's (nobody has
+ * claimed it since), the workflow is still running, AND the lease has not yet
+ * expired. That last condition is the one that is easy to forget: from the
+ * moment a lease expires any worker may claim the workflow, so a late renewal
+ * must fail even if nobody has claimed it yet — otherwise it would bring back a
+ * lease another worker is about to take (the gap Absurd's extend_claim has).
+ * The database's clock, not ours: the only clock every worker shares.
+ *
+ * False: the lease is lost (expired, taken over, or the workflow finished).
  */
-export async function extendLeases(db: Sql, held: Fence[], leaseMs: number): Promise<string[]> {
-  if (held.length === 0) return [];
-  const result = await db.query<{ id: string }>({
-    name: 'extend-leases',
-    text: `UPDATE workflows w
-        SET lease_expires_at = now() + $3::int * interval '1 millisecond'
-       FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
-      WHERE w.id = held.id AND w.fencing_token = held.fencing_token
-        AND w.status = 'running' AND w.lease_expires_at > now()
-     RETURNING w.id`,
-    values: [held.map((h) => h.workflowId), held.map((h) => h.fencingToken), leaseMs],
-  });
-  return result.rows.map((row) => row.id);
+export async function renewLease(db: Sql, fence: Fence, leaseMs: number): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE workflows SET lease_expires_at = now() + $3::int * interval '1 millisecond'
+      WHERE id = $1 AND ${fence('$2')}`,
+    [fence.workflowId, fence.fencingToken, Math.round(leaseMs)],
+  );
+  return result.rowCount === 1;
 }
 
 /**
@@ -362,8 +359,7 @@ export async function releaseLeases(db: Sql, held: Fence[]): Promise<string[]> {
     `UPDATE workflows w
         SET lease_expires_at = now()
        FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
-      WHERE w.id = held.id AND w.fencing_token = held.fencing_token
-        AND w.status = 'running' AND w.lease_expires_at > now()
+      WHERE w.id = held.id AND ${fence('held.fencing_token', 'w.')}
      RETURNING w.id`,
     [held.map((h) => h.workflowId), held.map((h) => h.fencingToken)],
   );
@@ -377,22 +373,17 @@ export async function releaseLeases(db: Sql, held: Fence[]): Promise<string[]> {
  * UPDATE SKIP LOCKED passes the row by). The heartbeat's UPDATE does not
  * conflict with KEY SHARE: the lease keeps being renewed meanwhile.
  *
- * statement_timestamp(), not now(): inside a transaction now() is the time
- * of BEGIN, and a process frozen since then would be judged by a stale clock.
+ * Inside a transaction: this is where fence()'s statement_timestamp() matters.
  */
 export async function fenceTransaction(tx: pg.PoolClient, fence: Fence): Promise<boolean> {
-  const result = await tx.query({
-    name: 'fence-transaction',
-    text: `SELECT 1 FROM workflows
-            WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()
-              FOR KEY SHARE`,
-    values: [fence.workflowId, fence.fencingToken],
-  });
+  const result = await tx.query(
+    `SELECT 1 FROM workflows
+      WHERE id = $1 AND ${fence('$2')}
+        FOR KEY SHARE`,
+    [fence.workflowId, fence.fencingToken],
+  );
   return result.rowCount === 1;
 }
-
-/** What explainLostLease says when the token still holds: the fence would pass now. */
-export const STILL_HELD = 'refused by the fence';
 
 /**
  * Why a fence refused this token, in words — for the LeaseLostError. Read
@@ -410,7 +401,7 @@ export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
   if (row.fencingToken !== fence.fencingToken) return `taken over by ${row.leaseOwner ?? 'another worker'} (fencing token ${row.fencingToken})`;
   if (row.status !== 'running') return `the workflow is already ${row.status}`;
   if (row.expiredMsAgo >= 0) return `the lease expired ${row.expiredMsAgo} ms ago`;
-  return STILL_HELD;
+  return 'refused by the fence';
 }
 
 /**
@@ -418,51 +409,30 @@ export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
  * matches only while the token is ours and the lease holds; false otherwise.
  */
 export async function completeWorkflow(db: Sql, fence: Fence, output: unknown): Promise<boolean> {
-  const result = await db.query({
-    name: 'complete-workflow',
-    text: `UPDATE workflows SET status = 'completed', output = $3::jsonb, updated_at = now()
-            WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()`,
-    values: [fence.workflowId, fence.fencingToken, JSON.stringify(output)],
-  });
+  const result = await db.query(
+    `UPDATE workflows SET status = 'completed', output = $3::jsonb, updated_at = now()
+      WHERE id = $1 AND ${fence('$2')}`,
+    [fence.workflowId, fence.fencingToken, JSON.stringify(output)],
+  );
   return result.rowCount === 1;
 }
 
-/**
- * completeWorkflow for many workflows at once — status completed, and each one's output
- * — in one statement (several runs finishing at once share it: batcher.ts).
- * Fenced per workflow: each row matches only while its token is the one
- * passed and its lease holds. Returns the ids it completed; a missing one was refused.
- */
-export async function completeWorkflows(db: Sql, done: Array<Fence & { output: unknown }>): Promise<Set<string>> {
-  const result = await db.query<{ id: string }>({
-    name: 'complete-workflows',
-    text: `UPDATE workflows w SET status = 'completed', output = done.output::jsonb, updated_at = now()
-             FROM unnest($1::text[], $2::int[], $3::text[]) AS done (id, fencing_token, output)
-            WHERE w.id = done.id AND w.fencing_token = done.fencing_token
-              AND w.status = 'running' AND w.lease_expires_at > statement_timestamp()
-           RETURNING w.id`,
-    values: [done.map((d) => d.workflowId), done.map((d) => d.fencingToken), done.map((d) => JSON.stringify(d.output))],
-  });
-  return new Set(result.rows.map((row) => row.id));
-}
-
-/** Record that the workflow failed for good. Fenced like completeWorkflows. */
+/** Record that the workflow failed for good. Fenced like completeWorkflow. */
 export async function failWorkflow(db: Sql, fence: Fence, error: string): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET status = 'failed', error = $3, updated_at = now()
-      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()`,
+      WHERE id = $1 AND ${fence('$2')}`,
     [fence.workflowId, fence.fencingToken, error],
   );
   return result.rowCount === 1;
 }
 
-/**
- * Ask sleeping workers to claim now. A statement of its own, never inside
- * start()'s: see wakeWorkers in engine.ts. The payload names the sending
- * process, whose own workers ignore it (they were woken in-process).
- */
-export async function notifyWorkers(db: Sql, sender: string): Promise<void> {
-  await db.query({ name: 'notify-workers', text: `SELECT pg_notify($1, $2)`, values: [WAKE_CHANNEL, sender] });
+/** The channel workers LISTEN on. */
+export const WAKE_CHANNEL = 'durable_workflows';
+
+/** Ask sleeping workers to claim now. A statement of its own, never inside start()'s: see wakeWorkers in engine.ts. */
+export async function notifyWorkers(db: Sql): Promise<void> {
+  await db.query(`SELECT pg_notify($1, '')`, [WAKE_CHANNEL]);
 }
 
 // ── steps ────────────────────────────────────────────────────────────────────
@@ -474,14 +444,13 @@ export async function notifyWorkers(db: Sql, sender: string): Promise<void> {
  * previous holder committed as its lease ran out.
  */
 export async function loadSteps(db: Sql, workflowId: string): Promise<StepRow[]> {
-  const result = await db.query<StepRow>({
-    name: 'load-steps',
-    text: `SELECT workflow_id AS "workflowId", seq, name, output, fencing_token AS "fencingToken", created_at AS "recordedAt"
-             FROM steps
-            WHERE workflow_id = $1
-            ORDER BY seq`,
-    values: [workflowId],
-  });
+  const result = await db.query<StepRow>(
+    `SELECT workflow_id AS "workflowId", seq, name, output, fencing_token AS "fencingToken", created_at AS "recordedAt"
+       FROM steps
+      WHERE workflow_id = $1
+      ORDER BY seq`,
+    [workflowId],
+  );
   return result.rows;
 }
 
@@ -497,44 +466,12 @@ export async function loadSteps(db: Sql, workflowId: string): Promise<StepRow[]>
  * would mean something wrote to the log behind the engine's back.
  */
 export async function recordStep(db: Sql, step: Omit<StepRow, 'recordedAt'>): Promise<boolean> {
-  const result = await db.query({
-    name: 'record-step',
-    text: `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
-           SELECT id, $2, $3, $4::jsonb, fencing_token FROM workflows
-            WHERE id = $1 AND fencing_token = $5 AND status = 'running' AND lease_expires_at > statement_timestamp()
-              FOR KEY SHARE`,
-    values: [step.workflowId, step.seq, step.name, JSON.stringify(step.output), step.fencingToken],
-  });
+  const result = await db.query(
+    `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
+     SELECT id, $2, $3, $4::jsonb, fencing_token FROM workflows
+      WHERE id = $1 AND ${fence('$5')}
+        FOR KEY SHARE`,
+    [step.workflowId, step.seq, step.name, JSON.stringify(step.output), step.fencingToken],
+  );
   return result.rowCount === 1;
-}
-
-/**
- * recordStep for many steps — of different workflows, each under its own
- * token — in one statement (see batcher.ts). For one step, recordStep is
- * cheaper: measured ~0.15 ms less a statement than unnest() of one row (a
- * plain index lookup instead of a join), about a quarter of a bare INSERT. Returns `<workflowId>:<seq>` of
- * the rows it inserted; a missing one was refused by its fence, or (never,
- * under leases) its position was already recorded: ON CONFLICT DO NOTHING, so
- * that one step's duplicate cannot fail the others' records.
- */
-export async function recordSteps(db: Sql, steps: Array<Omit<StepRow, 'recordedAt'>>): Promise<Set<string>> {
-  const result = await db.query<{ key: string }>({
-    name: 'record-steps',
-    text: `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
-           SELECT w.id, step.seq, step.name, step.output::jsonb, w.fencing_token
-             FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[]) AS step (workflow_id, seq, name, output, fencing_token)
-             JOIN workflows w ON w.id = step.workflow_id AND w.fencing_token = step.fencing_token
-            WHERE w.status = 'running' AND w.lease_expires_at > statement_timestamp()
-              FOR KEY SHARE OF w
-           ON CONFLICT (workflow_id, seq) DO NOTHING
-           RETURNING workflow_id || ':' || seq AS key`,
-    values: [
-      steps.map((step) => step.workflowId),
-      steps.map((step) => step.seq),
-      steps.map((step) => step.name),
-      steps.map((step) => JSON.stringify(step.output)),
-      steps.map((step) => step.fencingToken),
-    ],
-  });
-  return new Set(result.rows.map((row) => row.key));
 }

@@ -3,14 +3,12 @@
  * once, keeps their leases alive, and lets go cleanly when told to stop.
  *
  *   claim loop   when a slot is free: claimWorkflows(free slots) → run each
- *                sleeps between claims until: a NOTIFY, enough slots free up
- *                after a full claim, or the poll interval (the fallback that
- *                also finds expired leases: the takeover of a dead worker's work)
- *   local starts start() in this process hands a new workflow straight to a
- *                free slot, inserted already claimed (reserve → take)
- *   heartbeat    every lease/2: extendLeases(everything held) in one UPDATE.
- *                A lease the UPDATE does not return is lost: that run is
- *                aborted. If the UPDATE fails outright (no database), each
+ *                sleeps between claims until: a NOTIFY, a slot frees up after a
+ *                full claim, or the poll interval (the fallback that also
+ *                finds expired leases: the takeover of a dead worker's work)
+ *   heartbeat    every lease/3 to lease/2, at random: renewLease(each held lease).
+ *                A lease whose renewal is refused is lost: that run is
+ *                aborted. If renewals fail outright (no database), each
  *                lease's own timer aborts its run shortly before it runs out.
  *   stop()       stop claiming; let the held runs finish for up to
  *                `shutdownGraceMs`, renewing their leases meanwhile; release
@@ -26,15 +24,15 @@ import os from 'node:os';
 import type pg from 'pg';
 import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
-import type { EngineCore, LocalWorker } from './engine.ts';
+import type { EngineCore } from './engine.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
   claimWorkflows,
   deferWorkflow,
   explainLostLease,
-  extendLeases,
   isConnectionFailure,
   releaseLeases,
+  renewLease,
   WAKE_CHANNEL,
   type Claim,
 } from './queries.ts';
@@ -45,7 +43,7 @@ export interface WorkerOptions {
   concurrency?: number;
   /**
    * How long a claim lasts without renewal (default 30 000 ms). Renewed every
-   * lease/2 while the run goes on. A crashed worker's workflows are taken over
+   * lease/3 to lease/2 (at random) while the run goes on. A crashed worker's workflows are taken over
    * this long after its last renewal, so shorter is a faster takeover — but a
    * worker that stalls longer than lease/2 (a blocked event loop, a long GC
    * pause) loses its leases and its runs stop.
@@ -119,16 +117,11 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
 
   /** What this worker holds: one lease per workflow. */
   const held = new Map<string, { lease: Lease }>();
-  /** Slots held for workflows start() is inserting for us right now. */
-  let reserved = 0;
-  /** start() found us full since our last claim: claim as soon as a slot frees up. */
-  let missedLocalStart = false;
   /** Every run not yet settled — held, or abandoned after losing its lease — so stop() can wait for them. */
   const unsettled = new Set<Promise<void>>();
   let state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   let loop: Promise<void> = Promise.resolve();
   let stopped: Promise<void> | undefined;
-  let heartbeat: NodeJS.Timeout | undefined;
   let listener: pg.PoolClient | undefined;
   let nextListenAt = 0;
   let lastClaimWasFull = false;
@@ -193,11 +186,6 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     else woken = true;
   };
 
-  /** A NOTIFY: work started in another process (our own process's starts woke us directly). */
-  const onNotification = (message: pg.Notification) => {
-    if (message.payload !== core.processTag) wake();
-  };
-
   /** Sleep until woken or until `ms` has passed. */
   function sleep(ms: number): Promise<void> {
     if (woken) {
@@ -233,7 +221,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         connection.release(error);
         if (outageSince === undefined) trace.info(`worker ${name}: lost its LISTEN connection (${error.message}); polling until it is back`);
       });
-      connection.on('notification', onNotification);
+      connection.on('notification', wake);
       await connection.query(`LISTEN ${WAKE_CHANNEL}`);
       listener = connection;
     } catch (thrown) {
@@ -247,12 +235,11 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   async function claimLoop(): Promise<void> {
     while (state === 'running') {
       await listen();
-      const free = concurrency - held.size - reserved;
+      const free = concurrency - held.size;
       let claims: Claim[] = [];
       let failed = false;
       if (free > 0) {
         woken = false;
-        missedLocalStart = false;
         const sentAt = performance.now();
         try {
           claims = await claimWorkflows(db, { worker: name, limit: free, leaseMs });
@@ -270,13 +257,13 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         }
       }
       firstClaim();
-      if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0) {
+      if (draining && !failed && claims.length === 0 && held.size === 0) {
         draining();
         break;
       }
       if (state !== 'running') break;
       // A full claim may have left more behind: go again as soon as a slot is free.
-      if (!failed && lastClaimWasFull && held.size + reserved < concurrency) continue;
+      if (!failed && lastClaimWasFull && held.size < concurrency) continue;
       await sleep(failed ? Math.min(5000, Math.max(pollMs, 100) * 2 ** (failedClaims - 1)) : jittered());
     }
   }
@@ -338,78 +325,75 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       lease.dispose();
       if (held.get(claim.id)?.lease !== lease) return;
       held.delete(claim.id);
-      // More may be waiting (the last claim filled every slot; a local start
-      // found us full; draining): claim again — but, while other runs go on,
-      // only once a quarter of the slots are free. At concurrency 8 a claim
-      // then takes two workflows instead of one: half the claims, each an
-      // UPDATE and a commit. A poll or a NOTIFY still claims any free slot.
-      const freeSlots = concurrency - held.size - reserved;
-      const enough = held.size === 0 || missedLocalStart || freeSlots >= Math.max(1, Math.floor(concurrency / 4));
-      if ((lastClaimWasFull || missedLocalStart || draining) && enough) wake();
+      if (lastClaimWasFull || draining) wake();
     };
     void run.then(free);
-    lease.onFinished(free);
     lease.signal.addEventListener('abort', free, { once: true });
     held.set(claim.id, { lease });
   }
 
-  // ── workflows started in this process ──────────────────────────────────────
-
-  /**
-   * What start() in this process sees of us: it reserves a slot before its
-   * INSERT, then hands the workflow over (claimed for us in that INSERT) or
-   * gives the slot back (the id was in the log already, or the INSERT failed).
-   */
-  const local: LocalWorker = {
-    name,
-    leaseMs,
-    reserve() {
-      if (state !== 'running' || held.size + reserved >= concurrency) {
-        missedLocalStart = true;
-        return false;
-      }
-      reserved++;
-      return true;
-    },
-    take(claim, sentAt) {
-      launch(claim, sentAt);
-      unreserve();
-    },
-    unreserve,
-    wake,
-  };
-  /** stop() waiting for the starts in flight to hand over their workflows. */
-  let reservationsSettled: (() => void) | undefined;
-  function unreserve(): void {
-    reserved--;
-    if (reserved === 0) reservationsSettled?.();
-  }
-
   // ── heartbeats ─────────────────────────────────────────────────────────────
 
-  let renewing = false;
+  /** The heartbeat's pending timer: stop() clears it. */
+  let heartbeat: NodeJS.Timeout | undefined;
 
+  /**
+   * The wait before the next heartbeat: at random between lease/3 and lease/2,
+   * drawn anew each time. Workers started together (a deploy, a restart after
+   * an outage) would otherwise renew in lock-step for ever, all at the same
+   * instant. And at most lease/2: a renewal that is lost or late still leaves
+   * time for the next one before the lease runs out.
+   */
+  function nextHeartbeatMs(): number {
+    return leaseMs / 3 + Math.random() * (leaseMs / 2 - leaseMs / 3);
+  }
+
+  /**
+   * The heartbeat loop, from start() until the worker has stopped — through
+   * stop()'s grace period too, while the held runs finish. The next beat is
+   * scheduled before this one's renewals are sent, so a renewal that hangs
+   * (the database not answering) does not hold up the beats after it.
+   */
+  function startHeartbeat(): void {
+    const beat = () => {
+      if (state === 'stopped') return;
+      heartbeat = setTimeout(beat, nextHeartbeatMs());
+      void renew();
+    };
+    heartbeat = setTimeout(beat, nextHeartbeatMs());
+  }
+
+  /** Leases whose renewal is on its way: one at a time each, however long the database takes to answer. */
+  const renewing = new Set<Lease>();
+
+  /** One heartbeat: renew every lease held here, each in a statement of its own. */
   async function renew(): Promise<void> {
-    if (renewing || held.size === 0) return;
-    renewing = true;
-    const leases = [...held.values()].map((h) => h.lease).filter((lease) => !lease.lost);
+    await Promise.all([...held.values()].map(({ lease }) => renewOne(lease)));
+  }
+
+  async function renewOne(lease: Lease): Promise<void> {
+    if (lease.lost || renewing.has(lease)) return;
+    renewing.add(lease);
+    // Before the query: the database's now(), from which the new expiry counts,
+    // comes after this — so a deadline counted from here errs on the early side.
     const sentAt = performance.now();
     try {
-      const extended = new Set(await extendLeases(db, leases.map((l) => ({ workflowId: l.workflowId, fencingToken: l.fencingToken })), leaseMs));
-      databaseAnswered();
-      for (const lease of leases) {
-        if (extended.has(lease.workflowId)) lease.renewed(sentAt);
-        // Not extended: expired, taken over, or finished meanwhile. Only a run still held here needs stopping.
-        else if (held.get(lease.workflowId)?.lease === lease) {
-          const reason = await explainLostLease(db, lease).catch(() => 'its renewal was refused');
-          if (held.get(lease.workflowId)?.lease === lease) lease.lose(`renewal refused: ${reason}`);
-        }
+      if (await renewLease(db, lease, leaseMs)) {
+        databaseAnswered();
+        lease.renewed(sentAt);
+      } else if (held.get(lease.workflowId)?.lease === lease) {
+        // Refused: expired, taken over, or finished meanwhile. Only a run still
+        // held here needs stopping (one that just completed is not lost).
+        databaseAnswered();
+        const reason = await explainLostLease(db, lease).catch(() => 'its renewal was refused');
+        if (held.get(lease.workflowId)?.lease === lease) lease.lose(`renewal refused: ${reason}`);
       }
     } catch (thrown) {
-      // Each lease's timer stops its run before the lease runs out, if this keeps failing.
-      databaseFailed(`renewing ${leases.length} lease(s)`, thrown);
+      // No answer, no renewal: the deadline stays where it was, and the lease's
+      // own timer stops the run before the lease runs out if this keeps failing.
+      databaseFailed(`renewing the lease of ${lease.workflowId}`, thrown);
     } finally {
-      renewing = false;
+      renewing.delete(lease);
     }
   }
 
@@ -418,10 +402,10 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   async function start(): Promise<void> {
     if (state !== 'new') throw new Error(`worker ${name} was already started`);
     state = 'running';
-    core.localWorkers.add(local);
+    core.wakeUps.add(wake);
     db.on('error', onPoolError);
     db.on('connect', onNewConnection);
-    heartbeat = setInterval(() => void renew(), leaseMs / 2);
+    startHeartbeat();
     const claimed = new Promise<void>((resolve) => (firstClaim = resolve));
     loop = claimLoop();
     await claimed;
@@ -434,11 +418,9 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         return;
       }
       state = 'stopping';
-      core.localWorkers.delete(local);
+      core.wakeUps.delete(wake);
       wake();
       await loop; // an in-flight claim finishes; what it claimed is held, and handled below
-      // So does a start() inserting a workflow claimed for us: it is then held too.
-      if (reserved > 0) await new Promise<void>((resolve) => (reservationsSettled = resolve));
       if (unsettled.size > 0) {
         if (held.size > 0) trace.info(`worker ${name} stopping: no new claims; finishing ${held.size} held workflow(s) (up to ${graceMs} ms)`);
         // Abandoned runs too: their last (refused) write should meet an open pool, not one being closed.
@@ -456,7 +438,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
           trace.info(`worker ${name}: could not release its leases (${toError(thrown).message}); they run out on their own`);
         }
       }
-      clearInterval(heartbeat);
+      clearTimeout(heartbeat);
       if (listener) {
         const connection = listener;
         listener = undefined;

@@ -8,7 +8,7 @@
  * WAL bytes are server-wide (probes.ts): nothing else should run meanwhile.
  */
 import pg from 'pg';
-import { createEngine, migrate, type Engine } from '../../chapters/06-leasing-workers/index.ts';
+import { createEngine, migrate, type Engine } from '../../chapters/07-fast-path/index.ts';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { WorkerProcess, type WorkerStats } from './children.ts';
 import { Probe, type Snapshot } from './probes.ts';

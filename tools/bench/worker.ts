@@ -17,7 +17,7 @@
 import fs from 'node:fs';
 import readline from 'node:readline';
 import pg from 'pg';
-import { createEngine, migrate } from '../../chapters/06-leasing-workers/index.ts';
+import { createEngine, migrate } from '../../chapters/07-fast-path/index.ts';
 import { countRoundTrips, peakRssBytes, processCpuMs, roundTrips } from './roundtrips.ts';
 import { benchWorkflows, wallMs } from './workflows.ts';
 

@@ -3,7 +3,7 @@
  * benchmark process and its worker processes (worker.ts), which must register
  * the same code under the same names.
  */
-import type { Workflow, Workflows } from '../../chapters/06-leasing-workers/index.ts';
+import type { Workflow, Workflows } from '../../chapters/07-fast-path/index.ts';
 
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on one machine. */
 export function wallMs(): number {

@@ -20,7 +20,7 @@ import { demoOrder } from '../../shared/world/services.ts';
 import { startWorld } from '../../shared/world/world.ts';
 import { checkInvariants, installFenceWatch, type Invariant } from './invariants.ts';
 
-export const ENGINE = 'chapters/06-leasing-workers';
+export const ENGINE = 'chapters/07-fast-path';
 
 export type FaultKind = 'crash-point' | 'kill-worker' | 'zombie' | 'kill-postgres' | 'drop-connections';
 export const FAULT_KINDS: FaultKind[] = ['crash-point', 'kill-worker', 'zombie', 'kill-postgres', 'drop-connections'];
@@ -110,8 +110,8 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   db.on('error', () => {});
   const ids = [...Array(orders)].map((_, i) => `order-${seed}-${i + 1}`);
 
-  const engineModule = (await import(pathToFileURL(path.join(projectRoot, ENGINE, 'index.ts')).href)) as typeof import('../../chapters/06-leasing-workers/index.ts');
-  const workflowModule = (await import(pathToFileURL(path.join(projectRoot, ENGINE, 'workflow.ts')).href)) as typeof import('../../chapters/06-leasing-workers/workflow.ts');
+  const engineModule = (await import(pathToFileURL(path.join(projectRoot, ENGINE, 'index.ts')).href)) as typeof import('../../chapters/07-fast-path/index.ts');
+  const workflowModule = (await import(pathToFileURL(path.join(projectRoot, ENGINE, 'workflow.ts')).href)) as typeof import('../../chapters/07-fast-path/workflow.ts');
   await engineModule.migrate(db);
   await installFenceWatch(db);
   const engine = engineModule.createEngine({ db, workflows: { order: workflowModule.orderWorkflow() } });

@@ -50,7 +50,7 @@ describe('torture: randomized crashes of workers and of PostgreSQL itself', () =
     const url = await createDatabase(server.url, 'torture_checker');
     const db = new pg.Pool({ connectionString: url, max: 2 });
     try {
-      const { migrate } = await import('../../chapters/06-leasing-workers/index.ts');
+      const { migrate } = await import('../../chapters/07-fast-path/index.ts');
       await migrate(db);
       await installFenceWatch(db);
       // A zombie's write, made by hand: token 1's step committed after claim 2.

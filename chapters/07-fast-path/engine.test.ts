@@ -1,0 +1,533 @@
+/**
+ * Chapter 6's engine as a library, in one process, on a real database: the
+ * migrations, start/result/inspect, workers sharing the work, wake-ups, and
+ * what a run does when its lease is taken from it. (Crashes, freezes and
+ * takeovers between processes are in crash.test.ts.)
+ */
+import fs from 'node:fs';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { freshDatabase, type TestDatabase } from '../../shared/testing/database.ts';
+import { withDatabase } from '../../shared/testing/world.ts';
+import {
+  createEngine,
+  LeaseLostError,
+  listMigrations,
+  migrate,
+  RecordTooLargeError,
+  SchemaTooNewError,
+  StepTimeoutError,
+  UnserializableResultError,
+  WorkflowFailedError,
+  WorkflowIdConflictError,
+  type RunEndEvent,
+  type Workflow,
+} from './index.ts';
+
+let database: TestDatabase;
+let db: pg.Pool;
+
+beforeAll(async () => {
+  database = await freshDatabase('ch06_engine');
+  db = new pg.Pool({ connectionString: database.url, max: 12 });
+  await migrate(db);
+});
+
+afterAll(async () => {
+  await db?.end();
+  await database?.drop();
+});
+
+beforeEach(() => {
+  vi.spyOn(console, 'log').mockImplementation(() => {}); // the engine's trace lines
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+});
+
+/** A three-step workflow that counts how often each step's code really runs, per workflow. */
+function counted() {
+  const runs: string[] = [];
+  const workflow: Workflow<{ n: number }, string> = async (ctx, { n }) => {
+    const a = await ctx.step('a', async () => (runs.push(`${ctx.workflowId}:a`), n + 1));
+    const b = await ctx.step('b', async () => (runs.push(`${ctx.workflowId}:b`), a * 10));
+    return ctx.step('c', async () => (runs.push(`${ctx.workflowId}:c`), `result ${b}`));
+  };
+  return { runs, workflow };
+}
+
+describe('the schema is migrated', () => {
+  it('numbered migrations are applied once, in order, even by four processes at once', async () => {
+    await withDatabase('ch06_migrate', async (url) => {
+      // Separate pools: separate connections, as separate processes would have.
+      const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: url, max: 1 }));
+      try {
+        const applied = await Promise.all(pools.map((pool) => migrate(pool)));
+        expect(applied.flat()).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']); // by one of them; the others found it done
+        expect(listMigrations()).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']);
+        expect(await migrate(pools[0]!)).toEqual([]);
+        const recorded = await pools[0]!.query<{ name: string }>('SELECT name FROM durable_migrations ORDER BY name');
+        expect(recorded.rows.map((r) => r.name)).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']);
+
+        // A newer deploy migrated this database: this (older) code refuses to run on it.
+        await pools[0]!.query(`INSERT INTO durable_migrations (name) VALUES ('099_from_the_future.sql')`);
+        const refused = migrate(pools[1]!);
+        await expect(refused).rejects.toThrow(SchemaTooNewError);
+        await expect(refused).rejects.toThrow("the database's schema has migration(s) this code does not know: 099_from_the_future.sql");
+      } finally {
+        await Promise.all(pools.map((pool) => pool.end()));
+      }
+    });
+  });
+
+  it('a log made before the migrations (chapter 5’s tables, no lease columns) is adopted: its unfinished workflow runs', async () => {
+    await withDatabase('ch06_adopt', async (_url, pool) => {
+      // What chapter 5's createSchema left: 001's statements, run without migrate(), and a workflow half done.
+      await pool.query(fs.readFileSync(new URL('./migrations/001_log.sql', import.meta.url), 'utf8'));
+      await pool.query(`INSERT INTO workflows (id, name, input) VALUES ('old-1', 'counted', '{"n": 1}')`);
+      await pool.query(`INSERT INTO steps (workflow_id, seq, name, output) VALUES ('old-1', 0, 'a', '2')`);
+      expect(await migrate(pool)).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']);
+      const { runs, workflow } = counted();
+      const engine = createEngine({ db: pool, workflows: { counted: workflow } });
+      await engine.createWorker({ leaseMs: 5000 }).drain();
+      expect(await engine.result('old-1')).toBe('result 20');
+      expect(runs).toEqual(['old-1:b', 'old-1:c']); // a came from the old log
+    });
+  });
+});
+
+describe('start, workers, result', () => {
+  it('start() where no worker runs only writes the workflow; a worker started later runs it; result() returns its output and inspect() its steps', async () => {
+    const { runs, workflow } = counted();
+    const engine = createEngine({ db, workflows: { counted: workflow } });
+    const run = await engine.start('counted', { n: 1 }, { id: 'api-1' });
+    expect(run).toMatchObject({ id: 'api-1', created: true });
+    expect(runs).toEqual([]); // nothing ran in start()
+    expect(await engine.inspect('api-1')).toMatchObject({ status: 'running', fencingToken: 0, leaseOwner: null, leaseMsLeft: 0, steps: [] });
+
+    const worker = engine.createWorker({ name: 'solo', leaseMs: 5000 });
+    await worker.start();
+    try {
+      expect(await run.result()).toBe('result 20');
+    } finally {
+      await worker.stop();
+    }
+    expect(runs).toEqual(['api-1:a', 'api-1:b', 'api-1:c']);
+    const info = await engine.inspect('api-1');
+    expect(info).toMatchObject({ status: 'completed', output: 'result 20', fencingToken: 1, leaseOwner: 'solo' });
+    expect(info?.steps.map(({ seq, name, output, fencingToken }) => ({ seq, name, output, fencingToken }))).toEqual([
+      { seq: 0, name: 'a', output: 2, fencingToken: 1 },
+      { seq: 1, name: 'b', output: 20, fencingToken: 1 },
+      { seq: 2, name: 'c', output: 'result 20', fencingToken: 1 },
+    ]);
+    expect(await engine.inspect('nobody')).toBeUndefined();
+    await expect(engine.result('nobody')).rejects.toThrow('workflow nobody is not in the log');
+  });
+
+  it('the same id twice is one run; the same id with another input is a WorkflowIdConflictError', async () => {
+    const { runs, workflow } = counted();
+    const engine = createEngine({ db, workflows: { counted: workflow } });
+    const first = await engine.start('counted', { n: 2 }, { id: 'twice-1' });
+    const second = await engine.start('counted', { n: 2 }, { id: 'twice-1' });
+    expect([first.created, second.created]).toEqual([true, false]);
+    await expect(engine.start('counted', { n: 3 }, { id: 'twice-1' })).rejects.toThrow(WorkflowIdConflictError);
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await second.result()).toBe('result 30');
+    expect(await first.result()).toBe('result 30');
+    expect(runs).toEqual(['twice-1:a', 'twice-1:b', 'twice-1:c']);
+  });
+
+  it('two workers share 30 workflows: each step runs once, each workflow is claimed once', async () => {
+    const { runs, workflow } = counted();
+    const engine = createEngine({ db, workflows: { counted: workflow } });
+    const ids = Array.from({ length: 30 }, (_, i) => `shared-${i}`);
+    const handles = await Promise.all(ids.map((id, i) => engine.start('counted', { n: i }, { id })));
+    const ends: RunEndEvent[] = [];
+    const workers = ['w1', 'w2'].map((name) => engine.createWorker({ name, concurrency: 4, leaseMs: 5000, onRunEnd: (e) => ends.push(e) }));
+    await Promise.all(workers.map((w) => w.start()));
+    try {
+      expect(await Promise.all(handles.map((h) => h.result()))).toEqual(ids.map((_, i) => `result ${(i + 1) * 10}`));
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+    }
+    expect(runs.toSorted()).toEqual(ids.flatMap((id) => [`${id}:a`, `${id}:b`, `${id}:c`]).toSorted());
+    expect(ends.map((e) => [e.workflowId, e.fencingToken, e.outcome]).toSorted()).toEqual(ids.map((id) => [id, 1, 'completed']).toSorted());
+    const owners = await db.query<{ owner: string; n: number }>(
+      `SELECT lease_owner AS owner, count(*)::int AS n FROM workflows WHERE id LIKE 'shared-%' GROUP BY 1 ORDER BY 1`,
+    );
+    expect(owners.rows.map((r) => r.owner)).toEqual(['w1', 'w2']); // both did some
+  });
+
+  it('start() in a process whose worker has a free slot inserts the workflow already claimed by it (token 1): it runs at once, with no claim', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const workflow: Workflow<null, string> = async (ctx) => {
+      await ctx.step('wait', async () => (await gate, 'waited'));
+      return 'done';
+    };
+    const engine = createEngine({ db, workflows: { gated: workflow } });
+    // Polls once a minute and hears no NOTIFY: only start() itself can have given it the workflow.
+    const worker = engine.createWorker({ name: 'local', pollMs: 60_000, listen: false, leaseMs: 5000 });
+    await worker.start();
+    try {
+      const run = await engine.start('gated', null, { id: 'direct-1' });
+      // Claimed in the INSERT itself: held by the worker the moment start() returns.
+      expect(worker.held).toEqual(['direct-1']);
+      expect(await engine.inspect('direct-1')).toMatchObject({ status: 'running', fencingToken: 1, leaseOwner: 'local' });
+      expect((await engine.inspect('direct-1'))?.leaseMsLeft).toBeGreaterThan(3000);
+      release();
+      expect(await run.result()).toBe('done');
+      expect((await engine.inspect('direct-1'))?.steps.map((step) => step.fencingToken)).toEqual([1]);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('start() in a process whose worker is full leaves the workflow runnable, and the worker claims it as soon as a slot frees up', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const workflow: Workflow<null, string> = async (ctx) => {
+      await ctx.step('wait', async () => (await gate, 'waited'));
+      return ctx.workflowId;
+    };
+    const engine = createEngine({ db, workflows: { gated: workflow } });
+    const worker = engine.createWorker({ name: 'one-slot', concurrency: 1, pollMs: 60_000, listen: false, leaseMs: 5000 });
+    await worker.start();
+    try {
+      const first = await engine.start('gated', null, { id: 'full-1' });
+      const second = await engine.start('gated', null, { id: 'full-2' });
+      expect(worker.held).toEqual(['full-1']);
+      expect(await engine.inspect('full-2')).toMatchObject({ status: 'running', fencingToken: 0, leaseOwner: null, leaseMsLeft: 0 });
+      const began = Date.now();
+      release();
+      expect(await first.result()).toBe('full-1');
+      expect(await second.result()).toBe('full-2'); // not a minute later: the freed slot claimed it
+      expect(Date.now() - began).toBeLessThan(2000);
+      expect(await engine.inspect('full-2')).toMatchObject({ fencingToken: 1, leaseOwner: 'one-slot' });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('start() of an id already in the log hands nothing to the local worker: the slot stays free and the run is not run again', async () => {
+    const { runs, workflow } = counted();
+    const engine = createEngine({ db, workflows: { counted: workflow } });
+    const worker = engine.createWorker({ name: 'again', concurrency: 1, pollMs: 60_000, listen: false, leaseMs: 5000 });
+    await worker.start();
+    try {
+      expect(await (await engine.start('counted', { n: 7 }, { id: 'again-1' })).result()).toBe('result 80');
+      const repeat = await engine.start('counted', { n: 7 }, { id: 'again-1' });
+      expect(repeat.created).toBe(false);
+      expect(worker.held).toEqual([]);
+      expect(await repeat.result()).toBe('result 80');
+      // The slot is free: a new workflow is taken at once.
+      expect(await (await engine.start('counted', { n: 8 }, { id: 'again-2' })).result()).toBe('result 90');
+      expect(runs).toEqual(['again-1:a', 'again-1:b', 'again-1:c', 'again-2:a', 'again-2:b', 'again-2:c']);
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a worker with one slot free and the rest held by long runs still takes new work: claims wait for a quarter of the slots only after a full claim', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const workflow: Workflow<{ wait: boolean }, string> = async (ctx, { wait }) => {
+      await ctx.step('work', async () => (wait ? await gate : null, 'worked'));
+      return ctx.workflowId;
+    };
+    const other = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      const workerSide = createEngine({ db, workflows: { maybeLong: workflow } });
+      const callerSide = createEngine({ db: other, workflows: { maybeLong: workflow } });
+      // A backlog of 8 fills every slot in one claim ("full"); 7 of them then wait on the gate.
+      const backlog = await Promise.all(Array.from({ length: 8 }, (_, i) => callerSide.start('maybeLong', { wait: i < 7 }, { id: `slots-${i}` })));
+      const worker = workerSide.createWorker({ concurrency: 8, pollMs: 60_000, leaseMs: 5000 });
+      await worker.start();
+      try {
+        expect(await backlog[7]!.result()).toBe('slots-7'); // one slot free now, seven held
+        const late = await callerSide.start('maybeLong', { wait: false }, { id: 'slots-late' });
+        expect(await late.result()).toBe('slots-late'); // its NOTIFY claims the one free slot
+        expect(worker.held).toHaveLength(7);
+      } finally {
+        release();
+        await Promise.all(backlog.map((run) => run.result()));
+        await worker.stop();
+      }
+    } finally {
+      await other.end();
+    }
+  });
+
+  it('a step whose position something else wrote behind the engine’s back fails its attempt with StepAlreadyRecordedError, not a lost lease; the replay takes the recorded row', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const workflow: Workflow<null, string> = async (ctx) => {
+      await ctx.step('first', async () => (await gate, 1));
+      return 'done';
+    };
+    const engine = createEngine({ db, workflows: { intruded: workflow } });
+    const ends: RunEndEvent[] = [];
+    const worker = engine.createWorker({ name: 'intruded', pollMs: 60_000, leaseMs: 5000, onRunEnd: (e) => ends.push(e) });
+    await worker.start();
+    try {
+      await engine.start('intruded', null, { id: 'intruded-1' });
+      // Not the engine: a row at the position the running step is about to record.
+      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('intruded-1', 0, 'first', '1', 1)`);
+      const log = vi.mocked(console.log);
+      log.mockClear();
+      release();
+      await vi.waitFor(() => expect(ends).toHaveLength(1), { timeout: 5000 });
+      const said = log.mock.calls.flat().join('\n');
+      expect(said).toContain('workflow intruded-1 step #0 first was recorded by another process first');
+      expect(said).not.toMatch(/lease lost/);
+      // The next attempt loads the log, finds the row, and replays it: same token, no takeover.
+      expect(ends[0]).toMatchObject({ workflowId: 'intruded-1', fencingToken: 1, outcome: 'completed' });
+      expect(await engine.inspect('intruded-1')).toMatchObject({ status: 'completed', output: 'done', fencingToken: 1 });
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {
+    const { workflow } = counted();
+    // Two pools, two engines: as if the worker and the caller were separate processes.
+    const other = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      const workerSide = createEngine({ db, workflows: { counted: workflow } });
+      const callerSide = createEngine({ db: other, workflows: { counted: workflow } });
+      const worker = workerSide.createWorker({ pollMs: 60_000, leaseMs: 5000 });
+      await worker.start(); // its first claim finds nothing; the next poll is a minute away
+      try {
+        const started = Date.now();
+        const run = await callerSide.start('counted', { n: 4 }, { id: 'notified-1' });
+        expect(await run.result()).toBe('result 50');
+        expect(Date.now() - started).toBeLessThan(2000);
+      } finally {
+        await worker.stop();
+      }
+    } finally {
+      await other.end();
+    }
+  });
+
+  it('a workflow that fails on every attempt is marked failed, and result() says so', async () => {
+    let calls = 0;
+    const engine = createEngine({
+      db,
+      attempts: 2,
+      workflows: { broken: async (ctx) => ctx.step('only', async () => { calls++; throw new Error('the service is down'); }) },
+    });
+    const run = await engine.start('broken', null, { id: 'broken-1' });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    await expect(run.result()).rejects.toThrow(WorkflowFailedError);
+    await expect(run.result()).rejects.toThrow('workflow broken-1 failed: the service is down');
+    expect(calls).toBe(2);
+    expect(await engine.status(['broken-1', 'nobody'])).toEqual({ 'broken-1': 'failed', nobody: 'missing' });
+  });
+});
+
+describe('a run whose lease is taken from it stops, and writes nothing more', () => {
+  it('its transaction step is refused, and the step’s SQL rolls back with the refused record', async () => {
+    await db.query('CREATE TABLE IF NOT EXISTS effects (workflow_id text NOT NULL, what text NOT NULL)');
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({
+      db,
+      workflows: {
+        robbed: async (ctx) => {
+          await ctx.step('a', async () => 'a');
+          return ctx.transaction('b', async (tx) => {
+            await tx.query(`INSERT INTO effects VALUES ($1, 'b')`, [ctx.workflowId]);
+            // Meanwhile the lease passes to another run (this simulates a takeover, in one process).
+            await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'thief' WHERE id = $1`, [ctx.workflowId]);
+            return 'b';
+          });
+        },
+      },
+    });
+    await engine.start('robbed', null, { id: 'robbed-1' });
+    await engine.createWorker({ name: 'victim', leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(ends).toHaveLength(1);
+    expect(ends[0]).toMatchObject({ workflowId: 'robbed-1', fencingToken: 1, outcome: 'lease-lost' });
+    expect(ends[0]?.error).toBeInstanceOf(LeaseLostError);
+    expect(ends[0]?.error?.message).toBe(
+      'workflow robbed-1: lease lost (fencing token 1): taken over by thief (fencing token 2). This run stopped and wrote nothing more.',
+    );
+    const info = await engine.inspect('robbed-1');
+    expect(info?.steps.map((s) => s.name)).toEqual(['a']); // b's record refused…
+    expect((await db.query(`SELECT * FROM effects WHERE workflow_id = 'robbed-1'`)).rows).toEqual([]); // …and its INSERT rolled back
+    expect(info?.status).toBe('running');
+  });
+
+  it('a run whose database connection is cut is not failed: it stops, gives the lease back, and the next claim finishes it', async () => {
+    await db.query('CREATE TABLE IF NOT EXISTS effects (workflow_id text NOT NULL, what text NOT NULL)');
+    let cuts = 0;
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({
+      db,
+      attempts: 1, // were the cut counted as an attempt, the workflow would be marked failed
+      workflows: {
+        cut: async (ctx) =>
+          ctx.transaction('write', async (tx) => {
+            await tx.query(`INSERT INTO effects VALUES ($1, 'write')`, [ctx.workflowId]);
+            if (cuts++ === 0) {
+              // An administrator (or a failover) ends this very connection.
+              const { rows } = await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+              await db.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+              await tx.query('SELECT 1');
+            }
+            return 'written';
+          }),
+      },
+    });
+    const run = await engine.start('cut', null, { id: 'cut-1' });
+    await engine.createWorker({ leaseMs: 30_000, pollMs: 50, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(await run.result()).toBe('written');
+    expect(ends.map((e) => [e.fencingToken, e.outcome])).toEqual([[1, 'error'], [2, 'completed']]); // taken again at once, not after 30 s
+    expect(ends[0]?.error?.message).toMatch(/^workflow cut-1: the database connection failed/);
+    expect((await db.query(`SELECT what FROM effects WHERE workflow_id = 'cut-1'`)).rows).toEqual([{ what: 'write' }]); // the cut transaction rolled back
+  });
+
+  it('the heartbeat finds the lease gone and aborts the run’s signal: a step waiting on it stops at once', async () => {
+    const ends: RunEndEvent[] = [];
+    let aborted: unknown;
+    const engine = createEngine({
+      db,
+      workflows: {
+        waiting: async (ctx) =>
+          ctx.step('wait_for_ever', ({ signal }) =>
+            new Promise((_, reject) => signal.addEventListener('abort', () => reject((aborted = signal.reason)), { once: true })),
+          ),
+      },
+    });
+    await engine.start('waiting', null, { id: 'waiting-1' });
+    const worker = engine.createWorker({ leaseMs: 400, onRunEnd: (e) => ends.push(e) });
+    await worker.start();
+    try {
+      await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'thief' WHERE id = 'waiting-1'`);
+      const started = Date.now();
+      while (ends.length === 0 && Date.now() - started < 3000) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(Date.now() - started).toBeLessThan(1000); // the next heartbeat, 200 ms away
+    } finally {
+      await worker.stop({ graceMs: 0 });
+    }
+    expect(aborted).toBeInstanceOf(LeaseLostError);
+    expect(ends[0]).toMatchObject({ workflowId: 'waiting-1', outcome: 'lease-lost' });
+    expect(ends[0]?.error?.message).toContain('renewal refused: taken over by thief (fencing token 2)');
+    expect(worker.held).toEqual([]);
+  });
+});
+
+describe('bad input gets a clear error, and nothing is lost', () => {
+  it('a step result JSON cannot carry is refused before it is recorded, naming the workflow and step; the workflow stays running', async () => {
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({ db, workflows: { dated: async (ctx) => ctx.step('when', async () => ({ at: new Date(0) })) } });
+    await engine.start('dated', null, { id: 'dated-1' });
+    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(ends[0]?.outcome).toBe('error');
+    expect(ends[0]?.error).toBeInstanceOf(UnserializableResultError);
+    expect(ends[0]?.error?.message).toBe(
+      'the result of workflow dated-1, step #0 when returned a value JSON cannot record faithfully: $.at is a Date, not a plain object. Nothing was recorded.',
+    );
+    expect(await engine.inspect('dated-1')).toMatchObject({ status: 'running', steps: [] });
+  });
+
+  it('a step result over the record limit (1 MiB of JSON by default) is a RecordTooLargeError naming workflow and step; nothing is recorded', async () => {
+    const ends: RunEndEvent[] = [];
+    const big = 'x'.repeat(1024 * 1024); // 1 MiB of characters, plus two quotes as JSON
+    const engine = createEngine({ db, workflows: { big: async (ctx) => ctx.step('download', async () => big) } });
+    await engine.start('big', null, { id: 'big-1' });
+    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    const error = ends[0]?.error;
+    expect(error).toBeInstanceOf(RecordTooLargeError);
+    expect(error).toMatchObject({ where: 'the result of workflow big-1, step #0 download', bytes: 1024 * 1024 + 2, limitBytes: 1024 * 1024 });
+    expect(error?.message).toBe(
+      'the result of workflow big-1, step #0 download is 1048578 bytes of JSON, over the 1048576-byte limit of what the log records. Nothing was recorded.',
+    );
+    expect(await engine.inspect('big-1')).toMatchObject({ status: 'running', steps: [] });
+
+    const strict = createEngine({ db, maxRecordBytes: 100, workflows: { big: async () => 'ok' } });
+    await expect(strict.start('big', { blob: 'y'.repeat(200) }, { id: 'big-2' })).rejects.toThrow(
+      'the input of workflow big-2 is 211 bytes of JSON, over the 100-byte limit of what the log records. Nothing was recorded.',
+    );
+    expect(await strict.status(['big-2'])).toEqual({ 'big-2': 'missing' });
+  });
+
+  it('a workflow no worker here has code for stays running, is deferred rather than claimed again at once, is logged once, and runs where its code is', async () => {
+    const log = vi.mocked(console.log);
+    const { workflow } = counted();
+    const newDeploy = createEngine({ db, workflows: { counted: workflow, refund: async (ctx, n: number) => ctx.step('refund', async () => n * 2) } });
+    await newDeploy.start('refund', 1, { id: 'refund-1' });
+    await newDeploy.start('refund', 2, { id: 'refund-2' });
+
+    const oldDeploy = createEngine({ db, workflows: { counted: workflow } });
+    const ends: RunEndEvent[] = [];
+    await oldDeploy.createWorker({ name: 'old', leaseMs: 5000, unknownWorkflowDelayMs: 60_000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(ends).toEqual([]); // nothing ran, nothing failed
+    for (const id of ['refund-1', 'refund-2']) {
+      const info = await oldDeploy.inspect(id);
+      expect(info).toMatchObject({ status: 'running', leaseOwner: 'old', fencingToken: 1, steps: [] });
+      expect(info?.leaseMsLeft).toBeGreaterThan(40_000); // deferred: 60 s ± 20 %
+    }
+    const said = log.mock.calls.map((args) => String(args[0])).filter((line) => line.includes('"refund" workflow'));
+    expect(said).toHaveLength(1);
+    expect(said[0]).toContain('is a "refund" workflow, which this worker has no code for (it has: counted); left running and deferred');
+
+    // Later (here: now), a worker of the new deploy takes them.
+    await db.query(`UPDATE workflows SET lease_expires_at = now() WHERE id LIKE 'refund-%'`);
+    await newDeploy.createWorker({ leaseMs: 5000 }).drain();
+    expect([await newDeploy.result('refund-1'), await newDeploy.result('refund-2')]).toEqual([2, 4]);
+  });
+
+  it('ids, workflow names, step names and inputs shaped like SQL injection are stored and returned as the plain text they are', async () => {
+    const name = `'; DROP TABLE workflows; --`;
+    const id = `order-1'); DROP TABLE steps; --`;
+    const step = `"; DELETE FROM workflows WHERE '1'='1`;
+    const input = { note: `Robert'); DROP TABLE students;--`, $1: '$2' };
+    const engine = createEngine({ db, workflows: { [name]: async (ctx, given: typeof input) => ctx.step(step, async () => given.note) } });
+    const run = await engine.start(name, input, { id });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await run.result()).toBe(input.note);
+    expect(await engine.inspect(id)).toMatchObject({ id, name, input, status: 'completed', steps: [{ seq: 0, name: step, output: input.note }] });
+    const tables = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM information_schema.tables WHERE table_name IN ('workflows', 'steps')`);
+    expect(tables.rows[0]?.n).toBe(2);
+  });
+});
+
+describe('a step that never returns is timed out', () => {
+  it('its signal aborts with a StepTimeoutError, the attempt fails, and the replay runs the step again and finishes', async () => {
+    let calls = 0;
+    let reason: unknown;
+    const engine = createEngine({
+      db,
+      workflows: {
+        hangs: async (ctx) =>
+          ctx.step(
+            'call',
+            async ({ signal }) => {
+              if (calls++ > 0) return 'answered';
+              signal.addEventListener('abort', () => (reason = signal.reason), { once: true });
+              return new Promise<string>(() => {}); // ignores its signal: never settles
+            },
+            { timeoutMs: 200 },
+          ),
+      },
+    });
+    const run = await engine.start('hangs', null, { id: 'hangs-1' });
+    const started = Date.now();
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await run.result()).toBe('answered');
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(calls).toBe(2);
+    expect(reason).toBeInstanceOf(StepTimeoutError);
+    expect((await engine.inspect('hangs-1'))?.steps.map((s) => [s.name, s.output])).toEqual([['call', 'answered']]);
+  });
+
+  it('a step that times out on every attempt (the engine-wide stepTimeoutMs) fails its workflow instead of holding it', async () => {
+    const engine = createEngine({ db, attempts: 2, stepTimeoutMs: 150, workflows: { stuck: async (ctx) => ctx.step('call', () => new Promise(() => {})) } });
+    const run = await engine.start('stuck', null, { id: 'stuck-1' });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    await expect(run.result()).rejects.toThrow(WorkflowFailedError);
+    await expect(run.result()).rejects.toThrow('workflow stuck-1 failed: workflow stuck-1 step #0 call did not return within 150 ms; its signal was aborted');
+    expect(() => createEngine({ db, stepTimeoutMs: 0, workflows: {} })).toThrow(RangeError);
+  });
+});

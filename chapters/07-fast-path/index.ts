@@ -1,0 +1,55 @@
+/**
+ * A durable execution engine on PostgreSQL: workflows whose steps survive
+ * crashes, run by leasing workers, exactly one live run per workflow.
+ *
+ * ```ts
+ * import pg from 'pg';
+ * import { createEngine, migrate } from './index.ts';
+ *
+ * const db = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+ * await migrate(db);
+ * const engine = createEngine({ db, workflows: { order: orderWorkflow } });
+ * const worker = engine.createWorker({ concurrency: 8, leaseMs: 30_000 });
+ * await worker.start();
+ *
+ * const run = await engine.start('order', order, { id: `order-${order.id}` });
+ * const receipt = await run.result();
+ *
+ * process.once('SIGTERM', () => void worker.stop().then(() => db.end()));
+ * ```
+ *
+ * The guide is docs/guide.md; how it works is chapters/07-fast-path/README.md.
+ *
+ * @module
+ */
+export {
+  createEngine,
+  stepKey,
+  DEFAULT_MAX_RECORD_BYTES,
+  NonDeterminismError,
+  RecordTooLargeError,
+  StepAlreadyRecordedError,
+  StepTimeoutError,
+  UnknownWorkflowError,
+  WorkflowFailedError,
+  WorkflowIdConflictError,
+  type Context,
+  type Engine,
+  type EngineOptions,
+  type InputOf,
+  type OutputOf,
+  type ResultOptions,
+  type RunHandle,
+  type StartOptions,
+  type StepInfo,
+  type StepOptions,
+  type StepRecord,
+  type Workflow,
+  type WorkflowInfo,
+  type Workflows,
+} from './engine.ts';
+export { LeaseLostError } from './lease.ts';
+export { listMigrations, migrate, SchemaTooNewError } from './migrate.ts';
+export type { WorkflowStatus } from './queries.ts';
+export type { RunEndEvent, Worker, WorkerOptions } from './worker.ts';
+export { UnserializableResultError } from '../../shared/json.ts';

@@ -1,0 +1,540 @@
+/**
+ * Every SQL statement chapter 6 runs, each in a small named function.
+ *
+ * The engine (engine.ts) and the worker (worker.ts) never write SQL
+ * themselves; they call `claimWorkflows`, `recordStep`, `extendLeases`… That
+ * keeps them readable as a story, and puts all the SQL in one file you can
+ * read against migrations/ (the way graphile-worker and pg-boss do it).
+ *
+ * Two rules hold for every function here:
+ *   - values go in as parameters ($1, $2…), never pasted into the SQL text;
+ *   - JSON goes in as text we made with JSON.stringify, cast to jsonb. (Left
+ *     to itself, `pg` would turn a JS array into a Postgres *array*, not JSON.)
+ *
+ * New in chapter 6, one more rule: every write a run makes is FENCED. It names
+ * the workflow's fencing token the run was claimed with, and is refused —
+ * zero rows, no error — unless, at that statement, the token is still the
+ * workflow's and its lease has not expired on the database clock. Every fence
+ * also takes a lock on the workflow row (FOR KEY SHARE, or the UPDATE's own
+ * lock) that the claim cannot get past (FOR UPDATE SKIP LOCKED skips it), so no
+ * new claim can slip in between a fence and its COMMIT.
+ *
+ * The statements a workflow runs every time (admit, claim, load, record,
+ * complete, renew) are PREPARED: they carry a `name`, so `pg` has PostgreSQL
+ * parse and plan each once per connection, then only binds values. Measured
+ * (npm run bench): parse + plan was a third of PostgreSQL's CPU per workflow,
+ * and on two cores shared with Node, CPU is what bounds throughput. (Behind
+ * PgBouncer in transaction mode, prepared statements need PgBouncer ≥ 1.21
+ * with max_prepared_statements set.)
+ */
+import type pg from 'pg';
+
+/** Anything we can send a query to: the pool, or one connection inside a transaction. */
+export type Sql = pg.Pool | pg.PoolClient;
+
+/** A workflow's status: `running` until it finishes (whether or not a worker holds it), then `completed` or `failed`. */
+export type WorkflowStatus = 'running' | 'completed' | 'failed';
+
+/** A row of `workflows`. */
+export interface WorkflowRow {
+  id: string;
+  name: string;
+  input: unknown;
+  status: WorkflowStatus;
+  output: unknown;
+  error: string | null;
+  /** Claims so far: the token of the latest (0: never claimed). */
+  fencingToken: number;
+  /** The worker that claimed it last (null: never claimed). */
+  leaseOwner: string | null;
+  /** How long its lease still runs, on the database clock; 0 when it is runnable. */
+  leaseMsLeft: number;
+}
+
+/** A row of `steps`: one recorded step. */
+export interface StepRow {
+  workflowId: string;
+  seq: number;
+  name: string;
+  output: unknown;
+  /** The fencing token of the claim whose run recorded it. */
+  fencingToken: number;
+  /** When it was recorded, on the database clock. */
+  recordedAt: Date;
+}
+
+/** The fencing token a run was claimed with, for its workflow. */
+export interface Fence {
+  workflowId: string;
+  fencingToken: number;
+}
+
+// ── transactions ─────────────────────────────────────────────────────────────
+
+/**
+ * BEGIN, run `body` on one connection, COMMIT — or ROLLBACK if it throws.
+ * If the process dies in between, no COMMIT is ever sent: the connection
+ * drops, and PostgreSQL throws away everything the transaction wrote.
+ *
+ * New in chapter 6: `idleTimeoutMs`. A process that is not dead but frozen
+ * (SIGSTOP, a VM paused, a GC pause of minutes) inside a transaction keeps its
+ * connection open, and with it its locks: the row locks of its business
+ * writes, and the lock on its workflow row that keeps every other worker from
+ * taking the workflow over. `SET LOCAL idle_in_transaction_session_timeout`
+ * has PostgreSQL end such a session once it has sat idle that long, which rolls
+ * it back and frees the locks. (Sent in the same round trip as BEGIN.)
+ */
+export async function inTransaction<T>(db: pg.Pool, body: (tx: pg.PoolClient) => Promise<T>, options: { idleTimeoutMs?: number } = {}): Promise<T> {
+  const client = await db.connect();
+  // A checked-out connection that PostgreSQL ends (the idle timeout above, a
+  // restart) reports it as an 'error' event; with no listener that event would
+  // crash the process. The query waiting on it fails anyway, which is how we hear of it.
+  let broken: Error | undefined;
+  const onError = (error: Error) => (broken = error);
+  client.on('error', onError);
+  try {
+    const idle = options.idleTimeoutMs;
+    // SET takes no $1 parameters; this is a number we computed, never text from outside.
+    await client.query(idle ? `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, Math.ceil(idle))}` : 'BEGIN');
+    const result = await body(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    client.off('error', onError);
+    // A broken connection must not go back to the pool.
+    client.release(broken);
+  }
+}
+
+/**
+ * The connection to the database failed — not the statement: the server is
+ * down or restarting, the connection was ended (pg_terminate_backend, an idle
+ * timeout), or the network dropped it. Retrying the same work elsewhere, later,
+ * can succeed; counting it against the workflow would be wrong.
+ */
+export function isConnectionFailure(error: unknown): boolean {
+  const { code = '', message = '' } = (error ?? {}) as { code?: string; message?: string };
+  // 08…: connection exceptions; 57P01 admin shutdown, 57P02 crash of another
+  // backend (the server is resetting), 57P03 cannot connect now (starting up,
+  // in recovery); 25P03: idle-in-transaction timeout. The messages are pg's
+  // own, for failures that carry no code (a socket closed mid-query, a pool
+  // that waited connectionTimeoutMillis for a connection).
+  return (
+    /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|ETIMEDOUT|EPIPE|EHOSTUNREACH|ENETUNREACH|08|57P0[123]|25P03)/.test(code) ||
+    /Connection terminated|connection error|not queryable|timeout exceeded when trying to connect|the database system is/i.test(message)
+  );
+}
+
+// ── workflows ────────────────────────────────────────────────────────────────
+
+const workflowColumns = `id, name, input, status, output, error,
+       fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
+       GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::int AS "leaseMsLeft"`;
+
+/** The channel workers LISTEN on. */
+export const WAKE_CHANNEL = 'durable_workflows';
+
+/** What `admitWorkflow` found: the workflow's row, and how it compares with what the caller passed. */
+export interface Admission {
+  /** True when this call inserted the row; false when the id was already in the log. */
+  created: boolean;
+  row: WorkflowRow;
+  /** The row's name is the one passed (always true when created). */
+  sameName: boolean;
+  /** The row's input equals the one passed, as jsonb: key order and whitespace do not count. */
+  sameInput: boolean;
+  /** When both inputs are JSON objects: the top-level keys whose values differ, sorted. Otherwise null. */
+  differentFields: string[] | null;
+}
+
+/**
+ * Add a workflow in status `running` — runnable at once: its `lease_expires_at`
+ * defaults to now(); or, given `claimFor`, already claimed for that worker
+ * (fencing token 1, a lease of `leaseMs`), the way claimWorkflows would have;
+ * given `notify`, NOTIFY workers in the same statement (payload: the sender) —
+ * or, if its id is already in the log, compare that row with what the caller passed:
+ *
+ * 1. `INSERT … ON CONFLICT (id) DO NOTHING RETURNING`: exactly one caller
+ *    inserts an id, however many race (a concurrent insert of the same id
+ *    waits for the first to commit, then does nothing). The caller who
+ *    inserted it is done: one round trip.
+ * 2. Otherwise `SELECT` the row, with the comparison done by PostgreSQL. It is
+ *    a new statement, so under READ COMMITTED it sees the row even when
+ *    another process committed it a moment ago. `input = $3::jsonb` is jsonb
+ *    equality: semantic, not textual, so `{"a":1,"b":2}` equals `{"b":2,"a":1}`.
+ */
+export async function admitWorkflow(
+  db: Sql,
+  workflow: { id: string; name: string; input: unknown },
+  { claimFor, notify }: { claimFor?: { worker: string; leaseMs: number }; notify?: string } = {},
+): Promise<Admission> {
+  const params = [workflow.id, workflow.name, JSON.stringify(workflow.input)];
+  const inserted = await db.query<WorkflowRow & { notified: unknown }>({
+    name: 'admit-workflow',
+    text: `INSERT INTO workflows (id, name, input, fencing_token, lease_owner, lease_expires_at)
+           VALUES ($1, $2, $3::jsonb,
+                   CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END, $4::text,
+                   now() + coalesce($5::int, 0) * interval '1 millisecond')
+           ON CONFLICT (id) DO NOTHING
+           RETURNING ${workflowColumns},
+                     CASE WHEN $6::text IS NOT NULL THEN pg_notify('${WAKE_CHANNEL}', $6::text) END AS "notified"`,
+    values: [...params, claimFor?.worker ?? null, claimFor?.leaseMs ?? null, notify ?? null],
+  });
+  const first = inserted.rows[0];
+  if (first) {
+    const { notified: _, ...row } = first;
+    return { created: true, row, sameName: true, sameInput: true, differentFields: null };
+  }
+  const result = await db.query<WorkflowRow & Omit<Admission, 'created' | 'row'>>(
+    `SELECT ${workflowColumns},
+            name = $2                AS "sameName",
+            input = $3::jsonb        AS "sameInput",
+            CASE WHEN jsonb_typeof(input) = 'object' AND jsonb_typeof($3::jsonb) = 'object' THEN
+              ARRAY(SELECT key
+                      FROM jsonb_each(input) AS recorded
+                      FULL JOIN jsonb_each($3::jsonb) AS passed USING (key)
+                     WHERE recorded.value IS DISTINCT FROM passed.value
+                     ORDER BY key)
+            END                      AS "differentFields"
+       FROM workflows WHERE id = $1`,
+    params,
+  );
+  const found = result.rows[0];
+  if (!found) throw new Error(`workflow ${workflow.id} is neither inserted nor found: was it deleted meanwhile?`);
+  const { sameName, sameInput, differentFields, ...existing } = found;
+  return { created: false, row: existing, sameName, sameInput, differentFields };
+}
+
+export async function getWorkflow(db: Sql, id: string): Promise<WorkflowRow | undefined> {
+  const result = await db.query<WorkflowRow>(`SELECT ${workflowColumns} FROM workflows WHERE id = $1`, [id]);
+  return result.rows[0];
+}
+
+/** id → status for the ids that have a row (absent ids are simply not in the map). */
+export async function workflowStatuses(db: Sql, ids: string[]): Promise<Map<string, WorkflowStatus>> {
+  const result = await db.query<{ id: string; status: WorkflowStatus }>(
+    `SELECT id, status FROM workflows WHERE id = ANY($1::text[])`,
+    [ids],
+  );
+  return new Map(result.rows.map((row) => [row.id, row.status]));
+}
+
+/** Status and outcome of these ids, for whoever awaits their results (an id not in the log has no row). */
+export async function workflowOutcomes(db: Sql, ids: string[]): Promise<Array<Pick<WorkflowRow, 'id' | 'status' | 'output' | 'error'>>> {
+  const result = await db.query<Pick<WorkflowRow, 'id' | 'status' | 'output' | 'error'>>(
+    `SELECT id, status, output, error FROM workflows WHERE id = ANY($1::text[])`,
+    [ids],
+  );
+  return result.rows;
+}
+
+/** One line of the demo's live view: who holds a workflow, under which token, for how long, and how far it got. */
+export interface LeaseView {
+  id: string;
+  status: WorkflowStatus;
+  leaseOwner: string | null;
+  fencingToken: number;
+  leaseMsLeft: number;
+  steps: number;
+}
+
+/** The live view of these workflows, in id order (the demo refreshes it every 200 ms). */
+export async function viewLeases(db: Sql, ids: string[]): Promise<LeaseView[]> {
+  const result = await db.query<LeaseView>(
+    `SELECT id, status, lease_owner AS "leaseOwner", fencing_token AS "fencingToken",
+            GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::int AS "leaseMsLeft",
+            (SELECT count(*)::int FROM steps WHERE steps.workflow_id = workflows.id) AS steps
+       FROM workflows WHERE id = ANY($1::text[]) ORDER BY id`,
+    [ids],
+  );
+  return result.rows;
+}
+
+// ── leases ───────────────────────────────────────────────────────────────────
+
+/** A workflow a claim handed to this worker, with the token its run must write under. */
+export interface Claim {
+  id: string;
+  name: string;
+  input: unknown;
+  fencingToken: number;
+}
+
+/**
+ * Claim up to `limit` runnable workflows for `worker`, in ONE statement: pick
+ * them, lock them, and stamp each with a lease and a new fencing token.
+ *
+ * Runnable means `status = 'running' AND lease_expires_at <= now()`: never
+ * claimed, released, or — the takeover — held by a worker whose lease ran out
+ * because it died or froze. The sweep of expired leases IS this WHERE clause:
+ * no daemon resets them, so nothing runs late because a reaper did.
+ *
+ * `FOR UPDATE SKIP LOCKED` is what lets many workers run this at once:
+ *   - a plain `SELECT … LIMIT n` then `UPDATE`: two workers read the same rows
+ *     and both "claim" them (a lost update);
+ *   - `FOR UPDATE` without SKIP LOCKED: they queue on the first row's lock,
+ *     and every worker claims one after another;
+ *   - SERIALIZABLE: correct, but the losers get serialization failures to retry;
+ *   - an advisory lock per workflow: a second lock to keep in step with the row;
+ *   - SKIP LOCKED: each worker passes over rows another has locked and takes
+ *     the next ones. Correct at READ COMMITTED, and nobody waits.
+ * And it must be FOR UPDATE, not FOR NO KEY UPDATE: the fences (recordStep,
+ * fenceTransaction) hold FOR KEY SHARE on the row until their COMMIT, and only
+ * FOR UPDATE conflicts with that — it is what keeps a claim out while a run's
+ * write is in flight.
+ *
+ * Every name, not only those this worker has code for: a workflow no worker
+ * knows (a newer deploy started it, or its code was removed) would otherwise sit
+ * at the head of the index and be visited, and skipped, by every claim for
+ * ever. The worker defers what it cannot run (`deferWorkflow`) instead.
+ *
+ * The claim's own now() is the database's clock; so is every later check.
+ */
+export async function claimWorkflows(db: Sql, claim: { worker: string; limit: number; leaseMs: number }): Promise<Claim[]> {
+  const result = await db.query<Claim>({
+    name: 'claim-workflows',
+    text: `WITH runnable AS (
+       SELECT id FROM workflows
+        WHERE status = 'running' AND lease_expires_at <= now()
+        ORDER BY lease_expires_at
+        LIMIT $2
+        FOR UPDATE SKIP LOCKED
+     )
+     UPDATE workflows w
+        SET fencing_token = w.fencing_token + 1,
+            lease_owner = $1,
+            lease_expires_at = now() + $3::int * interval '1 millisecond'
+       FROM runnable
+      WHERE w.id = runnable.id
+     RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken"`,
+    values: [claim.worker, claim.limit, claim.leaseMs],
+  });
+  return result.rows;
+}
+
+/**
+ * Put a claimed workflow back, runnable again only in `delayMs` (database
+ * clock): a worker that has no code for it leaves it, still `running`, to a
+ * worker that has — during a rolling deploy, the next version's. Fenced like a
+ * renewal; false when the claim was no longer ours.
+ */
+export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE workflows SET lease_expires_at = now() + $3::int * interval '1 millisecond'
+      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > now()`,
+    [fence.workflowId, fence.fencingToken, Math.round(delayMs)],
+  );
+  return result.rowCount === 1;
+}
+
+/**
+ * Heartbeat: extend the leases this worker holds, one statement for all of
+ * them. Returns the ids it extended; a missing one is lost. Extending fails —
+ * and must — when the lease has already expired, even if nobody has claimed
+ * the workflow yet: from that moment on any worker may claim it, so a late
+ * renewal would make two holders (the gap Absurd's extend_claim has).
+ */
+export async function extendLeases(db: Sql, held: Fence[], leaseMs: number): Promise<string[]> {
+  if (held.length === 0) return [];
+  const result = await db.query<{ id: string }>({
+    name: 'extend-leases',
+    text: `UPDATE workflows w
+        SET lease_expires_at = now() + $3::int * interval '1 millisecond'
+       FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
+      WHERE w.id = held.id AND w.fencing_token = held.fencing_token
+        AND w.status = 'running' AND w.lease_expires_at > now()
+     RETURNING w.id`,
+    values: [held.map((h) => h.workflowId), held.map((h) => h.fencingToken), leaseMs],
+  });
+  return result.rows.map((row) => row.id);
+}
+
+/**
+ * Give leases back (a worker shutting down): make the workflows runnable now
+ * instead of when the lease would have run out. Same fence as a renewal.
+ */
+export async function releaseLeases(db: Sql, held: Fence[]): Promise<string[]> {
+  if (held.length === 0) return [];
+  const result = await db.query<{ id: string }>(
+    `UPDATE workflows w
+        SET lease_expires_at = now()
+       FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
+      WHERE w.id = held.id AND w.fencing_token = held.fencing_token
+        AND w.status = 'running' AND w.lease_expires_at > now()
+     RETURNING w.id`,
+    [held.map((h) => h.workflowId), held.map((h) => h.fencingToken)],
+  );
+  return result.rows.map((row) => row.id);
+}
+
+/**
+ * The first statement of a `transaction` step: check the fence and lock the
+ * workflow row (FOR KEY SHARE) before the step's business writes, so that
+ * from here to COMMIT no claim can take the workflow over (the claim's FOR
+ * UPDATE SKIP LOCKED passes the row by). The heartbeat's UPDATE does not
+ * conflict with KEY SHARE: the lease keeps being renewed meanwhile.
+ *
+ * statement_timestamp(), not now(): inside a transaction now() is the time
+ * of BEGIN, and a process frozen since then would be judged by a stale clock.
+ */
+export async function fenceTransaction(tx: pg.PoolClient, fence: Fence): Promise<boolean> {
+  const result = await tx.query({
+    name: 'fence-transaction',
+    text: `SELECT 1 FROM workflows
+            WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()
+              FOR KEY SHARE`,
+    values: [fence.workflowId, fence.fencingToken],
+  });
+  return result.rowCount === 1;
+}
+
+/** What explainLostLease says when the token still holds: the fence would pass now. */
+export const STILL_HELD = 'refused by the fence';
+
+/**
+ * Why a fence refused this token, in words — for the LeaseLostError. Read
+ * after the refusal, so it may describe a later state; it is for people.
+ */
+export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
+  const result = await db.query<{ status: WorkflowStatus; fencingToken: number; leaseOwner: string | null; expiredMsAgo: number }>(
+    `SELECT status, fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
+            floor(extract(epoch FROM now() - lease_expires_at) * 1000)::int AS "expiredMsAgo"
+       FROM workflows WHERE id = $1`,
+    [fence.workflowId],
+  );
+  const row = result.rows[0];
+  if (!row) return 'the workflow is no longer in the log';
+  if (row.fencingToken !== fence.fencingToken) return `taken over by ${row.leaseOwner ?? 'another worker'} (fencing token ${row.fencingToken})`;
+  if (row.status !== 'running') return `the workflow is already ${row.status}`;
+  if (row.expiredMsAgo >= 0) return `the lease expired ${row.expiredMsAgo} ms ago`;
+  return STILL_HELD;
+}
+
+/**
+ * Record the end: status completed, and the output. Fenced: the UPDATE
+ * matches only while the token is ours and the lease holds; false otherwise.
+ */
+export async function completeWorkflow(db: Sql, fence: Fence, output: unknown): Promise<boolean> {
+  const result = await db.query({
+    name: 'complete-workflow',
+    text: `UPDATE workflows SET status = 'completed', output = $3::jsonb, updated_at = now()
+            WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()`,
+    values: [fence.workflowId, fence.fencingToken, JSON.stringify(output)],
+  });
+  return result.rowCount === 1;
+}
+
+/**
+ * completeWorkflow for many workflows at once — status completed, and each one's output
+ * — in one statement (several runs finishing at once share it: batcher.ts).
+ * Fenced per workflow: each row matches only while its token is the one
+ * passed and its lease holds. Returns the ids it completed; a missing one was refused.
+ */
+export async function completeWorkflows(db: Sql, done: Array<Fence & { output: unknown }>): Promise<Set<string>> {
+  const result = await db.query<{ id: string }>({
+    name: 'complete-workflows',
+    text: `UPDATE workflows w SET status = 'completed', output = done.output::jsonb, updated_at = now()
+             FROM unnest($1::text[], $2::int[], $3::text[]) AS done (id, fencing_token, output)
+            WHERE w.id = done.id AND w.fencing_token = done.fencing_token
+              AND w.status = 'running' AND w.lease_expires_at > statement_timestamp()
+           RETURNING w.id`,
+    values: [done.map((d) => d.workflowId), done.map((d) => d.fencingToken), done.map((d) => JSON.stringify(d.output))],
+  });
+  return new Set(result.rows.map((row) => row.id));
+}
+
+/** Record that the workflow failed for good. Fenced like completeWorkflows. */
+export async function failWorkflow(db: Sql, fence: Fence, error: string): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE workflows SET status = 'failed', error = $3, updated_at = now()
+      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()`,
+    [fence.workflowId, fence.fencingToken, error],
+  );
+  return result.rowCount === 1;
+}
+
+/**
+ * Ask sleeping workers to claim now. A statement of its own, never inside
+ * start()'s: see wakeWorkers in engine.ts. The payload names the sending
+ * process, whose own workers ignore it (they were woken in-process).
+ */
+export async function notifyWorkers(db: Sql, sender: string): Promise<void> {
+  await db.query({ name: 'notify-workers', text: `SELECT pg_notify($1, $2)`, values: [WAKE_CHANNEL, sender] });
+}
+
+// ── steps ────────────────────────────────────────────────────────────────────
+
+/**
+ * Every recorded step of one workflow, in order — one query, however many steps.
+ * Run AFTER the claim, as its own statement: under READ COMMITTED it then sees
+ * every step committed before the claim took the row, including the last one a
+ * previous holder committed as its lease ran out.
+ */
+export async function loadSteps(db: Sql, workflowId: string): Promise<StepRow[]> {
+  const result = await db.query<StepRow>({
+    name: 'load-steps',
+    text: `SELECT workflow_id AS "workflowId", seq, name, output, fencing_token AS "fencingToken", created_at AS "recordedAt"
+             FROM steps
+            WHERE workflow_id = $1
+            ORDER BY seq`,
+    values: [workflowId],
+  });
+  return result.rows;
+}
+
+/**
+ * Record one finished step, inside the caller's transaction — for a
+ * `transaction` step, the same one that holds its business writes. Fenced in
+ * the same statement: the row is inserted only if the workflow row, locked FOR
+ * KEY SHARE, still carries our token and an unexpired lease. False: refused.
+ *
+ * A second record at the same (workflow_id, seq) still fails with
+ * unique_violation (23505). Under leases it cannot happen — a step is only
+ * written by the token holder, which loaded the log after its claim — so it
+ * would mean something wrote to the log behind the engine's back.
+ */
+export async function recordStep(db: Sql, step: Omit<StepRow, 'recordedAt'>): Promise<boolean> {
+  const result = await db.query({
+    name: 'record-step',
+    text: `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
+           SELECT id, $2, $3, $4::jsonb, fencing_token FROM workflows
+            WHERE id = $1 AND fencing_token = $5 AND status = 'running' AND lease_expires_at > statement_timestamp()
+              FOR KEY SHARE`,
+    values: [step.workflowId, step.seq, step.name, JSON.stringify(step.output), step.fencingToken],
+  });
+  return result.rowCount === 1;
+}
+
+/**
+ * recordStep for many steps — of different workflows, each under its own
+ * token — in one statement (see batcher.ts). For one step, recordStep is
+ * cheaper: measured ~0.15 ms less a statement than unnest() of one row (a
+ * plain index lookup instead of a join), about a quarter of a bare INSERT. Returns `<workflowId>:<seq>` of
+ * the rows it inserted; a missing one was refused by its fence, or (never,
+ * under leases) its position was already recorded: ON CONFLICT DO NOTHING, so
+ * that one step's duplicate cannot fail the others' records.
+ */
+export async function recordSteps(db: Sql, steps: Array<Omit<StepRow, 'recordedAt'>>): Promise<Set<string>> {
+  const result = await db.query<{ key: string }>({
+    name: 'record-steps',
+    text: `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
+           SELECT w.id, step.seq, step.name, step.output::jsonb, w.fencing_token
+             FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::int[]) AS step (workflow_id, seq, name, output, fencing_token)
+             JOIN workflows w ON w.id = step.workflow_id AND w.fencing_token = step.fencing_token
+            WHERE w.status = 'running' AND w.lease_expires_at > statement_timestamp()
+              FOR KEY SHARE OF w
+           ON CONFLICT (workflow_id, seq) DO NOTHING
+           RETURNING workflow_id || ':' || seq AS key`,
+    values: [
+      steps.map((step) => step.workflowId),
+      steps.map((step) => step.seq),
+      steps.map((step) => step.name),
+      steps.map((step) => JSON.stringify(step.output)),
+      steps.map((step) => step.fencingToken),
+    ],
+  });
+  return new Set(result.rows.map((row) => row.key));
+}

@@ -1,0 +1,489 @@
+/**
+ * A worker: claims runnable workflows, runs up to `concurrency` of them at
+ * once, keeps their leases alive, and lets go cleanly when told to stop.
+ *
+ *   claim loop   when a slot is free: claimWorkflows(free slots) → run each
+ *                sleeps between claims until: a NOTIFY, enough slots free up
+ *                after a full claim, or the poll interval (the fallback that
+ *                also finds expired leases: the takeover of a dead worker's work)
+ *   local starts start() in this process hands a new workflow straight to a
+ *                free slot, inserted already claimed (reserve → take)
+ *   heartbeat    every lease/2: extendLeases(everything held) in one UPDATE.
+ *                A lease the UPDATE does not return is lost: that run is
+ *                aborted. If the UPDATE fails outright (no database), each
+ *                lease's own timer aborts its run shortly before it runs out.
+ *   stop()       stop claiming; let the held runs finish for up to
+ *                `shutdownGraceMs`, renewing their leases meanwhile; release
+ *                what is left (lease_expires_at = now(): runnable at once).
+ *
+ * The database going away (a restart, a failover, a dropped connection) is
+ * weather, not a bug: the worker never exits for it. Claims back off (up to
+ * 5 s between tries) and the outage is logged once when it starts and once
+ * when it ends; runs whose leases cannot be renewed stop before they run out;
+ * the LISTEN connection comes back on its own, and polling covers the gap.
+ */
+import os from 'node:os';
+import type pg from 'pg';
+import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
+import { trace } from '../../shared/narrate.ts';
+import type { EngineCore, LocalWorker } from './engine.ts';
+import { Lease, LeaseLostError } from './lease.ts';
+import {
+  claimWorkflows,
+  deferWorkflow,
+  explainLostLease,
+  extendLeases,
+  isConnectionFailure,
+  releaseLeases,
+  WAKE_CHANNEL,
+  type Claim,
+} from './queries.ts';
+
+/** Options of a worker (`engine.createWorker(options)`). */
+export interface WorkerOptions {
+  /** Workflows run at once (default 8). The pool needs at least this many connections, plus three. */
+  concurrency?: number;
+  /**
+   * How long a claim lasts without renewal (default 30 000 ms). Renewed every
+   * lease/2 while the run goes on. A crashed worker's workflows are taken over
+   * this long after its last renewal, so shorter is a faster takeover — but a
+   * worker that stalls longer than lease/2 (a blocked event loop, a long GC
+   * pause) loses its leases and its runs stop.
+   */
+  leaseMs?: number;
+  /** Look for runnable workflows at least this often (default 1000 ms, ±20 % jitter), NOTIFY or not. */
+  pollMs?: number;
+  /** On stop(), how long held runs may take to finish before their leases are released (default 10 000 ms). */
+  shutdownGraceMs?: number;
+  /** Stored as `lease_owner`, for people to read (default `<hostname>:<pid>`). */
+  name?: string;
+  /** LISTEN for NOTIFYs from `start()` to claim new work at once (default true); polling stays on either way. */
+  listen?: boolean;
+  /** Called when a run this worker started ends, however it ended. */
+  onRunEnd?: (event: RunEndEvent) => void;
+  /**
+   * A claimed workflow whose name this worker has no code for is put back,
+   * still `running`, runnable again after this long ±20 % (default 10 000 ms):
+   * during a rolling deploy a worker of the other version takes it meanwhile.
+   * Logged once per workflow name.
+   */
+  unknownWorkflowDelayMs?: number;
+}
+
+/** How one run on this worker ended. */
+export interface RunEndEvent {
+  /** The workflow the run was for. */
+  workflowId: string;
+  /** The token it was claimed with. */
+  fencingToken: number;
+  /** `completed`/`failed`: recorded in the log. `lease-lost`: stopped, another run owns it. `error`: left running (e.g. a non-determinism error); retried after its lease. */
+  outcome: 'completed' | 'failed' | 'lease-lost' | 'error';
+  /** Why, unless it completed. */
+  error?: Error;
+}
+
+/** A running worker, from `engine.createWorker()`. */
+export interface Worker {
+  /** The name it claims under (`lease_owner`). */
+  readonly name: string;
+  /** The ids of the workflows it holds right now. */
+  readonly held: string[];
+  /** Start claiming and running workflows. Resolves once it is listening and has made its first claim. */
+  start(): Promise<void>;
+  /**
+   * Stop claiming; let held runs finish for up to `graceMs` (default: the
+   * worker's `shutdownGraceMs`); release the leases of those still running so
+   * another worker takes them at once. Resolves when it is all done.
+   */
+  stop(options?: { graceMs?: number }): Promise<void>;
+  /**
+   * Run until a claim finds nothing runnable and nothing is held, then stop:
+   * for batch jobs and tests. Workflows another live worker holds are its
+   * business; a dead worker's come back once their lease runs out — a later
+   * drain (or any running worker) takes them then.
+   */
+  drain(): Promise<void>;
+}
+
+/** @internal Use `engine.createWorker()`. */
+export function createWorker(core: EngineCore, options: WorkerOptions = {}): Worker {
+  const concurrency = options.concurrency ?? 8;
+  const leaseMs = options.leaseMs ?? 30_000;
+  const pollMs = options.pollMs ?? 1000;
+  const shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
+  const name = options.name ?? `${os.hostname()}:${process.pid}`;
+  const unknownWorkflowDelayMs = options.unknownWorkflowDelayMs ?? 10_000;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a whole number ≥ 1, got ${concurrency}`);
+  if (!Number.isInteger(leaseMs) || leaseMs < 100) throw new RangeError(`leaseMs must be a whole number ≥ 100, got ${leaseMs}`);
+  const { db } = core;
+
+  /** What this worker holds: one lease per workflow. */
+  const held = new Map<string, { lease: Lease }>();
+  /** Slots held for workflows start() is inserting for us right now. */
+  let reserved = 0;
+  /** start() found us full since our last claim: claim as soon as a slot frees up. */
+  let missedLocalStart = false;
+  /** Every run not yet settled — held, or abandoned after losing its lease — so stop() can wait for them. */
+  const unsettled = new Set<Promise<void>>();
+  let state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
+  let loop: Promise<void> = Promise.resolve();
+  let stopped: Promise<void> | undefined;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let listener: pg.PoolClient | undefined;
+  let nextListenAt = 0;
+  let lastClaimWasFull = false;
+  let draining: (() => void) | undefined;
+  let firstClaim: () => void = () => {};
+  /** Workflow names met in a claim without code here: each is logged once. */
+  const unknownNames = new Set<string>();
+
+  // ── the database going away ───────────────────────────────────────────────
+
+  /** Since when (Date.now()) the database has not been answering; undefined while it answers. */
+  let outageSince: number | undefined;
+  /** Consecutive failed claims: the back-off doubles with each, up to 5 s. */
+  let failedClaims = 0;
+
+  /** A failure reaching the database: the first of an outage is logged, the rest are the same news. */
+  function databaseFailed(what: string, thrown: unknown): void {
+    const error = toError(thrown);
+    if (!isConnectionFailure(error)) {
+      trace.info(`worker ${name}: ${what} failed (${error.message})`);
+      return;
+    }
+    if (outageSince !== undefined) return;
+    outageSince = Date.now();
+    trace.info(
+      `worker ${name}: the database is not answering (${error.message}); retrying with back-off, ` +
+        'runs that cannot renew their leases stop before they run out',
+    );
+  }
+
+  function databaseAnswered(): void {
+    if (outageSince === undefined) return;
+    trace.info(`worker ${name}: the database answers again (after ${((Date.now() - outageSince) / 1000).toFixed(1)} s)`);
+    outageSince = undefined;
+  }
+
+  /**
+   * An idle pooled connection the server ended is reported on the pool, and an
+   * 'error' event nobody listens to would crash the process: the pool already
+   * drops that connection, so hearing of it is all there is to do.
+   */
+  const onPoolError = (error: Error) => databaseFailed('an idle connection', error);
+
+  /**
+   * pg-pool hands a connection to a caller that waited for one with no
+   * 'error' listener on it until the caller's code runs, a tick later. A
+   * server's goodbye (pg_terminate_backend, a shutdown) that arrives in the
+   * same read as the previous query's answer lands in that gap, unheard, and
+   * would crash the process. Every connection the pool opens while this
+   * worker runs gets a listener of its own: the caller's next query on it
+   * fails anyway, which is how the caller hears of it.
+   */
+  const onNewConnection = (client: pg.PoolClient) => client.on('error', (error) => databaseFailed('a connection', error));
+
+  // ── waking up ─────────────────────────────────────────────────────────────
+
+  let wakeUp: (() => void) | undefined;
+  /** A wake-up that came while the loop was busy claiming: the next sleep returns at once. */
+  let woken = false;
+  const wake = () => {
+    if (wakeUp) wakeUp();
+    else woken = true;
+  };
+
+  /** A NOTIFY: work started in another process (our own process's starts woke us directly). */
+  const onNotification = (message: pg.Notification) => {
+    if (message.payload !== core.processTag) wake();
+  };
+
+  /** Sleep until woken or until `ms` has passed. */
+  function sleep(ms: number): Promise<void> {
+    if (woken) {
+      woken = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wakeUp = undefined;
+        resolve();
+      }
+      wakeUp = done;
+    });
+  }
+
+  /** The poll interval ±20 %: workers started together do not poll in lockstep. */
+  const jittered = () => pollMs * (0.8 + Math.random() * 0.4);
+
+  async function listen(): Promise<void> {
+    if (options.listen === false || listener || Date.now() < nextListenAt) return;
+    nextListenAt = Date.now() + 5000;
+    let client: pg.PoolClient | undefined;
+    try {
+      client = await db.connect();
+      const connection = client;
+      // LISTEN pins a session: notifications go to this connection, and are
+      // lost while it is down. Polling covers the gap; we reconnect later.
+      connection.on('error', (error) => {
+        if (listener !== connection) return; // already given back (stop), or never installed
+        listener = undefined;
+        connection.release(error);
+        if (outageSince === undefined) trace.info(`worker ${name}: lost its LISTEN connection (${error.message}); polling until it is back`);
+      });
+      connection.on('notification', onNotification);
+      await connection.query(`LISTEN ${WAKE_CHANNEL}`);
+      listener = connection;
+    } catch (thrown) {
+      client?.release(toError(thrown));
+      databaseFailed(`LISTEN (polling every ${pollMs} ms meanwhile)`, thrown);
+    }
+  }
+
+  // ── claiming ───────────────────────────────────────────────────────────────
+
+  async function claimLoop(): Promise<void> {
+    while (state === 'running') {
+      await listen();
+      const free = concurrency - held.size - reserved;
+      let claims: Claim[] = [];
+      let failed = false;
+      if (free > 0) {
+        woken = false;
+        missedLocalStart = false;
+        const sentAt = performance.now();
+        try {
+          claims = await claimWorkflows(db, { worker: name, limit: free, leaseMs });
+          failedClaims = 0;
+          databaseAnswered();
+        } catch (thrown) {
+          failed = true;
+          failedClaims++;
+          databaseFailed('claim', thrown);
+        }
+        lastClaimWasFull = claims.length === free;
+        for (const claim of claims) {
+          if (core.names.includes(claim.name)) launch(claim, sentAt);
+          else await defer(claim);
+        }
+      }
+      firstClaim();
+      if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0) {
+        draining();
+        break;
+      }
+      if (state !== 'running') break;
+      // A full claim may have left more behind: go again as soon as a slot is free.
+      if (!failed && lastClaimWasFull && held.size + reserved < concurrency) continue;
+      await sleep(failed ? Math.min(5000, Math.max(pollMs, 100) * 2 ** (failedClaims - 1)) : jittered());
+    }
+  }
+
+  /** A workflow this worker has no code for: back to the log, for later, and for another worker. */
+  async function defer(claim: Claim): Promise<void> {
+    const delayMs = unknownWorkflowDelayMs * (0.8 + Math.random() * 0.4);
+    if (!unknownNames.has(claim.name)) {
+      unknownNames.add(claim.name);
+      trace.info(
+        `worker ${name}: workflow ${claim.id} is a "${claim.name}" workflow, which this worker has no code for ` +
+          `(it has: ${core.names.join(', ') || 'none'}); left running and deferred ~${unknownWorkflowDelayMs} ms for a worker that has ` +
+          '(said once per name)',
+      );
+    }
+    try {
+      await deferWorkflow(db, { workflowId: claim.id, fencingToken: claim.fencingToken }, delayMs);
+    } catch (thrown) {
+      // Its lease runs out on its own: deferred by one lease instead.
+      databaseFailed(`deferring ${claim.id}`, thrown);
+    }
+  }
+
+  function launch(claim: Claim, sentAt: number): void {
+    const lease = new Lease(claim.id, claim.fencingToken, sentAt, leaseMs);
+    trace.info(`worker ${name} claimed ${claim.id} (fencing token ${claim.fencingToken}, lease ${leaseMs} ms)`);
+    const report = (outcome: RunEndEvent['outcome'], error?: Error) => {
+      try {
+        options.onRunEnd?.({ workflowId: claim.id, fencingToken: claim.fencingToken, outcome, error });
+      } catch (thrown) {
+        trace.info(`worker ${name}: onRunEnd threw (${toError(thrown).message})`);
+      }
+    };
+    const run = core.execute(claim, lease).then(
+      (outcome) => report(outcome),
+      async (thrown: unknown) => {
+        const error = toError(thrown);
+        if (error instanceof LeaseLostError) {
+          trace.info(error.message);
+          report('lease-lost', error);
+        } else if (error instanceof DatabaseUnavailableError) {
+          trace.info(error.message);
+          // Back to the queue now rather than after the lease (if the database answers; else the lease runs out).
+          await releaseLeases(db, [lease]).catch(() => {});
+          report('error', error);
+        } else {
+          trace.info(`workflow ${claim.id}: ${error.name}: ${error.message} (left running; retried once its lease runs out)`);
+          report('error', error);
+        }
+      },
+    );
+    unsettled.add(run);
+    void run.finally(() => unsettled.delete(run));
+    // The slot is free when the run ends — or when its lease is lost, even if
+    // its code is still stuck in a step that ignores the abort signal: the
+    // workflow belongs to someone else now, and nothing the abandoned code
+    // does later can be recorded.
+    const free = () => {
+      lease.dispose();
+      if (held.get(claim.id)?.lease !== lease) return;
+      held.delete(claim.id);
+      // More may be waiting (the last claim filled every slot; a local start
+      // found us full; draining): claim again — but, while other runs go on,
+      // only once a quarter of the slots are free. At concurrency 8 a claim
+      // then takes two workflows instead of one: half the claims, each an
+      // UPDATE and a commit. A poll or a NOTIFY still claims any free slot.
+      const freeSlots = concurrency - held.size - reserved;
+      const enough = held.size === 0 || missedLocalStart || freeSlots >= Math.max(1, Math.floor(concurrency / 4));
+      if ((lastClaimWasFull || missedLocalStart || draining) && enough) wake();
+    };
+    void run.then(free);
+    lease.onFinished(free);
+    lease.signal.addEventListener('abort', free, { once: true });
+    held.set(claim.id, { lease });
+  }
+
+  // ── workflows started in this process ──────────────────────────────────────
+
+  /**
+   * What start() in this process sees of us: it reserves a slot before its
+   * INSERT, then hands the workflow over (claimed for us in that INSERT) or
+   * gives the slot back (the id was in the log already, or the INSERT failed).
+   */
+  const local: LocalWorker = {
+    name,
+    leaseMs,
+    reserve() {
+      if (state !== 'running' || held.size + reserved >= concurrency) {
+        missedLocalStart = true;
+        return false;
+      }
+      reserved++;
+      return true;
+    },
+    take(claim, sentAt) {
+      launch(claim, sentAt);
+      unreserve();
+    },
+    unreserve,
+    wake,
+  };
+  /** stop() waiting for the starts in flight to hand over their workflows. */
+  let reservationsSettled: (() => void) | undefined;
+  function unreserve(): void {
+    reserved--;
+    if (reserved === 0) reservationsSettled?.();
+  }
+
+  // ── heartbeats ─────────────────────────────────────────────────────────────
+
+  let renewing = false;
+
+  async function renew(): Promise<void> {
+    if (renewing || held.size === 0) return;
+    renewing = true;
+    const leases = [...held.values()].map((h) => h.lease).filter((lease) => !lease.lost);
+    const sentAt = performance.now();
+    try {
+      const extended = new Set(await extendLeases(db, leases.map((l) => ({ workflowId: l.workflowId, fencingToken: l.fencingToken })), leaseMs));
+      databaseAnswered();
+      for (const lease of leases) {
+        if (extended.has(lease.workflowId)) lease.renewed(sentAt);
+        // Not extended: expired, taken over, or finished meanwhile. Only a run still held here needs stopping.
+        else if (held.get(lease.workflowId)?.lease === lease) {
+          const reason = await explainLostLease(db, lease).catch(() => 'its renewal was refused');
+          if (held.get(lease.workflowId)?.lease === lease) lease.lose(`renewal refused: ${reason}`);
+        }
+      }
+    } catch (thrown) {
+      // Each lease's timer stops its run before the lease runs out, if this keeps failing.
+      databaseFailed(`renewing ${leases.length} lease(s)`, thrown);
+    } finally {
+      renewing = false;
+    }
+  }
+
+  // ── starting and stopping ──────────────────────────────────────────────────
+
+  async function start(): Promise<void> {
+    if (state !== 'new') throw new Error(`worker ${name} was already started`);
+    state = 'running';
+    core.localWorkers.add(local);
+    db.on('error', onPoolError);
+    db.on('connect', onNewConnection);
+    heartbeat = setInterval(() => void renew(), leaseMs / 2);
+    const claimed = new Promise<void>((resolve) => (firstClaim = resolve));
+    loop = claimLoop();
+    await claimed;
+  }
+
+  function stop({ graceMs = shutdownGraceMs }: { graceMs?: number } = {}): Promise<void> {
+    stopped ??= (async () => {
+      if (state === 'new') {
+        state = 'stopped';
+        return;
+      }
+      state = 'stopping';
+      core.localWorkers.delete(local);
+      wake();
+      await loop; // an in-flight claim finishes; what it claimed is held, and handled below
+      // So does a start() inserting a workflow claimed for us: it is then held too.
+      if (reserved > 0) await new Promise<void>((resolve) => (reservationsSettled = resolve));
+      if (unsettled.size > 0) {
+        if (held.size > 0) trace.info(`worker ${name} stopping: no new claims; finishing ${held.size} held workflow(s) (up to ${graceMs} ms)`);
+        // Abandoned runs too: their last (refused) write should meet an open pool, not one being closed.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.all([...unsettled]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+        clearTimeout(timer);
+      }
+      const left = [...held.values()].map((h) => h.lease);
+      if (left.length > 0) {
+        for (const lease of left) lease.lose('released: the worker is shutting down');
+        try {
+          const released = await releaseLeases(db, left);
+          trace.info(`worker ${name} released ${released.length} lease(s): ${released.join(', ')}`);
+        } catch (thrown) {
+          trace.info(`worker ${name}: could not release its leases (${toError(thrown).message}); they run out on their own`);
+        }
+      }
+      clearInterval(heartbeat);
+      if (listener) {
+        const connection = listener;
+        listener = undefined;
+        // Not back to the pool: a LISTENing session would keep receiving notifications.
+        connection.release(true);
+      }
+      db.off('error', onPoolError);
+      db.off('connect', onNewConnection);
+      state = 'stopped';
+    })();
+    return stopped;
+  }
+
+  async function drain(): Promise<void> {
+    const drained = new Promise<void>((resolve) => (draining = resolve));
+    if (state === 'new') await start();
+    await drained;
+    await stop();
+  }
+
+  return {
+    name,
+    get held() {
+      return [...held.keys()];
+    },
+    start,
+    stop,
+    drain,
+  };
+}
