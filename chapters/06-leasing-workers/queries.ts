@@ -64,7 +64,7 @@ export interface Fence {
 // ── the fence ────────────────────────────────────────────────────────────────
 
 /**
- * The fence, written once: the claim `token` names is still the workflow's,
+ * The fence, written once — still held: the claim `token` names is still the workflow's,
  * the workflow is still running, and its lease has not run out. Every write a
  * run makes (a step's record, a transaction step's first statement, the
  * completion, a renewal, a deferral, a release) puts this in its WHERE.
@@ -79,7 +79,7 @@ export interface Fence {
  * when the statement has one ('w.'). Both are constants of this file, never
  * values: values always go in as parameters.
  */
-function fence(token: string, row = ''): string {
+function stillHeld(token: string, row = ''): string {
   return `${row}fencing_token = ${token} AND ${row}status = 'running' AND ${row}lease_expires_at > statement_timestamp()`;
 }
 
@@ -321,7 +321,7 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
 export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET lease_expires_at = now() + $3::int * interval '1 millisecond'
-      WHERE id = $1 AND ${fence('$2')}`,
+      WHERE id = $1 AND ${stillHeld('$2')}`,
     [fence.workflowId, fence.fencingToken, Math.round(delayMs)],
   );
   return result.rowCount === 1;
@@ -343,7 +343,7 @@ export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Pro
 export async function renewLease(db: Sql, fence: Fence, leaseMs: number): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET lease_expires_at = now() + $3::int * interval '1 millisecond'
-      WHERE id = $1 AND ${fence('$2')}`,
+      WHERE id = $1 AND ${stillHeld('$2')}`,
     [fence.workflowId, fence.fencingToken, Math.round(leaseMs)],
   );
   return result.rowCount === 1;
@@ -359,7 +359,7 @@ export async function releaseLeases(db: Sql, held: Fence[]): Promise<string[]> {
     `UPDATE workflows w
         SET lease_expires_at = now()
        FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
-      WHERE w.id = held.id AND ${fence('held.fencing_token', 'w.')}
+      WHERE w.id = held.id AND ${stillHeld('held.fencing_token', 'w.')}
      RETURNING w.id`,
     [held.map((h) => h.workflowId), held.map((h) => h.fencingToken)],
   );
@@ -373,12 +373,12 @@ export async function releaseLeases(db: Sql, held: Fence[]): Promise<string[]> {
  * UPDATE SKIP LOCKED passes the row by). The heartbeat's UPDATE does not
  * conflict with KEY SHARE: the lease keeps being renewed meanwhile.
  *
- * Inside a transaction: this is where fence()'s statement_timestamp() matters.
+ * Inside a transaction: this is where stillHeld()'s statement_timestamp() matters.
  */
 export async function fenceTransaction(tx: pg.PoolClient, fence: Fence): Promise<boolean> {
   const result = await tx.query(
     `SELECT 1 FROM workflows
-      WHERE id = $1 AND ${fence('$2')}
+      WHERE id = $1 AND ${stillHeld('$2')}
         FOR KEY SHARE`,
     [fence.workflowId, fence.fencingToken],
   );
@@ -411,7 +411,7 @@ export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
 export async function completeWorkflow(db: Sql, fence: Fence, output: unknown): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET status = 'completed', output = $3::jsonb, updated_at = now()
-      WHERE id = $1 AND ${fence('$2')}`,
+      WHERE id = $1 AND ${stillHeld('$2')}`,
     [fence.workflowId, fence.fencingToken, JSON.stringify(output)],
   );
   return result.rowCount === 1;
@@ -421,7 +421,7 @@ export async function completeWorkflow(db: Sql, fence: Fence, output: unknown): 
 export async function failWorkflow(db: Sql, fence: Fence, error: string): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET status = 'failed', error = $3, updated_at = now()
-      WHERE id = $1 AND ${fence('$2')}`,
+      WHERE id = $1 AND ${stillHeld('$2')}`,
     [fence.workflowId, fence.fencingToken, error],
   );
   return result.rowCount === 1;
@@ -469,7 +469,7 @@ export async function recordStep(db: Sql, step: Omit<StepRow, 'recordedAt'>): Pr
   const result = await db.query(
     `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
      SELECT id, $2, $3, $4::jsonb, fencing_token FROM workflows
-      WHERE id = $1 AND ${fence('$5')}
+      WHERE id = $1 AND ${stillHeld('$5')}
         FOR KEY SHARE`,
     [step.workflowId, step.seq, step.name, JSON.stringify(step.output), step.fencingToken],
   );
