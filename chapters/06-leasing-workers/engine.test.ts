@@ -285,6 +285,39 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
     expect(ends[0]?.error?.message).toContain('renewal refused: taken over by thief (fencing token 2)');
     expect(worker.held).toEqual([]);
   });
+
+  it('a step whose position something else wrote behind the engine’s back fails its attempt with StepAlreadyRecordedError, not a lost lease; the replay takes the recorded row', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let entered!: () => void;
+    const running = new Promise<void>((resolve) => (entered = resolve));
+    const workflow: Workflow<null, string> = async (ctx) => {
+      await ctx.step('first', async () => (entered(), await gate, 1));
+      return 'done';
+    };
+    const engine = createEngine({ db, workflows: { intruded: workflow } });
+    const ends: RunEndEvent[] = [];
+    const worker = engine.createWorker({ name: 'intruded', pollMs: 60_000, leaseMs: 5000, onRunEnd: (e) => ends.push(e) });
+    await worker.start();
+    try {
+      await engine.start('intruded', null, { id: 'intruded-1' });
+      await running; // claimed, its log loaded (empty), the step under way
+      // Not the engine: a row at the position the running step is about to record.
+      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('intruded-1', 0, 'first', '1', 1)`);
+      const log = vi.mocked(console.log);
+      log.mockClear();
+      release();
+      await vi.waitFor(() => expect(ends).toHaveLength(1), { timeout: 5000 });
+      const said = log.mock.calls.flat().join('\n');
+      expect(said).toContain('workflow intruded-1 step #0 first was recorded by another process first');
+      expect(said).not.toMatch(/lease lost/);
+      // The next attempt loads the log, finds the row, and replays it: same token, no takeover.
+      expect(ends[0]).toMatchObject({ workflowId: 'intruded-1', fencingToken: 1, outcome: 'completed' });
+      expect(await engine.inspect('intruded-1')).toMatchObject({ status: 'completed', output: 'done', fencingToken: 1 });
+    } finally {
+      await worker.stop();
+    }
+  });
 });
 
 describe('bad input gets a clear error, and nothing is lost', () => {
