@@ -223,10 +223,10 @@ export const scenarios: Scenario[] = [
       // order-1 is in the log, unfinished: its first process died before doing anything.
       const order = 'order-1';
       const crashed = await startChild({ script: chapter.main, args: ['start', order], env: world.env, fault: 'before-step:charge_card', timeoutMs: 30_000 }).done;
-      // An engine with leases (chapter 6) lets nobody take the order until the dead process's lease runs out.
+      // An engine with leases (chapter 6 on) lets nobody take the order until the dead process's lease runs out.
       await new Promise((resolve) => setTimeout(resolve, 2000));
       // A charges and stalls before recording (a GC pause, a slow disk) — well within its lease:
-      // LEASE_MS (read by chapter 6 only) is long, so even a slow machine's B starts inside it.
+      // LEASE_MS (read by chapters 6 and later only) is long, so even a slow machine's B starts inside it.
       const live = { ...world.env, LEASE_MS: '15000' };
       const a = startChild({ script: chapter.main, args: ['recover'], env: { ...live, PAUSE_AT: 'after-effect:charge_card' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);

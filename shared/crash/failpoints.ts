@@ -22,7 +22,7 @@
  *   before-step:<step>     about to run the step's code
  *   after-effect:<step>    the step's effect happened, its record not yet written
  *   during-record:<step>   the record is half-written (file) or not yet committed (SQL);
- *                          chapter 6 has it for transaction steps only (its other
+ *                          chapter 7 has it for transaction steps only (its other
  *                          records are one statement: committed, or never written)
  *   after-record:<step>    the record is durable
  */
