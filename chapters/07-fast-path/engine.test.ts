@@ -387,6 +387,40 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
     expect((await db.query(`SELECT what FROM effects WHERE workflow_id = 'cut-1'`)).rows).toEqual([{ what: 'write' }]); // the cut transaction rolled back
   });
 
+  it('a refused step record whose explanation cannot be read is a lost lease, not StepAlreadyRecordedError: the step runs once, no attempt is burned', async () => {
+    let calls = 0;
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({
+      db,
+      workflows: {
+        unexplained: async (ctx) =>
+          ctx.step('call', async () => {
+            // Meanwhile the lease passes to another run (a takeover, simulated in one process).
+            if (calls++ === 0) await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'thief' WHERE id = $1`, [ctx.workflowId]);
+            return 'called';
+          }),
+      },
+    });
+    // The record is refused; then the query that asks why fails (a statement
+    // timeout, say). Every other statement goes through.
+    const query = db.query.bind(db) as (...args: unknown[]) => unknown;
+    vi.spyOn(db, 'query').mockImplementation(((...args: unknown[]) => {
+      const text = typeof args[0] === 'string' ? args[0] : ((args[0] as { text?: string } | undefined)?.text ?? '');
+      if (text.includes('"expiredMsAgo"')) return Promise.reject(Object.assign(new Error('canceling statement due to statement timeout'), { code: '57014' }));
+      return query(...args);
+    }) as never);
+    await engine.start('unexplained', null, { id: 'unexplained-1' });
+    await engine.createWorker({ name: 'victim', leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    const said = vi.mocked(console.log).mock.calls.flat().join('\n');
+    expect(said).not.toContain('was recorded by another process first');
+    expect(said).not.toMatch(/attempt \d failed/);
+    expect(calls).toBe(1); // not called again by a second attempt, under a lease that is gone
+    expect(ends).toHaveLength(1);
+    expect(ends[0]).toMatchObject({ workflowId: 'unexplained-1', fencingToken: 1, outcome: 'lease-lost' });
+    expect(ends[0]?.error).toBeInstanceOf(LeaseLostError);
+    expect(await engine.inspect('unexplained-1')).toMatchObject({ status: 'running', fencingToken: 2, leaseOwner: 'thief', steps: [] });
+  });
+
   it('the heartbeat finds the lease gone and aborts the run’s signal: a step waiting on it stops at once', async () => {
     const ends: RunEndEvent[] = [];
     let aborted: unknown;

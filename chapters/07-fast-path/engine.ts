@@ -41,8 +41,8 @@ import {
   admitWorkflow,
   completeWorkflow,
   completeWorkflows,
-  STILL_HELD,
   explainLostLease,
+  explainRefusal,
   failWorkflow,
   fenceTransaction,
   workflowOutcomes,
@@ -55,6 +55,7 @@ import {
   recordSteps,
   workflowStatuses,
   type Admission,
+  type Refusal,
   type Claim,
   type Fence,
   type StepRow,
@@ -675,14 +676,9 @@ export function createEngine<W extends Workflows>({
    * given the lease up ("not renewed in time"), which is then the cause.
    */
   async function lost(lease: Lease, cause?: unknown, known?: string): Promise<LeaseLostError> {
-    const reason = known ?? (await whyRefused(lease));
+    const reason = known ?? (await explainLostLease(db, fenceOf(lease)).catch(() => 'refused by the fence'));
     const local = lease.lose(reason, cause);
     return local.reason === reason ? local : new LeaseLostError(lease.workflowId, lease.fencingToken, reason, { cause: cause ?? local });
-  }
-
-  /** Why the database refused this lease's token, in words (STILL_HELD: it would not refuse it now). */
-  function whyRefused(lease: Lease): Promise<string> {
-    return explainLostLease(db, fenceOf(lease)).catch(() => 'refused by the fence');
   }
 
   function fenceOf(lease: Lease): Fence {
@@ -879,6 +875,28 @@ export function createEngine<W extends Workflows>({
       }
     }
 
+    /**
+     * A plain step's record was refused, and the statement cannot say why: its
+     * fence, or (never under leases) a position already recorded. Ask the log.
+     * Still held: the position was taken — StepAlreadyRecordedError, a failed
+     * attempt, whose replay finds the row. Anything else is a lost lease, and
+     * so is an answer that could not be read: the safe side. A lost lease
+     * stops the run without spending an attempt (had it held after all, it
+     * runs out, and the next claim replays the log), while a wrong
+     * StepAlreadyRecordedError would run the step's code again under a lease
+     * that is gone, once per remaining attempt.
+     */
+    async function refusedRecord(seq: number, name: string): Promise<Error> {
+      let refusal: Refusal;
+      try {
+        refusal = await explainRefusal(db, fenceOf(lease));
+      } catch (thrown) {
+        return lost(lease, thrown, `refused by the fence (why could not be read: ${toError(thrown).message})`);
+      }
+      if (refusal.kind === 'held') return new StepAlreadyRecordedError(workflowId, seq, name);
+      return lost(lease, undefined, refusal.reason);
+    }
+
     function assertStepRecordable(seq: number, name: string, result: unknown): void {
       assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
     }
@@ -902,12 +920,7 @@ export function createEngine<W extends Workflows>({
         assertStepRecordable(seq, name, result);
         // One statement, so there is no "during" to crash in: it committed, or it never happened.
         const step = { workflowId, seq, name, output: result, fencingToken: lease.fencingToken };
-        if (!(await fenced(lease, () => stepRecords.write(step)))) {
-          // Refused. Our lease still holding would mean the position was taken (see StepAlreadyRecordedError).
-          const reason = await whyRefused(lease);
-          if (reason === STILL_HELD) throw new StepAlreadyRecordedError(workflowId, seq, name);
-          throw await lost(lease, undefined, reason);
-        }
+        if (!(await fenced(lease, () => stepRecords.write(step)))) throw await refusedRecord(seq, name);
         crashPoint(`after-record:${name}`);
         return result;
       },

@@ -391,14 +391,19 @@ export async function fenceTransaction(tx: pg.PoolClient, fence: Fence): Promise
   return result.rowCount === 1;
 }
 
-/** What explainLostLease says when the token still holds: the fence would pass now. */
-export const STILL_HELD = 'refused by the fence';
-
 /**
- * Why a fence refused this token, in words — for the LeaseLostError. Read
- * after the refusal, so it may describe a later state; it is for people.
+ * What the log says now about a token a fence refused: `lost`, and why in
+ * words; or `held` — the token still holds, so the lease was not why. Only a
+ * lone step record can be refused while held: recordStep sent alone turns a
+ * position already recorded into a refusal, as recordSteps' ON CONFLICT DO
+ * NOTHING does (see the run's recordStepAlone). A typed answer, not a
+ * sentence: a reason is for people, and nothing may compare it with another
+ * sentence to decide what happened.
  */
-export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
+export type Refusal = { kind: 'held' } | { kind: 'lost'; reason: string };
+
+/** Why a fence refused this token, as a {@link Refusal}. Read after the refusal, so it may describe a later state. */
+export async function explainRefusal(db: Sql, fence: Fence): Promise<Refusal> {
   const result = await db.query<{ status: WorkflowStatus; fencingToken: number; leaseOwner: string | null; expiredMsAgo: number }>(
     `SELECT status, fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
             floor(extract(epoch FROM now() - lease_expires_at) * 1000)::int AS "expiredMsAgo"
@@ -406,11 +411,21 @@ export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
     [fence.workflowId],
   );
   const row = result.rows[0];
-  if (!row) return 'the workflow is no longer in the log';
-  if (row.fencingToken !== fence.fencingToken) return `taken over by ${row.leaseOwner ?? 'another worker'} (fencing token ${row.fencingToken})`;
-  if (row.status !== 'running') return `the workflow is already ${row.status}`;
-  if (row.expiredMsAgo >= 0) return `the lease expired ${row.expiredMsAgo} ms ago`;
-  return STILL_HELD;
+  const lost = (reason: string): Refusal => ({ kind: 'lost', reason });
+  if (!row) return lost('the workflow is no longer in the log');
+  if (row.fencingToken !== fence.fencingToken) return lost(`taken over by ${row.leaseOwner ?? 'another worker'} (fencing token ${row.fencingToken})`);
+  if (row.status !== 'running') return lost(`the workflow is already ${row.status}`);
+  if (row.expiredMsAgo >= 0) return lost(`the lease expired ${row.expiredMsAgo} ms ago`);
+  return { kind: 'held' };
+}
+
+/**
+ * Why a fence refused this token, in words — for the LeaseLostError. Read
+ * after the refusal, so it may describe a later state; it is for people.
+ */
+export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
+  const refusal = await explainRefusal(db, fence);
+  return refusal.kind === 'lost' ? refusal.reason : 'refused by the fence';
 }
 
 /**
