@@ -1,8 +1,11 @@
 /**
- * Chapter 6 under real crashes and real freezes: every kill is a SIGKILL of
+ * Chapter 7 under real crashes and real freezes: every kill is a SIGKILL of
  * a real worker process, every freeze a SIGSTOP (a pause point, or sent from
  * here), every verdict read from the world's ledger — and, for who wrote what,
  * from the `fencing_token` the log keeps on every step.
+ *
+ * The same scenarios as chapter 6's: the fast path changes what a workflow
+ * costs, and must not change one of these verdicts.
  */
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
@@ -13,7 +16,7 @@ import { withWorld } from '../../shared/testing/world.ts';
 import { demoOrder } from '../../shared/world/services.ts';
 import type { World } from '../../shared/world/world.ts';
 import { createEngine, migrate } from './index.ts';
-import { claimWorkflows, extendLeases, recordStep } from './queries.ts';
+import { claimWorkflows, recordStep, renewLeases } from './queries.ts';
 import { orderWorkflow } from './workflow.ts';
 
 const chapter = '07-fast-path';
@@ -53,11 +56,11 @@ function worker(world: World, name: string, env: Record<string, string> = {}): C
   return startChild({ script: main, args: ['worker'], env: { ...world.env, ...plain, WORKER_NAME: name, ...env }, timeoutMs: 60_000 });
 }
 
-describe('chapter 6 fixes', () => {
+describe('chapter 6’s fixes hold on the fast path', () => {
   it('two processes run the same workflow: it executes once', async () => {
     // 1. Chapter 5's still-broken case: two processes recover at once, and A stalls after charging.
     //    Here A holds order-1's lease, so B finds nothing it may run, and leaves. A wakes and finishes.
-    await withWorld('ch06_two_recovers', async (world) => {
+    await withWorld('ch07_two_recovers', async (world) => {
       await withEngine(world, (engine) => engine.start('order', demoOrder('order-1'), { id: 'order-1' }));
       const env = { ...world.env, ...plain, LEASE_MS: '10000' }; // A's stall stays well inside its lease
       const a = startChild({ script: main, args: ['recover'], env: { ...env, PAUSE_AT: 'after-effect:charge_card', WORKER_NAME: 'A' }, timeoutMs: 30_000 });
@@ -85,7 +88,7 @@ describe('chapter 6 fixes', () => {
     expect(a).toMatch(/workflow order-1: lease lost \(fencing token 1\): taken over by worker-\d+ \(fencing token 2\)/);
     expect(scenario.ledger?.emails.map((e) => e.idempotencyKey)).toEqual(['order-1:2']);
 
-    // 3. As the matrix runs part 1: chapter 5 ran the step's code twice, chapter 6 once.
+    // 3. As the matrix runs part 1: chapter 5 ran the step's code twice, chapter 7 once (as chapter 6).
     const [here, before] = await Promise.all([
       runScenario(chapter, 'two-recoveries-at-once', { adminUrl }),
       runScenario('05-idempotency-keys', 'two-recoveries-at-once', { adminUrl }),
@@ -95,7 +98,7 @@ describe('chapter 6 fixes', () => {
   });
 
   it('kill -9 a worker mid-workflow: another completes it, effects exactly once', async () => {
-    await withWorld('ch06_kill', async (world) => {
+    await withWorld('ch07_kill', async (world) => {
       const env = { ...world.env, ...plain, LEASE_MS: '1000' };
       const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', CRASH_AT: 'after-record:charge_card' }, timeoutMs: 30_000 });
       await a.waitForLine(/claimed order-1/);
@@ -122,7 +125,7 @@ describe('chapter 6 fixes', () => {
   });
 
   it('a worker paused past its lease is fenced when it wakes: nothing doubled', async () => {
-    await withWorld('ch06_zombie', async (world) => {
+    await withWorld('ch07_zombie', async (world) => {
       const env = { ...world.env, ...plain, LEASE_MS: '1000' };
       // A charges, then freezes before recording the charge.
       const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', PAUSE_AT: 'after-effect:charge_card' }, timeoutMs: 30_000 });
@@ -149,7 +152,7 @@ describe('chapter 6 fixes', () => {
   });
 
   it('a worker frozen inside a transaction step: PostgreSQL ends its session, its stock update rolls back, another finishes', async () => {
-    await withWorld('ch06_zombie_tx', async (world) => {
+    await withWorld('ch07_zombie_tx', async (world) => {
       const env = { ...world.env, ...plain, LEASE_MS: '1000' };
       const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', PAUSE_AT: 'after-effect:reserve_inventory' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
@@ -170,23 +173,23 @@ describe('chapter 6 fixes', () => {
     expect(scenario.verdict, scenario.detail).toBe('exactly-once');
   });
 
-  it('extending an expired lease fails', async () => {
-    await withWorld('ch06_extend', async (world) => {
+  it('renewing an expired lease fails', async () => {
+    await withWorld('ch07_extend', async (world) => {
       await withEngine(world, async (engine, db) => {
         await engine.start('order', demoOrder('order-1'), { id: 'order-1' });
         const [claim] = await claimWorkflows(db, { worker: 'A', limit: 1, leaseMs: 300 });
         expect(claim).toMatchObject({ id: 'order-1', fencingToken: 1 });
         const held = [{ workflowId: 'order-1', fencingToken: 1 }];
-        expect(await extendLeases(db, held, 300)).toEqual(['order-1']); // still valid: renewed
+        expect(await renewLeases(db, held, 300)).toEqual(['order-1']); // still valid: renewed
         await sleep(500);
         // Expired — and nobody has claimed it since. The renewal must fail all the same:
         // from the moment it expired, any worker could have claimed it.
-        expect(await extendLeases(db, held, 300)).toEqual([]);
+        expect(await renewLeases(db, held, 300)).toEqual([]);
         expect(await recordStep(db, { workflowId: 'order-1', seq: 0, name: 'charge_card', output: {}, fencingToken: 1 })).toBe(false);
         const [again] = await claimWorkflows(db, { worker: 'B', limit: 1, leaseMs: 300 });
         expect(again).toMatchObject({ id: 'order-1', fencingToken: 2 });
-        expect(await extendLeases(db, held, 300)).toEqual([]); // the old token, now taken over
-        expect(await extendLeases(db, [{ workflowId: 'order-1', fencingToken: 2 }], 300)).toEqual(['order-1']);
+        expect(await renewLeases(db, held, 300)).toEqual([]); // the old token, now taken over
+        expect(await renewLeases(db, [{ workflowId: 'order-1', fencingToken: 2 }], 300)).toEqual(['order-1']);
       });
     });
 
@@ -194,7 +197,7 @@ describe('chapter 6 fixes', () => {
     // fails, its run stops, and the workflow comes back to it under a new token. A world of
     // its own: order-1 above is left runnable, and the worker would run it too, freezing
     // at whichever of the two reaches the pause point first.
-    await withWorld('ch06_extend_worker', async (world) => {
+    await withWorld('ch07_extend_worker', async (world) => {
       await withEngine(world, (engine) => engine.start('order', demoOrder('order-2'), { id: 'order-2' }));
       const a = startChild({ script: main, args: ['start', 'order-2'], env: { ...world.env, ...plain, LEASE_MS: '1000', WORKER_NAME: 'A', PAUSE_AT: 'before-step:send_email' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
@@ -211,7 +214,7 @@ describe('chapter 6 fixes', () => {
   });
 
   it('3 workers × 200 workflows with random kills: every workflow completes exactly once, none stuck', async () => {
-    await withWorld('ch06_random_kills', async (world) => {
+    await withWorld('ch07_random_kills', async (world) => {
       const orders = Array.from({ length: 200 }, (_, i) => `order-${String(i + 1).padStart(3, '0')}`);
       await world.setLatency(15); // every call to the providers takes a while: kills land mid-workflow
       const random = mulberry32(6);
@@ -279,7 +282,7 @@ describe('chapter 6 fixes', () => {
   });
 
   it('SIGTERM: the worker stops claiming, finishes what it holds and exits 0', async () => {
-    await withWorld('ch06_sigterm', async (world) => {
+    await withWorld('ch07_sigterm', async (world) => {
       await world.setLatency(400); // each workflow takes about a second
       const orders = ['order-1', 'order-2', 'order-3', 'order-4', 'order-5'];
       await withEngine(world, async (engine) => {
@@ -319,7 +322,7 @@ describe('chapter 6 fixes', () => {
 
 describe('fixed since: a step that never returns no longer holds its workflow', () => {
   it('a hung step is timed out (STEP_TIMEOUT_MS): the attempt fails, the replay calls again under the same key, the order completes, charged once', async () => {
-    await withWorld('ch06_hung_step', async (world) => {
+    await withWorld('ch07_hung_step', async (world) => {
       await world.setLatency(5000); // the payment provider stops answering, for longer than the step may wait
       const env = { ...world.env, ...plain, LEASE_MS: '1000', STEP_TIMEOUT_MS: '1000', WORKER_NAME: 'A' };
       const a = startChild({ script: main, args: ['start', 'order-1'], env, timeoutMs: 30_000 });

@@ -8,10 +8,11 @@
  *                also finds expired leases: the takeover of a dead worker's work)
  *   local starts start() in this process hands a new workflow straight to a
  *                free slot, inserted already claimed (reserve → take)
- *   heartbeat    every lease/2: extendLeases(everything held) in one UPDATE.
- *                A lease the UPDATE does not return is lost: that run is
- *                aborted. If the UPDATE fails outright (no database), each
- *                lease's own timer aborts its run shortly before it runs out.
+ *   heartbeat    every lease/3 to lease/2, at random: renewLeases(every held
+ *                lease), one UPDATE for all of them. A lease whose renewal is
+ *                refused is lost: that run is aborted. If renewals fail
+ *                outright (no database), each lease's own timer aborts its run
+ *                shortly before it runs out.
  *   stop()       stop claiming; let the held runs finish for up to
  *                `shutdownGraceMs`, renewing their leases meanwhile; release
  *                what is left (lease_expires_at = now(): runnable at once).
@@ -32,9 +33,9 @@ import {
   claimWorkflows,
   deferWorkflow,
   explainLostLease,
-  extendLeases,
   isConnectionFailure,
   releaseLeases,
+  renewLeases,
   WAKE_CHANNEL,
   type Claim,
 } from './queries.ts';
@@ -45,7 +46,7 @@ export interface WorkerOptions {
   concurrency?: number;
   /**
    * How long a claim lasts without renewal (default 30 000 ms). Renewed every
-   * lease/2 while the run goes on. A crashed worker's workflows are taken over
+   * lease/3 to lease/2 (at random) while the run goes on. A crashed worker's workflows are taken over
    * this long after its last renewal, so shorter is a faster takeover — but a
    * worker that stalls longer than lease/2 (a blocked event loop, a long GC
    * pause) loses its leases and its runs stop.
@@ -128,7 +129,6 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   let state: 'new' | 'running' | 'stopping' | 'stopped' = 'new';
   let loop: Promise<void> = Promise.resolve();
   let stopped: Promise<void> | undefined;
-  let heartbeat: NodeJS.Timeout | undefined;
   let listener: pg.PoolClient | undefined;
   let nextListenAt = 0;
   let lastClaimWasFull = false;
@@ -387,26 +387,65 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
 
   // ── heartbeats ─────────────────────────────────────────────────────────────
 
+  /** The heartbeat's pending timer: stop() clears it. */
+  let heartbeat: NodeJS.Timeout | undefined;
+
+  /**
+   * The wait before the next heartbeat: at random between lease/3 and lease/2,
+   * drawn anew each time. Workers started together (a deploy, a restart after
+   * an outage) would otherwise renew in lock-step for ever, all at the same
+   * instant. And at most lease/2: a renewal that is lost or late still leaves
+   * time for the next one before the lease runs out.
+   */
+  function nextHeartbeatMs(): number {
+    return leaseMs / 3 + Math.random() * (leaseMs / 2 - leaseMs / 3);
+  }
+
+  /**
+   * The heartbeat loop, from start() until the worker has stopped — through
+   * stop()'s grace period too, while the held runs finish. The next beat is
+   * scheduled before this one's renewals are sent, so a renewal that hangs
+   * (the database not answering) does not hold up the beats after it.
+   */
+  function startHeartbeat(): void {
+    const beat = () => {
+      if (state === 'stopped') return;
+      heartbeat = setTimeout(beat, nextHeartbeatMs());
+      void renew();
+    };
+    heartbeat = setTimeout(beat, nextHeartbeatMs());
+  }
+
+  /** A renewal on its way: one at a time, however long the database takes to answer. */
   let renewing = false;
 
+  /**
+   * One heartbeat: renew every lease held here in ONE statement (renewLeases).
+   * Chapter 6 sends a statement per lease; at concurrency 8 that is 8
+   * connections and 8 commits a beat, where this is one of each.
+   */
   async function renew(): Promise<void> {
     if (renewing || held.size === 0) return;
     renewing = true;
-    const leases = [...held.values()].map((h) => h.lease).filter((lease) => !lease.lost);
+    const leases = [...held.values()].map(({ lease }) => lease).filter((lease) => !lease.lost);
+    // Before the query: the database's now(), from which the new expiry counts,
+    // comes after this — so a deadline counted from here errs on the early side.
     const sentAt = performance.now();
     try {
-      const extended = new Set(await extendLeases(db, leases.map((l) => ({ workflowId: l.workflowId, fencingToken: l.fencingToken })), leaseMs));
+      const renewed = new Set(await renewLeases(db, leases, leaseMs));
       databaseAnswered();
       for (const lease of leases) {
-        if (extended.has(lease.workflowId)) lease.renewed(sentAt);
-        // Not extended: expired, taken over, or finished meanwhile. Only a run still held here needs stopping.
+        if (renewed.has(lease.workflowId)) lease.renewed(sentAt);
         else if (held.get(lease.workflowId)?.lease === lease) {
+          // Refused: expired, taken over, or finished meanwhile. Only a run still
+          // held here needs stopping (one that just completed is not lost).
           const reason = await explainLostLease(db, lease).catch(() => 'its renewal was refused');
           if (held.get(lease.workflowId)?.lease === lease) lease.lose(`renewal refused: ${reason}`);
         }
       }
     } catch (thrown) {
-      // Each lease's timer stops its run before the lease runs out, if this keeps failing.
+      // No answer, no renewal: the deadlines stay where they were, and each lease's
+      // own timer stops its run before the lease runs out if this keeps failing.
       databaseFailed(`renewing ${leases.length} lease(s)`, thrown);
     } finally {
       renewing = false;
@@ -421,7 +460,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     core.localWorkers.add(local);
     db.on('error', onPoolError);
     db.on('connect', onNewConnection);
-    heartbeat = setInterval(() => void renew(), leaseMs / 2);
+    startHeartbeat();
     const claimed = new Promise<void>((resolve) => (firstClaim = resolve));
     loop = claimLoop();
     await claimed;
@@ -456,7 +495,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
           trace.info(`worker ${name}: could not release its leases (${toError(thrown).message}); they run out on their own`);
         }
       }
-      clearInterval(heartbeat);
+      clearTimeout(heartbeat);
       if (listener) {
         const connection = listener;
         listener = undefined;
