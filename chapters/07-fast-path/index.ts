@@ -22,9 +22,9 @@
  *
  * @module
  */
+export { createEngine } from './engine.ts';
+export { stepKey } from './run.ts';
 export {
-  createEngine,
-  stepKey,
   DEFAULT_MAX_RECORD_BYTES,
   NonDeterminismError,
   RecordTooLargeError,
@@ -33,21 +33,23 @@ export {
   UnknownWorkflowError,
   WorkflowFailedError,
   WorkflowIdConflictError,
-  type Context,
-  type Engine,
-  type EngineOptions,
-  type InputOf,
-  type OutputOf,
-  type ResultOptions,
-  type RunHandle,
-  type StartOptions,
-  type StepInfo,
-  type StepOptions,
-  type StepRecord,
-  type Workflow,
-  type WorkflowInfo,
-  type Workflows,
-} from './engine.ts';
+} from './errors.ts';
+export type {
+  Context,
+  Engine,
+  EngineOptions,
+  InputOf,
+  OutputOf,
+  ResultOptions,
+  RunHandle,
+  StartOptions,
+  StepInfo,
+  StepOptions,
+  StepRecord,
+  Workflow,
+  WorkflowInfo,
+  Workflows,
+} from './types.ts';
 export { LeaseLostError } from './lease.ts';
 export { listMigrations, migrate, SchemaTooNewError } from './migrate.ts';
 export type { WorkflowStatus } from './queries.ts';

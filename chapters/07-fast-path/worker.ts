@@ -27,7 +27,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
-import type { EngineCore, LocalWorker } from './engine.ts';
+import type { EngineCore } from './engine.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
   claimWorkflows,
@@ -39,6 +39,7 @@ import {
   WAKE_CHANNEL,
   type Claim,
 } from './queries.ts';
+import type { LocalWorker } from './start.ts';
 
 /** Options of a worker (`engine.createWorker(options)`). */
 export interface WorkerOptions {

@@ -13,7 +13,7 @@
  * the key here, and what the outbox would buy.
  */
 import { chargeCard, reserveInventory, sendEmail, type Order } from '../../shared/world/services.ts';
-import type { Workflow } from './engine.ts';
+import type { Workflow } from './types.ts';
 
 export interface Receipt {
   chargeId: string;

@@ -1,0 +1,147 @@
+/**
+ * The errors a caller of the engine can meet, each with what happened and what
+ * to do. (LeaseLostError, a run's loss of its lease, is in lease.ts: the worker
+ * meets it, rarely the caller.)
+ */
+import { CourseError } from '../../shared/errors.ts';
+import { UnserializableResultError } from '../../shared/json.ts';
+
+/** The log names a workflow this process has no code for. */
+export class UnknownWorkflowError extends CourseError {}
+
+/**
+ * `start(name, input, { id })` with an id the log already holds, but under
+ * another workflow name or with another input. The id names one run; this call
+ * describes a different one. Nothing was written.
+ */
+export class WorkflowIdConflictError extends CourseError {
+  constructor(
+    /** The id both runs claim. */
+    readonly workflowId: string,
+    /** What differs: 'name', 'input', or both. */
+    readonly differs: ReadonlyArray<'name' | 'input'>,
+    /** The run the log has under this id: its workflow name and input. */
+    readonly recorded: { name: string; input: unknown },
+    /** What this call passed. */
+    readonly passed: { name: string; input: unknown },
+    /** For object inputs: the top-level fields whose values differ (computed in SQL). */
+    readonly fields: readonly string[] | null,
+  ) {
+    const parts: string[] = [];
+    if (differs.includes('name')) {
+      parts.push(`its workflow name differs (the log has "${recorded.name}", this call passed "${passed.name}")`);
+    }
+    if (differs.includes('input')) {
+      const field = (input: unknown, key: string) => {
+        const value = input !== null && typeof input === 'object' ? (input as Record<string, unknown>)[key] : undefined;
+        return value === undefined ? 'nothing' : brief(value);
+      };
+      parts.push(
+        fields && fields.length > 0
+          ? `its input differs in ${fields.map((key) => `${key} (the log has ${field(recorded.input, key)}, this call passed ${field(passed.input, key)})`).join(', ')}`
+          : `its input differs (the log has ${brief(recorded.input)}, this call passed ${brief(passed.input)})`,
+      );
+    }
+    super(
+      `workflow id ${workflowId} is already in the log for another run: ${parts.join('; and ')}`,
+      'A workflow id names one run: start it again with the same name and input to get that run and its result, or use a new id for a new run.',
+    );
+  }
+}
+
+/** A value as short JSON, for messages. */
+function brief(value: unknown): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}…` : text;
+}
+
+/**
+ * On replay, the code called a different step at some position than the one
+ * the log recorded there: the workflow's code changed while it was running.
+ * Going on would hand one step's recorded result to another step.
+ */
+export class NonDeterminismError extends CourseError {
+  constructor(
+    /** The workflow whose replay stopped. */
+    readonly workflowId: string,
+    /** The position where code and log disagree. */
+    readonly seq: number,
+    /** The step name the log has at that position. */
+    readonly recorded: string,
+    /** The step the code calls now; undefined when the code returned without calling one. */
+    readonly called: string | undefined,
+  ) {
+    super(
+      `workflow ${workflowId} step #${seq}: the log says ${recorded}, ` +
+        (called === undefined ? 'the code now returns without calling it' : `the code now calls ${called}`),
+      'The workflow code changed while this workflow was running. Finish running workflows with the code they started with ' +
+        '(or give the new code a new workflow name) before you reorder, add or remove steps.',
+    );
+  }
+}
+
+/**
+ * The log already has a record at this step's position, though this run holds
+ * the lease and loaded the log after claiming. Under leases that means
+ * something wrote to `steps` behind the engine's back. This run's writes were
+ * rolled back.
+ */
+export class StepAlreadyRecordedError extends CourseError {
+  constructor(workflowId: string, seq: number, name: string, options?: { cause?: unknown }) {
+    super(
+      `workflow ${workflowId} step #${seq} ${name} was recorded by another process first; this attempt's writes were rolled back`,
+      'Only the engine may write to the steps table, and only under a lease: look for another program writing to it.',
+      options,
+    );
+  }
+}
+
+/** The workflow failed on every attempt; its error is in the log. */
+export class WorkflowFailedError extends CourseError {}
+
+/** The largest step result, workflow input or output the engine records by default: 1 MiB of JSON. */
+export const DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
+
+/**
+ * A step result, workflow output or workflow input is larger, as JSON, than
+ * the engine's `maxRecordBytes`. Nothing was recorded. A kind of
+ * {@link UnserializableResultError}: the engine treats it the same way (a
+ * step's result is not retried in-process, the workflow stays running).
+ */
+export class RecordTooLargeError extends UnserializableResultError {
+  constructor(
+    /** What was too large: `workflow order-1, step #0 charge_card`, … */
+    readonly where: string,
+    /** Its size as JSON, in bytes. */
+    readonly bytes: number,
+    /** The limit it exceeds. */
+    readonly limitBytes: number,
+  ) {
+    super(
+      `${where} is ${bytes} bytes of JSON, over the ${limitBytes}-byte limit of what the log records. Nothing was recorded.`,
+      'Keep large data out of the log: store it elsewhere (a table, object storage) and return its key; or raise maxRecordBytes in createEngine.',
+    );
+  }
+}
+
+/**
+ * A step ran longer than its `timeoutMs`. Its signal was aborted; whatever it
+ * returns later is ignored. Counted as one of the workflow's attempts.
+ */
+export class StepTimeoutError extends CourseError {
+  constructor(
+    /** The workflow whose step timed out. */
+    readonly workflowId: string,
+    /** The step's position. */
+    readonly seq: number,
+    /** The step's name. */
+    readonly stepName: string,
+    /** The timeout it overran. */
+    readonly timeoutMs: number,
+  ) {
+    super(
+      `workflow ${workflowId} step #${seq} ${stepName} did not return within ${timeoutMs} ms; its signal was aborted`,
+      'Make the step pass its signal to what it waits on, and give it a timeout long enough for the slowest answer you accept.',
+    );
+  }
+}

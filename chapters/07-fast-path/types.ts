@@ -1,0 +1,200 @@
+/**
+ * The engine's public types: what a workflow sees (`Context`, `StepInfo`), what
+ * a caller passes and gets back (`EngineOptions`, `StartOptions`, `RunHandle`,
+ * `WorkflowInfo`), and the `Engine` itself. No code: the code that gives them
+ * meaning is engine.ts (createEngine), start.ts, results.ts and run.ts.
+ */
+import type pg from 'pg';
+import type { WorkflowStatus } from './queries.ts';
+import type { Worker, WorkerOptions } from './worker.ts';
+
+/**
+ * What the engine tells a step's code about the step it is running. The same
+ * values on every replay of that step: in another attempt, another process,
+ * after any number of crashes — except `signal`, which belongs to this run.
+ */
+export interface StepInfo {
+  /** The workflow this step belongs to. */
+  workflowId: string;
+  /** The step's position in the workflow: 0, 1, 2, … */
+  seq: number;
+  /** The name the workflow gave the step. */
+  name: string;
+  /**
+   * `<workflowId>:<seq>`, e.g. `order-1:0` — see {@link stepKey}. Send it as
+   * the `Idempotency-Key` of the step's call to the outside world.
+   */
+  idempotencyKey: string;
+  /**
+   * Aborted when this run loses its lease, or when the step overruns its
+   * `timeoutMs` (the reason is then a {@link StepTimeoutError}). Pass it to
+   * what the step waits on (`fetch(url, { signal })`) so a step that can no
+   * longer be recorded stops at once instead of finishing for nothing.
+   */
+  signal: AbortSignal;
+}
+
+/** Options of one {@link Context.step}. */
+export interface StepOptions {
+  /**
+   * Give up on the step after this many milliseconds (default: the engine's
+   * `stepTimeoutMs`; none if neither is set). Its `signal` aborts and the step
+   * fails with a {@link StepTimeoutError} — one of the workflow's `attempts`,
+   * like any thrown error — even if its code ignores the signal and never
+   * returns: the run goes on without it, and nothing it returns later is recorded.
+   */
+  timeoutMs?: number;
+}
+
+/** What a workflow sees: `step` and `transaction`, and the run's abort signal. */
+export interface Context {
+  /** This workflow's id. */
+  workflowId: string;
+  /** Aborted when this run loses its lease (see {@link StepInfo.signal}). */
+  signal: AbortSignal;
+  /**
+   * A step whose effect is outside the database (an HTTP call): run, then
+   * record. A crash in between runs `fn` again, with the same `idempotencyKey`.
+   */
+  step<T>(name: string, fn: (info: StepInfo) => Promise<T>, options?: StepOptions): Promise<T>;
+  /**
+   * A step whose effect is SQL on `tx`: the writes and the record commit as
+   * one — and only while this run holds the workflow's lease. Await nothing
+   * but SQL on `tx` in it: a transaction left idle as long as a lease is ended
+   * by PostgreSQL (see inTransaction in queries.ts).
+   */
+  transaction<T>(name: string, fn: (tx: pg.PoolClient, info: StepInfo) => Promise<T>): Promise<T>;
+}
+
+/** A workflow: durable code that calls `ctx.step` and `ctx.transaction` for everything with an effect. */
+export type Workflow<Input, Output> = (ctx: Context, input: Input) => Promise<Output>;
+
+/** Every workflow a process can run, by name (`any`: one registry holds workflows of many input and output types). */
+export type Workflows = Record<string, Workflow<any, any>>;
+/** The input type of a workflow. */
+export type InputOf<W> = W extends Workflow<infer I, unknown> ? I : never;
+/** The output type of a workflow. */
+export type OutputOf<W> = W extends Workflow<never, infer O> ? O : never;
+
+/** How to start a workflow. */
+export interface StartOptions {
+  /**
+   * The workflow's id, chosen by the caller — and its idempotency key: one id,
+   * one run. Use an id that names the business operation (`order-1`), so a
+   * retried request carries the same one. Default: a random UUID (no
+   * idempotency: every call is a new run).
+   */
+  id?: string;
+}
+
+/** What `start` gives back: the run's id, and a way to wait for its result. */
+export interface RunHandle<Output> {
+  /** The workflow id. */
+  id: string;
+  /** True when this call wrote the workflow into the log; false when the id was already there (the same run). */
+  created: boolean;
+  /** Wait for the run to finish, on whichever worker runs it. See {@link Engine.result}. */
+  result(options?: ResultOptions): Promise<Output>;
+}
+
+/** Options of {@link Engine.result}. */
+export interface ResultOptions {
+  /** Stop waiting when this signal aborts (the promise rejects with its reason). The run goes on. */
+  signal?: AbortSignal;
+}
+
+/** One recorded step, as {@link Engine.inspect} shows it. */
+export interface StepRecord {
+  /** Its position in the workflow: 0, 1, 2, … */
+  seq: number;
+  /** The step's name. */
+  name: string;
+  /** Its recorded result: what replays return. */
+  output: unknown;
+  /** The fencing token of the run that recorded it: which claim did the work. */
+  fencingToken: number;
+  /** When it was recorded, by the database's clock. */
+  recordedAt: Date;
+}
+
+/** A workflow as the log has it now: its row, its lease, and its recorded steps. */
+export interface WorkflowInfo {
+  /** The workflow id. */
+  id: string;
+  /** The registered workflow it runs. */
+  name: string;
+  /** What it was started with. */
+  input: unknown;
+  /** running (unfinished: runnable or held), completed, or failed. */
+  status: WorkflowStatus;
+  /** The return value, once completed. */
+  output: unknown;
+  /** Why it failed, once failed. */
+  error: string | null;
+  /** How many times it has been claimed; the latest claim's token. 0: never claimed yet. */
+  fencingToken: number;
+  /** The worker that claimed it last; null if none has. */
+  leaseOwner: string | null;
+  /** Milliseconds left on its lease (database clock); 0 when nobody holds it. */
+  leaseMsLeft: number;
+  /** Its recorded steps, in order. */
+  steps: StepRecord[];
+}
+
+/** Options of {@link createEngine}. */
+export interface EngineOptions<W extends Workflows> {
+  /**
+   * The database. Run `migrate(db)` on it first. Its pool needs a
+   * connection per concurrently executing workflow, plus three per worker
+   * (LISTEN; claims and heartbeats; result polling).
+   */
+  db: pg.Pool;
+  /** Every workflow this process can run or start, by the name the log stores. */
+  workflows: W;
+  /** In-process attempts of a run before the workflow is marked failed (default 3). */
+  attempts?: number;
+  /** How often `result()` looks for finished workflows it waits on; all waiters share one query (default 100 ms). */
+  resultPollMs?: number;
+  /** The default `timeoutMs` of every `ctx.step` (default: none, a step may take as long as it takes). */
+  stepTimeoutMs?: number;
+  /**
+   * The largest step result, workflow input or output recorded, in bytes of
+   * JSON (default 1 MiB); larger is a {@link RecordTooLargeError}.
+   */
+  maxRecordBytes?: number;
+}
+
+/** The engine: start workflows, wait for them, look at them, and run workers. Made by {@link createEngine}. */
+export interface Engine<W extends Workflows> {
+  /**
+   * Start a workflow — once per id: write it into the log, runnable, and
+   * return. A worker (this process's or another's) claims and runs it; wait
+   * for its output with `result()`. If a worker of this process has a free
+   * slot, the workflow is written already claimed by it and starts at once
+   * (no claim, no NOTIFY). From the moment this resolves, a crash cannot
+   * lose the workflow.
+   *
+   * The id is the workflow's idempotency key. An id already in the log with
+   * the same name and input is that run: nothing is written (`created: false`),
+   * and `result()` gives its output. With another name or input it is a
+   * {@link WorkflowIdConflictError}; an unregistered name is an {@link UnknownWorkflowError}.
+   */
+  start<N extends keyof W & string>(name: N, input: InputOf<W[N]>, options?: StartOptions): Promise<RunHandle<OutputOf<W[N]>>>;
+  /**
+   * Wait for workflow `id` to finish and return its output — whichever worker,
+   * in whichever process, runs it. Rejects with {@link WorkflowFailedError} if
+   * it failed. All of a process's waiters share one query every
+   * `resultPollMs`, and a run finished in this process answers its waiters at once.
+   */
+  result(id: string, options?: ResultOptions): Promise<unknown>;
+  /** What the log says about each id: its status, or 'missing' when it has no row. */
+  status(ids: string[]): Promise<Record<string, WorkflowStatus | 'missing'>>;
+  /** A workflow's row, lease and recorded steps; undefined when the id is not in the log. */
+  inspect(id: string): Promise<WorkflowInfo | undefined>;
+  /**
+   * A worker for this engine's workflows: it claims runnable ones, runs up to
+   * `concurrency` at once under leases, renews them, and takes over those
+   * whose worker died. Call `start()` on it. See {@link WorkerOptions}.
+   */
+  createWorker(options?: WorkerOptions): Worker;
+}
