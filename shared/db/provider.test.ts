@@ -1,12 +1,13 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { startChild } from '../crash/runner.ts';
 import { EmbeddedPostgres } from './embedded.ts';
-import { projectRoot } from './server.ts';
+import { projectRoot, TESTCONTAINERS_PACKAGE, TESTCONTAINERS_VERSION } from './server.ts';
 
 /** Run `npm run db` with this environment and return what a learner would see. */
 function dbCommand(env: Record<string, string>) {
@@ -42,6 +43,22 @@ describe('a database that is missing or unreachable gets one clear sentence', ()
     expect(status).toBe(1);
     expect(output).toContain('COURSE_DB=docker, but no container could be started');
     expect(output).toContain('unset COURSE_DB to use the embedded server');
+  });
+
+  const testcontainersInstalled = (() => {
+    try {
+      createRequire(import.meta.url).resolve(TESTCONTAINERS_PACKAGE);
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+  it.skipIf(testcontainersInstalled)('COURSE_DB=docker without its package (npm install leaves it out): says how to install it', () => {
+    const { status, output } = dbCommand({ DATABASE_URL: '', COURSE_DB: 'docker' });
+    expect(status).toBe(1);
+    expect(output).toContain(`it needs the package ${TESTCONTAINERS_PACKAGE}`);
+    expect(output).toContain(`npm install --no-save ${TESTCONTAINERS_PACKAGE}@${TESTCONTAINERS_VERSION}`);
+    expect(output).not.toMatch(/^\s+at /m);
   });
 
   it('an unknown COURSE_DB choice is named', () => {

@@ -106,14 +106,34 @@ function removeCluster(dataDir: string): void {
   for (const p of [dataDir, `${dataDir}.log`, `${dataDir}.owner.json`]) fs.rmSync(p, { recursive: true, force: true });
 }
 
+/**
+ * The package behind COURSE_DB=docker. It is not among the course's
+ * dependencies: through ssh2 it compiles native code (cpu-features) at
+ * install time, which every learner would pay for an option few use.
+ */
+export const TESTCONTAINERS_PACKAGE = '@testcontainers/postgresql';
+export const TESTCONTAINERS_VERSION = '11.9.0';
+
+/** The part of @testcontainers/postgresql the course uses. */
+interface PostgreSqlContainerClass {
+  new (image: string): {
+    start(): Promise<{ getConnectionUri(): string; getId(): string; stop(): Promise<unknown> }>;
+  };
+}
+
 async function startDocker(log: (line: string) => void): Promise<PostgresServer> {
-  let PostgreSqlContainer: typeof import('@testcontainers/postgresql').PostgreSqlContainer;
+  let PostgreSqlContainer: PostgreSqlContainerClass;
   try {
-    ({ PostgreSqlContainer } = await import('@testcontainers/postgresql'));
+    // A specifier in a variable: neither TypeScript nor a bundler looks for the package ahead of time.
+    const specifier: string = TESTCONTAINERS_PACKAGE;
+    ({ PostgreSqlContainer } = (await import(specifier)) as { PostgreSqlContainer: PostgreSqlContainerClass });
   } catch (thrown) {
+    const missing = ['ERR_MODULE_NOT_FOUND', 'MODULE_NOT_FOUND'].includes((thrown as NodeJS.ErrnoException).code ?? '');
     throw new DatabaseUnavailableError(
-      'COURSE_DB=docker needs the package @testcontainers/postgresql, which is not installed.',
-      'Run `npm install @testcontainers/postgresql`, or unset COURSE_DB to use the embedded server.',
+      missing
+        ? `COURSE_DB=docker, but no container could be started: it needs the package ${TESTCONTAINERS_PACKAGE}, which \`npm install\` leaves out (it compiles native code).`
+        : `COURSE_DB=docker, but ${TESTCONTAINERS_PACKAGE} could not be loaded: ${toError(thrown).message}`,
+      `Install it once with \`npm install --no-save ${TESTCONTAINERS_PACKAGE}@${TESTCONTAINERS_VERSION}\` (again after each \`npm install\` or \`npm ci\`, which remove it) and have Docker or Podman running — or unset COURSE_DB to use the embedded server.`,
       { cause: thrown },
     );
   }
