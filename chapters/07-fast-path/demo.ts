@@ -1,11 +1,15 @@
 /**
- * `npm run chapter 6` — leasing workers, watched live:
+ * `npm run chapter 7` — the fast path, counted, then watched under a kill:
  *
- *   three worker processes (W1, W2, W3) share nine orders. A table refreshed
- *   every 200 ms from the `workflows` table shows who holds what: the worker,
- *   the fencing token, the lease left. W2 is killed with SIGKILL mid-workflow;
- *   its leases run out (2 s), W1 and W3 take its orders over under new tokens
- *   and replay what W2 had recorded. Then the ledger: every order once.
+ *   1. One order, started in a process whose worker has a free slot, with
+ *      every statement the engine sends listed as it goes: the workflow's
+ *      INSERT (claimed in it), one statement per plain step, the transaction
+ *      step's five, one for the end. Round trips and commits, counted.
+ *   2. Chapter 6's scene, on this engine: three worker processes (W1, W2, W3)
+ *      share nine orders; a table refreshed every 200 ms from `workflows`
+ *      shows who holds what. W2 is killed with SIGKILL mid-workflow; its
+ *      leases run out (2 s), W1 and W3 take its orders over under new tokens
+ *      and replay what W2 had recorded. Then the ledger: every order once.
  */
 import pg from 'pg';
 import { startChild, type ChildRun } from '../../shared/crash/runner.ts';
@@ -37,15 +41,87 @@ function render(rows: LeaseView[], events: string[], elapsedMs: number): string[
   return [paint.dim(`  t = ${(elapsedMs / 1000).toFixed(1)} s`), header, ...lines, '', ...events.map((e) => `  ${e}`)];
 }
 
-demo(6, async ({ world, ledger }) => {
+/** One statement the engine sent, as the demo lists it. */
+interface Sent {
+  label: string;
+  /** It committed: a COMMIT, or a write sent outside BEGIN … COMMIT (a transaction of its own). */
+  commit: boolean;
+}
+
+/** What each of the engine's prepared statements is, in words. */
+const statementLabels: Record<string, string> = {
+  'admit-workflow': 'INSERT INTO workflows …  the workflow, already claimed for this process’s worker (token 1)',
+  'record-step': 'INSERT INTO steps … SELECT … FOR KEY SHARE  the step’s fenced record',
+  'fence-transaction': 'SELECT 1 FROM workflows … FOR KEY SHARE  the transaction step’s fence, first',
+  'complete-workflow': 'UPDATE workflows SET status = \'completed\' …  the fenced end',
+};
+
+/**
+ * Record every statement sent on `pool`'s connections, in order — a round
+ * trip each. (The engine sends all its SQL through the pool's connections.)
+ */
+function countStatements(pool: pg.Pool): Sent[] {
+  const sent: Sent[] = [];
+  pool.on('connect', (client) => {
+    let inTransaction = false;
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args) => {
+      const config = args[0] as string | { text: string; name?: string };
+      const text = (typeof config === 'string' ? config : config.text).replace(/\s+/g, ' ').trim();
+      const name = typeof config === 'string' ? undefined : config.name;
+      const word = text.split(' ')[0]!.toUpperCase().replace(/;$/, '');
+      let commit = false;
+      if (word === 'BEGIN') inTransaction = true;
+      else if (word === 'COMMIT' || word === 'ROLLBACK') [commit, inTransaction] = [word === 'COMMIT', false];
+      else if (!inTransaction) commit = /^(INSERT|UPDATE|DELETE|WITH)$/.test(word);
+      const control = word === 'BEGIN' || word === 'COMMIT' || word === 'ROLLBACK';
+      const where = control ? '' : inTransaction ? paint.dim(' (in the transaction)') : commit ? paint.dim(' (alone)') : '';
+      const label = (name && statementLabels[name]) ?? (text.length > 64 ? `${text.slice(0, 63)}…` : text);
+      sent.push({ label: `${label}${where}`, commit });
+      return query(...args);
+    };
+  });
+  return sent;
+}
+
+demo(7, async ({ world, ledger }) => {
   say.explain(
-    'Chapter 5 could not say who owns a workflow: two processes recovering at once both ran it.\n' +
-      'Now a workflow is run by whoever holds its LEASE. Workers claim runnable workflows with one query\n' +
-      '(FOR UPDATE SKIP LOCKED); a claim sets lease_expires_at = now() + 2 s on the database clock and a new\n' +
-      'FENCING TOKEN. The holder renews the lease every second. Every write of its run checks, in its own\n' +
-      'transaction, that the token is still the workflow’s and the lease has not run out.\n' +
-      'Kill a worker and its leases run out: another worker’s next claim takes the workflow over.',
+    'Chapter 6 made a workflow belong to whoever holds its lease, with a fence in every write. It paid for that\n' +
+      'in statements: BEGIN and COMMIT around every record, a claim and a look at the (empty) log before the\n' +
+      'first step, a NOTIFY beside every start — about 17 round trips and 6 commits for this order.\n' +
+      'Chapter 7 writes each durable fact in one statement, and keeps every guarantee. Counted first, then killed.',
   );
+
+  // 1. One order, every statement: an engine in this process, on a pool that lists what it sends.
+  {
+    process.env.WORLD_URL = world.env.WORLD_URL; // the steps call the world's services from this process
+    const counted = new pg.Pool({ connectionString: world.databaseUrl, max: 4 });
+    const sent = countStatements(counted);
+    try {
+      await migrate(counted);
+      const engine = createEngine({ db: counted, workflows: { order: orderWorkflow() } });
+      // A worker here, with a free slot; no polls or heartbeats to count (a minute, half a minute away).
+      const worker = engine.createWorker({ name: 'here', concurrency: 1, pollMs: 60_000, leaseMs: 30_000, listen: false });
+      await worker.start();
+      say.title('What one order costs');
+      sent.length = 0; // from start() on
+      const run = await engine.start('order', demoOrder('order-0'), { id: 'order-0' });
+      await run.result();
+      await worker.stop();
+      say.line();
+      sent.forEach((s, i) => say.line(`  ${String(i + 1).padStart(2)}  ${s.label}${s.commit ? `  ${paint.green('commit')}` : ''}`));
+      const commits = sent.filter((s) => s.commit).length;
+      say.line(`\n  ${paint.bold(`${sent.length} round trips, ${commits} commits`)} for charge_card, reserve_inventory (a transaction step) and send_email.`);
+      say.explain(
+        '  No claim (the INSERT claimed it), no look at the log (token 1: no run came before), no NOTIFY (the worker is here),\n' +
+          '  no BEGIN/COMMIT around a plain step’s record or the end: a statement sent alone is a transaction of its own.\n' +
+          '  The transaction step keeps its five: its fence must come first, and its SQL commits with its record.\n' +
+          '  With many runs at once, their records share one statement (batcher.ts). npm run bench measures it all.',
+      );
+    } finally {
+      await counted.end();
+    }
+  }
 
   const db = new pg.Pool({ connectionString: world.databaseUrl, max: 3 });
   const workers = new Map<string, ChildRun>();
@@ -54,7 +130,13 @@ demo(6, async ({ world, ledger }) => {
     await world.setLatency(600); // every payment and email takes 0.6 s: slow enough to watch
     const engine = createEngine({ db, workflows: { order: orderWorkflow() } });
 
-    say.title('Three workers, nine orders');
+    say.title('Three workers, nine orders, one kill');
+    say.explain(
+      'What chapter 6 guarantees, on the fast path: a claim is a LEASE on the database clock (2 s here), renewed\n' +
+        'every 0.7 to 1 s, with a new FENCING TOKEN; every write of a run — now one statement each — checks that the\n' +
+        'token is still the workflow’s and the lease has not run out. Kill a worker and its leases run out: another\n' +
+        'worker’s next claim takes the workflow over.',
+    );
     const events: string[] = [];
     const started = Date.now();
     const event = (text: string) => events.push(`${paint.dim(`${((Date.now() - started) / 1000).toFixed(1)} s`)}  ${text}`);
@@ -126,7 +208,7 @@ demo(6, async ({ world, ledger }) => {
     }
     if (takenOver.length === 0) say.explain('  (W2 held nothing when it died this time: no takeover to show.)');
 
-    const once = await ledger(orders);
+    const once = await ledger(['order-0', ...orders]);
     say.verdict(
       once,
       once
