@@ -1,5 +1,5 @@
 /**
- * Chapter 6's worker process when its database goes away: a PostgreSQL server
+ * Chapter 7's worker process when its database goes away: a PostgreSQL server
  * of this file's own (the run's shared server must not be killed under the
  * other test files), killed with kill -9 and restarted on the same data
  * directory, as a power cut or a crash of the server would.
@@ -29,11 +29,11 @@ let world: World;
 let db: pg.Pool;
 
 beforeAll(async () => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'course-ch06-restart-'));
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'course-ch07-restart-'));
   // As root the server runs as `postgres`, which must reach the folder.
   fs.chmodSync(tmp, 0o755);
   server = await EmbeddedPostgres.start({ dataDir: path.join(tmp, 'pg') });
-  const url = await createDatabase(server.url, 'ch06_restart');
+  const url = await createDatabase(server.url, 'ch07_restart');
   world = await startWorld({ databaseUrl: url, products: [{ sku: 'widget', onHand: 100 }] });
   db = new pg.Pool({ connectionString: url, max: 4 });
   db.on('error', () => {}); // the kills end this pool's idle connections too

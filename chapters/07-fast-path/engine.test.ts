@@ -1,5 +1,5 @@
 /**
- * Chapter 6's engine as a library, in one process, on a real database: the
+ * Chapter 7's engine as a library, in one process, on a real database: the
  * migrations, start/result/inspect, workers sharing the work, wake-ups, and
  * what a run does when its lease is taken from it. (Crashes, freezes and
  * takeovers between processes are in crash.test.ts.)
@@ -28,7 +28,7 @@ let database: TestDatabase;
 let db: pg.Pool;
 
 beforeAll(async () => {
-  database = await freshDatabase('ch06_engine');
+  database = await freshDatabase('ch07_engine');
   db = new pg.Pool({ connectionString: database.url, max: 12 });
   await migrate(db);
 });
@@ -58,7 +58,7 @@ function counted() {
 
 describe('the schema is migrated', () => {
   it('numbered migrations are applied once, in order, even by four processes at once', async () => {
-    await withDatabase('ch06_migrate', async (url) => {
+    await withDatabase('ch07_migrate', async (url) => {
       // Separate pools: separate connections, as separate processes would have.
       const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: url, max: 1 }));
       try {
@@ -81,7 +81,7 @@ describe('the schema is migrated', () => {
   });
 
   it('a log made before the migrations (chapter 5’s tables, no lease columns) is adopted: its unfinished workflow runs', async () => {
-    await withDatabase('ch06_adopt', async (_url, pool) => {
+    await withDatabase('ch07_adopt', async (_url, pool) => {
       // What chapter 5's createSchema left: 001's statements, run without migrate(), and a workflow half done.
       await pool.query(fs.readFileSync(new URL('./migrations/001_log.sql', import.meta.url), 'utf8'));
       await pool.query(`INSERT INTO workflows (id, name, input) VALUES ('old-1', 'counted', '{"n": 1}')`);

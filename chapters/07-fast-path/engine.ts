@@ -77,7 +77,7 @@ export interface EngineCore {
  * const engine = createEngine({ db, workflows: { signup: signupWorkflow } });
  * const worker = engine.createWorker({ concurrency: 8 });
  * await worker.start();
- * const run = await engine.start('signup', { email }, { id: `signup:${email}` });
+ * const run = await engine.start('signup', { userId }, { id: `signup:${userId}` });
  * const account = await run.result();
  * ```
  */

@@ -110,7 +110,7 @@ export const DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
  */
 export class RecordTooLargeError extends UnserializableResultError {
   constructor(
-    /** What was too large: `workflow order-1, step #0 charge_card`, … */
+    /** What was too large: `the result of workflow <id>, step #<seq> <name>`, `the input of workflow <id>`, … */
     readonly where: string,
     /** Its size as JSON, in bytes. */
     readonly bytes: number,

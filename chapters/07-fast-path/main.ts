@@ -1,5 +1,5 @@
 /**
- * Chapter 6 as a process — what the demo, the tests and the matrix start,
+ * Chapter 7 as a process — what the demo, the tests and the matrix start,
  * kill, freeze and restart:
  *
  *   main.ts start <orderId>… [--amount <cents>]   run a worker here, put these orders in the log (once per
@@ -72,7 +72,7 @@ async function whenDatabaseAnswers<T>(url: string, action: () => Promise<T>): Pr
 function databaseUrl(): string {
   const url = process.env.DATABASE_URL;
   if (!url) {
-    throw new CourseError('DATABASE_URL is not set: chapter 6 keeps its log in PostgreSQL.', 'Run it through the demo (npm run chapter 6) or the tests, which set it.');
+    throw new CourseError('DATABASE_URL is not set: chapter 7 keeps its log in PostgreSQL.', 'Run it through the demo (npm run chapter 7) or the tests, which set it.');
   }
   let protocol: string;
   try {

@@ -50,6 +50,9 @@ export async function migrate(db: pg.Pool): Promise<string[]> {
   client.on('error', onError);
   try {
     await client.query('BEGIN');
+    // Chapter 6's key, not a new one: chapter 7 migrates the same schema one file
+    // further, so a chapter 6 deploy and a chapter 7 deploy (a rolling upgrade)
+    // migrating one database at once must take turns.
     await client.query(`SELECT pg_advisory_xact_lock(hashtext('durable-execution-course: chapter 6 migrations'))`);
     await client.query(
       `CREATE TABLE IF NOT EXISTS durable_migrations (

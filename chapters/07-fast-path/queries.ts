@@ -1,7 +1,7 @@
 /**
- * Every SQL statement chapter 6 runs, each in a small named function.
+ * Every SQL statement chapter 7 runs, each in a small named function.
  *
- * The engine (engine.ts) and the worker (worker.ts) never write SQL
+ * The engine (engine.ts and its parts) and the worker (worker.ts) never write SQL
  * themselves; they call `claimWorkflows`, `recordStep`, `renewLeases`… That
  * keeps them readable as a story, and puts all the SQL in one file you can
  * read against migrations/ (the way graphile-worker and pg-boss do it).
@@ -19,13 +19,19 @@
  * lock) that the claim cannot get past (FOR UPDATE SKIP LOCKED skips it), so no
  * new claim can slip in between a fence and its COMMIT.
  *
- * The statements a workflow runs every time (admit, claim, load, record,
- * complete, renew) are PREPARED: they carry a `name`, so `pg` has PostgreSQL
- * parse and plan each once per connection, then only binds values. Measured
- * (npm run bench): parse + plan was a third of PostgreSQL's CPU per workflow,
- * and on two cores shared with Node, CPU is what bounds throughput. (Behind
- * PgBouncer in transaction mode, prepared statements need PgBouncer ≥ 1.21
- * with max_prepared_statements set.)
+ * New in chapter 7, two things about cost:
+ *   - The statements a workflow runs every time (admit, claim, load, record,
+ *     complete, renew) are PREPARED: they carry a `name`, so `pg` has
+ *     PostgreSQL parse and plan each once per connection, then only binds
+ *     values. Measured (npm run bench): parse + plan was a third of
+ *     PostgreSQL's CPU per workflow, and on two cores shared with Node, CPU is
+ *     what bounds throughput. (Behind PgBouncer in transaction mode, prepared
+ *     statements need PgBouncer ≥ 1.21 with max_prepared_statements set.)
+ *   - A step's record and the completion each come in two forms: one row
+ *     (recordStep, completeWorkflow), for a write sent alone — a transaction
+ *     of its own, no BEGIN or COMMIT around it — and many rows over unnest()
+ *     (recordSteps, completeWorkflows), for the writes of several runs that
+ *     share one statement (batcher.ts). Both fence each row with stillHeld().
  */
 import type pg from 'pg';
 

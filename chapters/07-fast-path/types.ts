@@ -21,8 +21,9 @@ export interface StepInfo {
   /** The name the workflow gave the step. */
   name: string;
   /**
-   * `<workflowId>:<seq>`, e.g. `order-1:0` — see {@link stepKey}. Send it as
-   * the `Idempotency-Key` of the step's call to the outside world.
+   * `<workflowId>:<seq>`, e.g. `a1b2:0` for the first step of workflow
+   * `a1b2` — see {@link stepKey}. Send it as the `Idempotency-Key` of the
+   * step's call to the outside world.
    */
   idempotencyKey: string;
   /**
@@ -80,7 +81,7 @@ export type OutputOf<W> = W extends Workflow<never, infer O> ? O : never;
 export interface StartOptions {
   /**
    * The workflow's id, chosen by the caller — and its idempotency key: one id,
-   * one run. Use an id that names the business operation (`order-1`), so a
+   * one run. Use an id that names the business operation (`invoice-2041`), so a
    * retried request carries the same one. Default: a random UUID (no
    * idempotency: every call is a new run).
    */
