@@ -1,15 +1,19 @@
 /**
- * Chapter 6 — the production engine — measured through its public API
- * (index.ts): step overhead, sequential workflows, throughput in one process
- * and across processes, dispatch latency, takeover after kill -9, a steady
- * open-loop load, memory and a 10,000-step history.
+ * The production chapters — 6 (leasing workers, plain statements) and 7 (the
+ * same engine made fast) — measured through their public API (index.ts): step
+ * overhead, sequential workflows, throughput in one process and across
+ * processes, dispatch latency (each of these on the chapter it is given:
+ * bench.ts runs them on both, side by side), takeover after kill -9, a steady
+ * open-loop load, memory and a 10,000-step history (on the last chapter).
  *
- * Each suite gets a database of its own and drops it. Write transactions and
- * WAL bytes are server-wide (probes.ts): nothing else should run meanwhile.
+ * Every suite takes the chapter (chapter.ts) as a parameter; its worker
+ * processes load the same chapter (CHAPTER=<dir>, worker.ts). Each suite gets
+ * a database of its own and drops it. Write transactions and WAL bytes are
+ * server-wide (probes.ts): nothing else should run meanwhile.
  */
 import pg from 'pg';
-import { createEngine, migrate, type Engine } from '../../chapters/07-fast-path/index.ts';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
+import type { ProductionChapter, ProductionEngine } from './chapter.ts';
 import { WorkerProcess, type WorkerStats } from './children.ts';
 import { Probe, type Snapshot } from './probes.ts';
 import { roundTrips } from './roundtrips.ts';
@@ -69,7 +73,9 @@ export interface Throughput {
 }
 
 export interface Dispatch {
+  /** 'yardstick' (a bare commit, no engine), 'same process' or 'worker process'. */
   mode: string;
+  /** What wakes the worker: what the rows of the two chapters are matched by. */
   wake: string;
   pollMs: number;
   latency: Summary;
@@ -103,11 +109,26 @@ export interface History {
   idleRssBytes: number;
 }
 
-export interface ProductionResults {
+/** The suites run on every production chapter, for one of them. */
+export interface ChapterResults {
+  /** Its directory, e.g. '06-leasing-workers'. */
+  chapter: string;
+  /** What "recorded" means there (the per-chapter durability table). */
+  durability: string;
   stepOverhead?: StepOverhead;
   sequential?: Sequential;
   throughput?: Throughput;
+  /** Same process, worker process with LISTEN/NOTIFY, worker process polling (the yardstick is the run's, below). */
   dispatch?: Dispatch[];
+}
+
+export interface ProductionResults {
+  /** Steps, sequential, throughput and dispatch on each production chapter, in chapter order (6, then 7). */
+  compared?: ChapterResults[];
+  /** Dispatch's yardstick: a bare INSERT commit after the same idle time, measured once for both chapters. */
+  dispatchYardstick?: Dispatch;
+  /** The chapter the suites below ran on: the last one. */
+  last?: string;
   takeover?: Takeover;
   steady?: Steady;
   history?: History;
@@ -118,16 +139,17 @@ export interface ProductionResults {
 interface Opened {
   url: string;
   db: pg.Pool;
-  engine: Engine<BenchWorkflows>;
+  engine: ProductionEngine;
   close(): Promise<void>;
 }
 
-async function open(ctx: SuiteContext, label: string, poolMax = 12): Promise<Opened> {
-  const url = await createDatabase(ctx.serverUrl, `bench_ch6_${label}`);
+/** A fresh database for `chapter`, migrated, and its engine on it. */
+async function open(ctx: SuiteContext, chapter: ProductionChapter, label: string, poolMax = 12): Promise<Opened> {
+  const url = await createDatabase(ctx.serverUrl, `bench_ch${chapter.number}_${label}`);
   const db = new pg.Pool({ connectionString: url, max: poolMax });
   db.on('error', () => {});
-  await migrate(db);
-  const engine = createEngine({ db, workflows: benchWorkflows(), resultPollMs: 10 });
+  await chapter.api.migrate(db);
+  const engine = chapter.api.createEngine({ db, workflows: benchWorkflows(), resultPollMs: 10 });
   return {
     url,
     db,
@@ -166,7 +188,7 @@ async function measure(ctx: SuiteContext, count: number | (() => number), body: 
 }
 
 /** start → result, one after another. */
-async function sequentially(engine: Engine<BenchWorkflows>, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number[]> {
+async function sequentially(engine: ProductionEngine, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number[]> {
   const latencies: number[] = [];
   for (let i = 0; i < count; i++) {
     const t = process.hrtime.bigint();
@@ -178,7 +200,7 @@ async function sequentially(engine: Engine<BenchWorkflows>, name: keyof BenchWor
 }
 
 /** Start `count` workflows from 8 concurrent callers; starts per second. */
-async function startMany(engine: Engine<BenchWorkflows>, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number> {
+async function startMany(engine: ProductionEngine, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number> {
   let next = 0;
   const t = process.hrtime.bigint();
   await Promise.all(
@@ -191,8 +213,8 @@ async function startMany(engine: Engine<BenchWorkflows>, name: keyof BenchWorkfl
 
 // ── 2. step overhead ─────────────────────────────────────────────────────────
 
-export async function stepOverhead(ctx: SuiteContext): Promise<StepOverhead> {
-  const o = await open(ctx, 'steps');
+export async function stepOverhead(ctx: SuiteContext, chapter: ProductionChapter): Promise<StepOverhead> {
+  const o = await open(ctx, chapter, 'steps');
   const worker = o.engine.createWorker({ concurrency: 1, pollMs: 1000 });
   await worker.start();
   try {
@@ -224,8 +246,8 @@ export async function stepOverhead(ctx: SuiteContext): Promise<StepOverhead> {
 
 // ── 3. sequential workflows ──────────────────────────────────────────────────
 
-export async function sequential(ctx: SuiteContext): Promise<Sequential> {
-  const o = await open(ctx, 'seq');
+export async function sequential(ctx: SuiteContext, chapter: ProductionChapter): Promise<Sequential> {
+  const o = await open(ctx, chapter, 'seq');
   const worker = o.engine.createWorker({ concurrency: 1, pollMs: 1000 });
   await worker.start();
   try {
@@ -242,7 +264,7 @@ export async function sequential(ctx: SuiteContext): Promise<Sequential> {
 
 // ── 4. throughput ────────────────────────────────────────────────────────────
 
-export async function throughput(ctx: SuiteContext): Promise<Throughput> {
+export async function throughput(ctx: SuiteContext, chapter: ProductionChapter): Promise<Throughput> {
   // 1,500 rather than the issue's 2,000: eight drains, each after its starts, fit the 5-minute budget on 2 cores.
   const count = ctx.quick ? 16 : 1500;
   // Quick: the two ends only (each worker process costs a Node start).
@@ -251,7 +273,7 @@ export async function throughput(ctx: SuiteContext): Promise<Throughput> {
   let startsPerSecond = 0;
   for (const mode of ['in-process', 'processes'] as const) {
     for (const concurrency of levels) {
-      const o = await open(ctx, `tp_${mode === 'in-process' ? 'in' : 'proc'}_${concurrency}`, concurrency + 8);
+      const o = await open(ctx, chapter, `tp_${mode === 'in-process' ? 'in' : 'proc'}_${concurrency}`, concurrency + 8);
       const children: WorkerProcess[] = [];
       try {
         // Warm-up, outside the measurement: each process's JIT, connections and prepared paths; the
@@ -261,7 +283,7 @@ export async function throughput(ctx: SuiteContext): Promise<Throughput> {
         const warm = ctx.quick ? 2 * concurrency : mode === 'processes' ? 150 * concurrency : Math.max(20, 10 * concurrency);
         await startMany(o.engine, 'noop3', warm, 'warm');
         if (mode === 'processes') {
-          for (let i = 0; i < concurrency; i++) children.push(WorkerProcess.spawn({ DATABASE_URL: o.url, CONCURRENCY: '1', GATE: '1', POLL_MS: '1000' }));
+          for (let i = 0; i < concurrency; i++) children.push(WorkerProcess.spawn({ CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', GATE: '1', POLL_MS: '1000' }));
           await Promise.all(children.map((c) => c.ready()));
           for (const c of children) c.send('go');
           await waitUntilDrained(o.db);
@@ -302,7 +324,7 @@ export async function throughput(ctx: SuiteContext): Promise<Throughput> {
           return { extraCpuMs: cpuMs, extraRoundTrips: childTrips - pollTrips };
         });
         runs.push({ ...cost, mode, concurrency, peakRssBytes: peakRss });
-        ctx.log(`  ${mode}, ${concurrency} at once: ${Math.round(cost.workflowsPerSecond)} workflows/s`);
+        ctx.log(`  ${chapter.name}, ${mode}, ${concurrency} at once: ${Math.round(cost.workflowsPerSecond)} workflows/s`);
       } finally {
         await Promise.all(children.map((c) => c.stop()));
         await o.close();
@@ -323,7 +345,7 @@ async function waitUntilDrained(db: pg.Pool): Promise<void> {
 
 // ── 5. dispatch latency ──────────────────────────────────────────────────────
 
-async function stampRuns(engine: Engine<BenchWorkflows>, count: number, prefix: string): Promise<number[]> {
+async function stampRuns(engine: ProductionEngine, count: number, prefix: string): Promise<number[]> {
   const latencies: number[] = [];
   for (let i = 0; i < count; i++) {
     await sleep(15); // the worker is idle: asleep in its claim loop
@@ -359,24 +381,34 @@ async function idleCommits(url: string, count: number): Promise<number[]> {
   }
 }
 
-export async function dispatch(ctx: SuiteContext): Promise<Dispatch[]> {
+/** Dispatch's yardstick, measured once a run: a bare INSERT commit after the same idle time as stampRuns. */
+export async function dispatchYardstick(ctx: SuiteContext): Promise<Dispatch> {
+  const count = ctx.quick ? 5 : 200;
+  const url = await createDatabase(ctx.serverUrl, 'bench_dispatch_yardstick');
+  try {
+    return { mode: 'yardstick', wake: 'none: a bare INSERT autocommit, sent after 15 ms idle', pollMs: 0, latency: summarize(await idleCommits(url, count)) };
+  } finally {
+    await dropDatabase(url, ctx.serverUrl).catch(() => {});
+  }
+}
+
+/** The wake-ups dispatch measures, the same for every chapter (what each chapter does on them, report.ts says). */
+export const DISPATCH_WAKES = {
+  local: 'in-process (start() tells the local worker)',
+  notify: 'LISTEN/NOTIFY (poll every 5 s as fallback)',
+  poll: (pollMs: number) => `polling only (every ${pollMs} ms ±20 %)`,
+};
+
+export async function dispatch(ctx: SuiteContext, chapter: ProductionChapter): Promise<Dispatch[]> {
   const count = ctx.quick ? 5 : 200;
   const results: Dispatch[] = [];
   {
-    const o = await open(ctx, 'dispatch_yardstick');
-    try {
-      results.push({ mode: 'yardstick', wake: 'none: a bare INSERT autocommit, sent after 15 ms idle', pollMs: 0, latency: summarize(await idleCommits(o.url, count)) });
-    } finally {
-      await o.close();
-    }
-  }
-  {
-    const o = await open(ctx, 'dispatch_in');
+    const o = await open(ctx, chapter, 'dispatch_in');
     const worker = o.engine.createWorker({ concurrency: 1, pollMs: 5000 });
     await worker.start();
     try {
       await stampRuns(o.engine, 5, 'warm');
-      results.push({ mode: 'same process', wake: 'handed over in-process (start() inserts it claimed for the local worker)', pollMs: 5000, latency: summarize(await stampRuns(o.engine, count, 'd')) });
+      results.push({ mode: 'same process', wake: DISPATCH_WAKES.local, pollMs: 5000, latency: summarize(await stampRuns(o.engine, count, 'd')) });
     } finally {
       await worker.stop();
       await o.close();
@@ -386,14 +418,14 @@ export async function dispatch(ctx: SuiteContext): Promise<Dispatch[]> {
     [true, 5000, count],
     [false, 200, ctx.quick ? 3 : 50],
   ] as const) {
-    const o = await open(ctx, `dispatch_${listen ? 'listen' : 'poll'}`);
-    const child = WorkerProcess.spawn({ DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: String(pollMs), LISTEN: listen ? '1' : '0' });
+    const o = await open(ctx, chapter, `dispatch_${listen ? 'listen' : 'poll'}`);
+    const child = WorkerProcess.spawn({ CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: String(pollMs), LISTEN: listen ? '1' : '0' });
     try {
       await child.waitFor((e) => e.event === 'started', 60_000);
       await stampRuns(o.engine, 3, 'warm');
       results.push({
         mode: 'worker process',
-        wake: listen ? 'LISTEN/NOTIFY (poll every 5 s as fallback)' : `polling only (every ${pollMs} ms ±20 %)`,
+        wake: listen ? DISPATCH_WAKES.notify : DISPATCH_WAKES.poll(pollMs),
         pollMs,
         latency: summarize(await stampRuns(o.engine, runs, 'd')),
       });
@@ -407,12 +439,12 @@ export async function dispatch(ctx: SuiteContext): Promise<Dispatch[]> {
 
 // ── 6. takeover ──────────────────────────────────────────────────────────────
 
-export async function takeover(ctx: SuiteContext): Promise<Takeover> {
+export async function takeover(ctx: SuiteContext, chapter: ProductionChapter): Promise<Takeover> {
   const leaseMs = 1500;
   const pollMs = 200;
   const trials = ctx.quick ? 1 : 3;
-  const o = await open(ctx, 'takeover');
-  const env = { DATABASE_URL: o.url, CONCURRENCY: '1', LEASE_MS: String(leaseMs), POLL_MS: String(pollMs) };
+  const o = await open(ctx, chapter, 'takeover');
+  const env = { CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', LEASE_MS: String(leaseMs), POLL_MS: String(pollMs) };
   const trialsMs: number[] = [];
   try {
     for (let i = 0; i < trials; i++) {
@@ -449,8 +481,8 @@ export async function takeover(ctx: SuiteContext): Promise<Takeover> {
 
 // ── 8. steady state ──────────────────────────────────────────────────────────
 
-export async function steady(ctx: SuiteContext, maxRate: number | undefined): Promise<Steady> {
-  const o = await open(ctx, 'steady', 16);
+export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxRate: number | undefined): Promise<Steady> {
+  const o = await open(ctx, chapter, 'steady', 16);
   const worker = o.engine.createWorker({ concurrency: 8, pollMs: 1000 });
   try {
     if (maxRate === undefined) {
@@ -508,9 +540,9 @@ export async function steady(ctx: SuiteContext, maxRate: number | undefined): Pr
 
 // ── 9. a 10,000-step history ─────────────────────────────────────────────────
 
-export async function history(ctx: SuiteContext): Promise<History> {
-  const o = await open(ctx, 'history');
-  const child = WorkerProcess.spawn({ DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: '5000' });
+export async function history(ctx: SuiteContext, chapter: ProductionChapter): Promise<History> {
+  const o = await open(ctx, chapter, 'history');
+  const child = WorkerProcess.spawn({ CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: '5000' });
   try {
     await child.waitFor((e) => e.event === 'started', 60_000);
     // Warm the worker's code paths (claim, replay, complete) on a small workflow first.

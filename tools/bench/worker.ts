@@ -1,23 +1,28 @@
 /**
- * A worker process the benchmark starts, kills and measures: chapter 6's
- * library (index.ts), the benchmark's workflows (workflows.ts), and a line
- * protocol on stdin/stdout instead of a narrated demo.
+ * A worker process the benchmark starts, kills and measures: a production
+ * chapter's library (chapters/<CHAPTER>/index.ts), the benchmark's workflows
+ * (workflows.ts), and a line protocol on stdin/stdout instead of a narrated demo.
  *
  *   stdout, one JSON object a line:
- *     {"event":"ready", rss, …}     migrated, connected, engine created (not yet claiming, when GATE=1)
+ *     {"event":"ready", chapter, rss, …}   migrated, connected, engine created (not yet claiming, when GATE=1)
  *     {"event":"started"}           the worker claims from now on
  *     {"event":"end", id, outcome, at, rss, peakRss, roundTrips}   a run ended
  *     {"event":"stats", cpuMs, rss, peakRss, roundTrips}            answer to "stats"
  *   stdin, one command a line:  go (start the worker, with GATE=1) · pause (stop claiming, keep the process; then {"event":"paused"}) · stats · reset-peak (then stats) · stop
  *
- * Environment: DATABASE_URL, CONCURRENCY (1), LEASE_MS (30000), POLL_MS
- * (1000), LISTEN (1), GATE (0), ROLE (worker | victim: the "hold" step never
- * returns, for the takeover measurement). COURSE_TRACE=0 is set here.
+ * Environment: DATABASE_URL, CHAPTER (the chapter's directory, e.g.
+ * 06-leasing-workers; default the last chapter, 07-fast-path), CONCURRENCY
+ * (1), LEASE_MS (30000), POLL_MS (1000), LISTEN (1), GATE (0), ROLE (worker |
+ * victim: the "hold" step never returns, for the takeover measurement).
+ * COURSE_TRACE=0 is set here.
+ *
+ *   CHAPTER=06-leasing-workers DATABASE_URL=… node --import tsx tools/bench/worker.ts
+ *   DATABASE_URL=… node --import tsx tools/bench/worker.ts 06-leasing-workers    (the same: an argument wins over CHAPTER)
  */
 import fs from 'node:fs';
 import readline from 'node:readline';
 import pg from 'pg';
-import { createEngine, migrate } from '../../chapters/07-fast-path/index.ts';
+import { LAST_CHAPTER, loadProductionChapter } from './chapter.ts';
 import { countRoundTrips, peakRssBytes, processCpuMs, roundTrips } from './roundtrips.ts';
 import { benchWorkflows, wallMs } from './workflows.ts';
 
@@ -27,11 +32,12 @@ countRoundTrips();
 const env = (name: string, fallback: number) => (process.env[name] ? Number(process.env[name]) : fallback);
 const say = (event: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ event, ...fields })}\n`);
 
+const chapter = await loadProductionChapter(process.argv[2] || process.env.CHAPTER || LAST_CHAPTER);
 const concurrency = env('CONCURRENCY', 1);
 const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: concurrency + 4 });
 db.on('error', () => {});
-await migrate(db);
-const engine = createEngine({ db, workflows: benchWorkflows(process.env.ROLE === 'victim' ? 'victim' : 'worker'), resultPollMs: 10 });
+await chapter.api.migrate(db);
+const engine = chapter.api.createEngine({ db, workflows: benchWorkflows(process.env.ROLE === 'victim' ? 'victim' : 'worker'), resultPollMs: 10 });
 const makeWorker = () =>
   engine.createWorker({
     concurrency,
@@ -84,5 +90,5 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
 }).on('close', () => void stop()); // the benchmark went away: so do we
 process.once('SIGTERM', () => void stop());
 
-say('ready', { pid: process.pid, rss: process.memoryUsage.rss(), peakRss: peakRssBytes(), roundTrips: roundTrips() });
+say('ready', { chapter: chapter.dir, pid: process.pid, rss: process.memoryUsage.rss(), peakRss: peakRssBytes(), roundTrips: roundTrips() });
 if (process.env.GATE !== '1') await go();

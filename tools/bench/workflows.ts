@@ -1,9 +1,18 @@
 /**
- * The workflows the benchmark runs on chapter 6's engine — shared by the
- * benchmark process and its worker processes (worker.ts), which must register
- * the same code under the same names.
+ * The workflows the benchmark runs on the production chapters' engines —
+ * shared by the benchmark process and its worker processes (worker.ts), which
+ * must register the same code under the same names.
+ *
+ * Typed against the little of a workflow's context they use, not against one
+ * chapter: chapters 6 and 7 both run them (chapter.ts checks that they fit).
  */
-import type { Workflow, Workflows } from '../../chapters/07-fast-path/index.ts';
+
+/** What these workflows use of a chapter's `Context`. */
+export interface StepContext {
+  step<T>(name: string, fn: () => Promise<T>): Promise<T>;
+}
+
+export type BenchWorkflow = (ctx: StepContext) => Promise<unknown>;
 
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes on one machine. */
 export function wallMs(): number {
@@ -11,7 +20,7 @@ export function wallMs(): number {
 }
 
 /** A workflow of `n` recorded steps that do nothing. */
-function noSteps(n: number): Workflow<unknown, number> {
+function noSteps(n: number): BenchWorkflow {
   return async (ctx) => {
     for (let i = 0; i < n; i++) await ctx.step(`s${i}`, async () => i);
     return n;
@@ -39,6 +48,6 @@ export const benchWorkflows = (role: 'worker' | 'victim' = 'worker') =>
       }),
     /** History growth: LONG_STEPS steps, all of them already in the log when it is claimed. */
     long: noSteps(LONG_STEPS),
-  }) satisfies Workflows;
+  }) satisfies Record<string, BenchWorkflow>;
 
 export type BenchWorkflows = ReturnType<typeof benchWorkflows>;

@@ -1,18 +1,23 @@
 /**
  * `npm run bench` — what durability costs, measured against yardsticks taken
- * in the same run on the same server, and chapter 6 (the production engine)
+ * in the same run on the same server: each chapter's engine, and the two
+ * production chapters side by side — chapter 6 (leasing workers, plain
+ * statements) and chapter 7 (the same engine made fast) — with chapter 7
  * against its targets and its peers.
  *
- *   npm run bench                          the full run (about 3–4 minutes on 2 cores); writes docs/bench/report.md and results.json
+ *   npm run bench                          the full run (about 5 minutes on 2 cores); writes docs/bench/report.md and results.json
  *   npm run bench -- --quick               tiny counts, no report files (what `npm test` runs so this cannot rot)
  *   npm run bench -- --only steps,dispatch some suites (the yardsticks always run: everything is compared with them)
  *   npm run bench -- --no-write            the full run, printed only
  *   npm run bench -- --render              report.md again from results.json, measuring nothing (after editing report.ts)
  *
- * Suites: chapters (chapters 1–5), steps, sequential, throughput, dispatch,
- * takeover, steady, history (chapter 6). A benchmark, never a timed test:
- * nothing here passes or fails on speed. Uses the embedded server by
- * default, or DATABASE_URL (then PostgreSQL's CPU is not measured: its pid is unknown).
+ * Suites: chapters (chapters 1–5; 6 and 7 come from the sequential suite);
+ * steps, sequential, throughput, dispatch (on chapters 6 and 7, one after the
+ * other within each suite, so that both are measured under the same
+ * conditions); takeover, steady, history (on the last chapter, 7). A
+ * benchmark, never a timed test: nothing here passes or fails on speed. Uses
+ * the embedded server by default, or DATABASE_URL (then PostgreSQL's CPU is
+ * not measured: its pid is unknown).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -22,10 +27,11 @@ import { projectRoot, startPostgres } from '../../shared/db/server.ts';
 import { CourseError, runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
 import { flushRate, insertCommits } from '../bench/baseline.ts';
+import { LAST_CHAPTER, loadProductionChapter, PRODUCTION_CHAPTERS, type ProductionChapter } from '../bench/chapter.ts';
 import { chapterEngines } from '../bench/engines.ts';
 import * as production from '../bench/production.ts';
 import { Probe, type Delta } from '../bench/probes.ts';
-import { renderReport, type BenchResults, type ChapterCost } from '../bench/report.ts';
+import { normalizeResults, renderReport, type BenchResults, type ChapterCost } from '../bench/report.ts';
 import { countRoundTrips } from '../bench/roundtrips.ts';
 import { fmt, msSince, summarize } from '../bench/stats.ts';
 
@@ -51,8 +57,8 @@ function renderOnly(): void {
   const out = path.join(projectRoot, 'docs', 'bench');
   const file = path.join(out, 'results.json');
   if (!fs.existsSync(file)) throw new CourseError('docs/bench/results.json does not exist yet', 'Run `npm run bench` first.');
-  const results = JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults;
-  const report = renderReport({ ...results, suiteSeconds: results.suiteSeconds ?? {}, production: results.production ?? {}, chapters: results.chapters ?? [] });
+  const results = normalizeResults(JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults);
+  const report = renderReport(results);
   fs.writeFileSync(path.join(out, 'report.md'), `${report}\n`);
   console.log(report);
   console.error(paint.dim('\nWrote docs/bench/report.md from docs/bench/results.json (nothing measured)'));
@@ -141,39 +147,66 @@ runMain(async () => {
 
     const ctx: production.SuiteContext = { serverUrl: server.url, probe, quick, log, baselineCommitMs: oneClient.latency.meanMs };
     const p: production.ProductionResults = {};
+    // The production chapters, side by side: each suite runs on chapter 6, then at once on chapter 7.
+    const compared: Array<{ chapter: ProductionChapter; results: production.ChapterResults }> = [];
+    if (run('steps') || run('sequential') || run('throughput') || run('dispatch')) {
+      for (const dir of PRODUCTION_CHAPTERS) {
+        const chapter = await loadProductionChapter(dir);
+        compared.push({ chapter, results: { chapter: chapter.dir, durability: chapter.durability } });
+      }
+      p.compared = compared.map((c) => c.results);
+    }
     if (run('steps')) {
-      section('chapter 6: step overhead (20 no-op steps vs 0, one after another)', 'steps');
-      p.stepOverhead = await production.stepOverhead(ctx);
-      log(`  ${fmt(p.stepOverhead.perStepMs)} ms a step (${fmt(p.stepOverhead.ratioToCommit ?? NaN)}× the commit)`);
+      for (const { chapter, results } of compared) {
+        section(`${chapter.name}: step overhead (20 no-op steps vs 0, one after another)`, 'steps');
+        const s = (results.stepOverhead = await production.stepOverhead(ctx, chapter));
+        log(`  ${fmt(s.perStepMs)} ms a step (${fmt(s.ratioToCommit ?? NaN)}× the commit)`);
+      }
     }
     if (run('sequential')) {
-      section('chapter 6: sequential 3-step workflows', 'sequential');
-      p.sequential = await production.sequential(ctx);
-      log(`  ${fmt(p.sequential.workflowsPerSecond, 0)} workflows/s, p50 ${fmt(p.sequential.latency.p50Ms)} ms`);
+      for (const { chapter, results } of compared) {
+        section(`${chapter.name}: sequential 3-step workflows`, 'sequential');
+        const s = (results.sequential = await production.sequential(ctx, chapter));
+        log(`  ${fmt(s.workflowsPerSecond, 0)} workflows/s, p50 ${fmt(s.latency.p50Ms)} ms`);
+      }
     }
     if (run('throughput')) {
-      section('chapter 6: throughput — started, then drained by 1, 2, 4, 8 (one worker; worker processes)', 'throughput');
-      p.throughput = await production.throughput(ctx);
+      for (const { chapter, results } of compared) {
+        section(`${chapter.name}: throughput — started, then drained by 1, 2, 4, 8 (one worker; worker processes)`, 'throughput');
+        results.throughput = await production.throughput(ctx, chapter);
+      }
     }
     if (run('dispatch')) {
-      section('chapter 6: dispatch latency (idle worker → first step)', 'dispatch');
-      p.dispatch = await production.dispatch(ctx);
-      for (const d of p.dispatch) log(`  ${d.mode}, ${d.wake}: p50 ${fmt(d.latency.p50Ms)} ms, p99 ${fmt(d.latency.p99Ms)} ms`);
+      section('dispatch latency: the yardstick (a bare INSERT commit after 15 ms idle)', 'dispatch');
+      p.dispatchYardstick = await production.dispatchYardstick(ctx);
+      log(`  p50 ${fmt(p.dispatchYardstick.latency.p50Ms)} ms, p99 ${fmt(p.dispatchYardstick.latency.p99Ms)} ms`);
+      for (const { chapter, results } of compared) {
+        section(`${chapter.name}: dispatch latency (idle worker → first step)`, 'dispatch');
+        results.dispatch = await production.dispatch(ctx, chapter);
+        for (const d of results.dispatch) log(`  ${d.mode}, ${d.wake}: p50 ${fmt(d.latency.p50Ms)} ms, p99 ${fmt(d.latency.p99Ms)} ms`);
+      }
     }
-    if (run('takeover')) {
-      section('chapter 6: takeover after kill -9', 'takeover');
-      p.takeover = await production.takeover(ctx);
-    }
-    if (run('steady')) {
-      section('chapter 6: steady open-loop load at half the maximum', 'steady');
-      const max = p.throughput?.runs.find((x) => x.mode === 'in-process' && x.concurrency === 8)?.workflowsPerSecond;
-      p.steady = await production.steady(ctx, max);
-      log(`  ${p.steady.workflows} workflows at ${fmt(p.steady.achievedRate, 0)}/s; last third p99 ${fmt(p.steady.thirds[2]!.p99Ms)} ms`);
-    }
-    if (run('history')) {
-      section('chapter 6: resuming a 10,000-step history', 'history');
-      p.history = await production.history(ctx);
-      log(`  ${fmt(p.history.resumeMs)} ms, ${fmt(p.history.extraRssBytes / 2 ** 20, 1)} MB extra, ${p.history.roundTrips} round trips`);
+    // The rest measure the last chapter only.
+    if (run('takeover') || run('steady') || run('history')) {
+      const last = await loadProductionChapter(LAST_CHAPTER);
+      p.last = last.dir;
+      if (run('takeover')) {
+        section(`${last.name}: takeover after kill -9`, 'takeover');
+        p.takeover = await production.takeover(ctx, last);
+      }
+      if (run('steady')) {
+        section(`${last.name}: steady open-loop load at half the maximum`, 'steady');
+        const max = p.compared
+          ?.find((c) => c.chapter === last.dir)
+          ?.throughput?.runs.find((x) => x.mode === 'in-process' && x.concurrency === 8)?.workflowsPerSecond;
+        p.steady = await production.steady(ctx, last, max);
+        log(`  ${p.steady.workflows} workflows at ${fmt(p.steady.achievedRate, 0)}/s; last third p99 ${fmt(p.steady.thirds[2]!.p99Ms)} ms`);
+      }
+      if (run('history')) {
+        section(`${last.name}: resuming a 10,000-step history`, 'history');
+        p.history = await production.history(ctx, last);
+        log(`  ${fmt(p.history.resumeMs)} ms, ${fmt(p.history.extraRssBytes / 2 ** 20, 1)} MB extra, ${p.history.roundTrips} round trips`);
+      }
     }
 
     section('');
