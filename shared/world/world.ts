@@ -9,7 +9,9 @@
  *
  * A world is three things, none of which lives in the workflow process, so
  * all of them outlive its SIGKILLs:
- *   - a fresh directory, where the world server keeps its ledger files;
+ *   - a fresh directory, where the world server keeps its ledger files
+ *     (`course-world-<pid>-…` in the temp folder, removed when the process
+ *     that made it exits; one left by a killed process goes at the next start);
  *   - the inventory tables, in the PostgreSQL database the caller gives us;
  *   - the world server (server.ts): payments and mail, as a child process.
  */
@@ -50,13 +52,19 @@ export interface World {
    * from disk. The inventory is not touched.
    */
   restartServer(): Promise<void>;
-  /** Stop the world server. The directory is kept (a test may look at it) unless `removeDir`. */
+  /**
+   * Stop the world server. The directory is kept (a test may look at it)
+   * unless `removeDir` — until this process exits, if startWorld made it.
+   */
   stop(options?: { removeDir?: boolean }): Promise<void>;
 }
 
 export interface StartWorldOptions {
   databaseUrl: string;
-  /** Default: a fresh directory under the OS temp dir. Give an old world's dir to restart that world. */
+  /**
+   * Default: a fresh directory under the OS temp dir, removed when this process
+   * exits. Give an old world's dir to restart that world (a dir you give is never removed for you).
+   */
   dir?: string;
   /** Stock to put on the shelf (default: 100 × "widget"). Sets these skus' stock to exactly this. */
   products?: Product[];
@@ -72,7 +80,7 @@ const START_TIMEOUT_MS = 10_000;
 
 export async function startWorld(options: StartWorldOptions): Promise<World> {
   const { databaseUrl } = options;
-  const dir = options.dir ? path.resolve(options.dir) : fs.mkdtempSync(path.join(os.tmpdir(), 'course-world-'));
+  const dir = options.dir ? path.resolve(options.dir) : makeWorldDir();
   fs.mkdirSync(dir, { recursive: true });
 
   await prepareInventory(databaseUrl, options.products ?? [{ sku: 'widget', onHand: 100 }]);
@@ -107,9 +115,84 @@ export async function startWorld(options: StartWorldOptions): Promise<World> {
     },
     async stop(stopOptions = {}) {
       await stopChild(child);
-      if (stopOptions.removeDir) fs.rmSync(dir, { recursive: true, force: true });
+      if (stopOptions.removeDir) {
+        fs.rmSync(dir, { recursive: true, force: true });
+        ownDirs.delete(dir);
+      }
     },
   };
+}
+
+// ─── The world's directory ──────────────────────────────────────────────────
+
+const WORLD_DIR_PREFIX = 'course-world-';
+/** A folder from before names carried their process id: stale once untouched this long. */
+const UNOWNED_STALE_MS = 60 * 60 * 1000;
+
+/** Directories startWorld made in this process: removed when it exits. */
+const ownDirs = new Set<string>();
+
+/** A fresh `course-world-<pid>-XXXXXX` in the temp folder, after clearing those of dead processes. */
+function makeWorldDir(): string {
+  removeAbandonedWorldDirs();
+  installExitHook();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${WORLD_DIR_PREFIX}${process.pid}-`));
+  ownDirs.add(dir);
+  return dir;
+}
+
+/**
+ * World directories whose process is gone: it was killed (SIGKILL, a
+ * terminal closed) before its exit hook could run. A folder named by an
+ * older version of the course (no pid) goes once nothing in it has changed
+ * for an hour. Folders of other users, or that cannot be removed, are left.
+ */
+export function removeAbandonedWorldDirs(tmpDir = os.tmpdir()): string[] {
+  let entries: string[] = [];
+  try {
+    entries = fs.readdirSync(tmpDir).filter((name) => name.startsWith(WORLD_DIR_PREFIX));
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of entries) {
+    const dir = path.join(tmpDir, name);
+    if (ownDirs.has(dir)) continue;
+    const owned = /^course-world-(\d+)-[^-]+$/.exec(name);
+    const stale = owned ? !processExists(Number(owned[1])) : /^course-world-[^-]+$/.test(name) && untouchedFor(dir, UNOWNED_STALE_MS);
+    if (!stale) continue;
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+      removed.push(dir);
+    } catch {
+      // not ours to remove, or busy: leave it
+    }
+  }
+  return removed;
+}
+
+/** Whether a process with this pid exists (EPERM: it does, but is not ours). */
+function processExists(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (thrown) {
+    return (thrown as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Neither the folder nor anything directly in it has changed for `ms`. */
+function untouchedFor(dir: string, ms: number): boolean {
+  try {
+    const stat = fs.lstatSync(dir);
+    if (!stat.isDirectory()) return false;
+    let newest = stat.mtimeMs;
+    for (const entry of fs.readdirSync(dir)) newest = Math.max(newest, fs.lstatSync(path.join(dir, entry)).mtimeMs);
+    return Date.now() - newest > ms;
+  } catch {
+    return false;
+  }
 }
 
 // ─── The inventory ──────────────────────────────────────────────────────────
@@ -161,9 +244,17 @@ let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  // 'exit' handlers must be synchronous; kill() just sends the signal.
+  // 'exit' handlers must be synchronous: kill() just sends the signal, and rmSync is synchronous.
   process.on('exit', () => {
     for (const child of running) child.kill('SIGKILL');
+    for (const dir of ownDirs) {
+      try {
+        // A server just killed may still be finishing a write: retry a moment.
+        fs.rmSync(dir, { recursive: true, force: true, maxRetries: 3, retryDelay: 20 });
+      } catch {
+        // the next start removes it (its pid is ours, and we are gone)
+      }
+    }
   });
 }
 
