@@ -416,12 +416,15 @@ function statIfAny(file: string): fs.Stats | undefined {
   }
 }
 
-/**
- * Why `user` cannot run `file`, in words: the first folder on the way it
- * cannot enter, or the file itself. Undefined when nothing is in the way
- * (or we are not root, when it is not ours to find out).
- */
-export function accessProblem(file: string, user: { uid: number; gid: number } | undefined): string | undefined {
+interface AccessProblem {
+  /** What is in the way, in words. */
+  problem: string;
+  /** What would let the user through. */
+  fix: string;
+}
+
+/** The first folder on the way to `file` that `user` cannot enter, or the file itself if it cannot run it. */
+function findAccessProblem(file: string, user: { uid: number; gid: number } | undefined): AccessProblem | undefined {
   if (!user) return undefined;
   const resolved = path.resolve(file);
   const root = path.parse(resolved).root;
@@ -432,18 +435,28 @@ export function accessProblem(file: string, user: { uid: number; gid: number } |
   }
   const can = (test: string, target: string) => spawnSync('test', [test, target], user).status === 0;
   for (const dir of dirs) {
-    if (!can('-x', dir)) return `the \`postgres\` user cannot enter ${dir} (${describeMode(dir)})`;
+    if (!can('-x', dir)) return { problem: `the \`postgres\` user cannot enter ${dir} (${describeMode(dir)})`, fix: `chmod o+x ${dir}` };
   }
-  if (!fs.existsSync(resolved)) return `${resolved} does not exist`;
-  if (!can('-x', resolved)) return `the \`postgres\` user cannot run ${resolved} (${describeMode(resolved)})`;
+  if (!fs.existsSync(resolved)) return { problem: `${resolved} does not exist`, fix: 'npm install' };
+  if (!can('-x', resolved)) return { problem: `the \`postgres\` user cannot run ${resolved} (${describeMode(resolved)})`, fix: `chmod 755 ${resolved}` };
   return undefined;
 }
 
-/** A hint for an EACCES on `file`, naming what is in the way. */
+/**
+ * Why `user` cannot run `file`, in words: the first folder on the way it
+ * cannot enter, or the file itself. Undefined when nothing is in the way
+ * (or we are not root, when it is not ours to find out).
+ */
+export function accessProblem(file: string, user: { uid: number; gid: number } | undefined): string | undefined {
+  return findAccessProblem(file, user)?.problem;
+}
+
+/** A hint for an EACCES on `file`, naming what is in the way and what would fix it. */
 function accessHint(file: string, user: { uid: number; gid: number } | undefined): string | undefined {
-  const problem = accessProblem(file, user);
-  if (!problem) return undefined;
-  return `${problem[0]!.toUpperCase()}${problem.slice(1)}: run the course as a normal user, move the project where that user can read it, or set DATABASE_URL to use your own PostgreSQL server.`;
+  const found = findAccessProblem(file, user);
+  if (!found) return undefined;
+  const { problem, fix } = found;
+  return `${problem[0]!.toUpperCase()}${problem.slice(1)}: let it through (\`${fix}\`), clone the project where it can, run the course as a normal user, or set DATABASE_URL to use your own PostgreSQL server.`;
 }
 
 /** `drwx------ root:root`, as ls would say it. */
