@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, inject, it, vi } from 'vitest';
-import { runUntilDone, startChild, type Attempt } from '../../shared/crash/runner.ts';
+import { runUntilDone, startChild } from '../../shared/crash/runner.ts';
 import { UnserializableResultError } from '../../shared/json.ts';
 import { runScenario } from '../../shared/scenarios.ts';
 import { withWorld } from '../../shared/testing/world.ts';
@@ -18,11 +18,6 @@ import { openLog, runWorkflow } from './engine.ts';
 const chapter = '02-json-file-log';
 const main = `chapters/${chapter}/main.ts`;
 const adminUrl = inject('adminDatabaseUrl');
-
-/** A finished child process, for an assertion's message. */
-function report(attempt: Attempt): string {
-  return `exit ${attempt.exitCode} signal ${attempt.signal} after ${attempt.ms} ms\n${attempt.stdout}${attempt.stderr}`;
-}
 
 describe('chapter 2 fixes', () => {
   it('crash after the charge is recorded: charged exactly once', async () => {

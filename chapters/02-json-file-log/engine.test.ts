@@ -6,8 +6,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silenceConsoleLog } from '../../shared/testing/console.ts';
+import { rejectionOf } from '../../shared/testing/errors.ts';
 import { CorruptLogError, openLog, readLog, runWorkflow, writeLogAtomically, type Workflow } from './engine.ts';
+
+silenceConsoleLog(); // the engine's ▶ ran / ↺ replayed lines
 
 let dir: string;
 let file: string;
@@ -15,11 +19,9 @@ let file: string;
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ch02-log-'));
   file = path.join(dir, 'workflow-log.json');
-  vi.spyOn(console, 'log').mockImplementation(() => {}); // the engine's ▶ ran / ↺ replayed lines
 });
 
 afterEach(() => {
-  vi.restoreAllMocks();
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -86,10 +88,7 @@ describe('the JSON file log', () => {
     ['a workflow entry without steps', '{"version":1,"workflows":{"order-1":{"status":"completed"}}}'],
   ])('a log that is %s is a CorruptLogError naming the file, and is left untouched', async (_what, text) => {
     fs.writeFileSync(file, text);
-    const error = await openLog(file).then(
-      () => undefined,
-      (thrown: unknown) => thrown,
-    );
+    const error = await rejectionOf(openLog(file));
     expect(error).toBeInstanceOf(CorruptLogError);
     const corrupt = error as CorruptLogError;
     expect(corrupt.message).toContain(file);

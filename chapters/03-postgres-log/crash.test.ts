@@ -5,10 +5,12 @@
  * stock table — not from the engine's own log.
  */
 import { describe, expect, inject, it, vi } from 'vitest';
-import { runUntilDone, startChild, type Attempt } from '../../shared/crash/runner.ts';
+import { runUntilDone, startChild } from '../../shared/crash/runner.ts';
 import { UnserializableResultError } from '../../shared/json.ts';
 import { runScenario } from '../../shared/scenarios.ts';
-import { withDatabase, withWorld } from '../../shared/testing/world.ts';
+import { withFreshDatabase } from '../../shared/testing/database.ts';
+import { noColourEnv, stepsRan, stepsReplayed } from '../../shared/testing/output.ts';
+import { withWorld } from '../../shared/testing/world.ts';
 import { createEngine } from './engine.ts';
 import { createSchema, getWorkflow, loadSteps } from './queries.ts';
 
@@ -16,13 +18,6 @@ const chapter = '03-postgres-log';
 const main = `chapters/${chapter}/main.ts`;
 const fixture = `chapters/${chapter}/fixtures/workflows.ts`;
 const adminUrl = inject('adminDatabaseUrl');
-/** Plain output, whatever the terminal running the tests prefers, so we can match lines. */
-const plain = { FORCE_COLOR: '0' };
-
-
-const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern, 'g')) ?? []).length;
-const ran = (attempt: Attempt | undefined) => count(attempt?.stdout ?? '', /▶ ran/);
-const replayed = (attempt: Attempt | undefined) => count(attempt?.stdout ?? '', /↺ replayed/);
 
 describe('chapter 3 fixes', () => {
   it('two processes share one log: nothing is lost', async () => {
@@ -47,8 +42,8 @@ describe('chapter 3 fixes', () => {
     const [crashed, restarted] = outcome.runs[0]?.attempts ?? [];
     expect(crashed?.crashedAt).toBe('during-record:complete@1');
     // The UPDATE was never committed, so the restart found the workflow running — and every step in the log.
-    expect(replayed(restarted)).toBe(3);
-    expect(ran(restarted)).toBe(0);
+    expect(stepsReplayed(restarted)).toBe(3);
+    expect(stepsRan(restarted)).toBe(0);
     expect(outcome.verdict, outcome.detail).toBe('exactly-once');
   });
 
@@ -64,7 +59,7 @@ describe('chapter 3 fixes', () => {
         script: main,
         args: ['start', ...orders],
         restartArgs: ['recover'],
-        env: { ...world.env, ...plain },
+        env: { ...world.env, ...noColourEnv },
         faults: ['after-record:reserve_inventory@2'], // order-1 done, order-2 half done, order-3 not begun
         timeoutMs: 30_000,
       });
@@ -73,8 +68,8 @@ describe('chapter 3 fixes', () => {
 
       const recovery = run.attempts[1];
       expect(recovery?.stdout).toContain('recovered 2 unfinished workflow(s): order-2, order-3');
-      expect(replayed(recovery)).toBe(2); // order-2: the charge and the stock, from the log
-      expect(ran(recovery)).toBe(4); //      order-2's email, and all of order-3
+      expect(stepsReplayed(recovery)).toBe(2); // order-2: the charge and the stock, from the log
+      expect(stepsRan(recovery)).toBe(4); //      order-2's email, and all of order-3
 
       const ledger = await world.ledger();
       for (const id of orders) expect(ledger.byOrder(id)).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
@@ -84,19 +79,19 @@ describe('chapter 3 fixes', () => {
   });
 
   it('a step name can repeat: steps are keyed by position', async () => {
-    await withDatabase('ch03_loop', async (url, db) => {
+    await withFreshDatabase('ch03_loop', async (url, db) => {
       const run = await runUntilDone({
         script: fixture,
         args: ['start', 'loop', 'cart-1', '5'],
-        env: { DATABASE_URL: url, ...plain },
+        env: { DATABASE_URL: url, ...noColourEnv },
         faults: ['after-record:add_item@3'],
         timeoutMs: 30_000,
       });
       expect(run.attempts[0]?.crashedAt).toBe('after-record:add_item@3');
       expect(run.finished, run.error).toBe(true);
       // The restart replays the three recorded calls of add_item and runs the other two.
-      expect(replayed(run.attempts[1])).toBe(3);
-      expect(ran(run.attempts[1])).toBe(2);
+      expect(stepsReplayed(run.attempts[1])).toBe(3);
+      expect(stepsRan(run.attempts[1])).toBe(2);
 
       const steps = await loadSteps(db, 'cart-1');
       expect(steps.map((s) => [s.seq, s.name])).toEqual([0, 1, 2, 3, 4].map((seq) => [seq, 'add_item']));
@@ -107,8 +102,8 @@ describe('chapter 3 fixes', () => {
   });
 
   it('changed workflow code after a crash is a clear non-determinism error naming both steps', async () => {
-    await withDatabase('ch03_nondeterminism', async (url, db) => {
-      const env = { DATABASE_URL: url, ...plain };
+    await withFreshDatabase('ch03_nondeterminism', async (url, db) => {
+      const env = { DATABASE_URL: url, ...noColourEnv };
       const run = await runUntilDone({
         script: fixture,
         args: ['start', 'shipping', 'ship-1', '--code=v1'],
@@ -135,7 +130,7 @@ describe('chapter 3 fixes', () => {
   });
 
   it('a step result JSON cannot carry is refused and nothing is recorded', async () => {
-    await withDatabase('ch03_unsafe', async (_url, db) => {
+    await withFreshDatabase('ch03_unsafe', async (_url, db) => {
       vi.spyOn(console, 'log').mockImplementation(() => {});
       try {
         await createSchema(db);

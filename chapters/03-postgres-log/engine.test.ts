@@ -3,43 +3,29 @@
  * registry of workflow names, replay and its checks. (Crashes are in crash.test.ts.)
  */
 import pg from 'pg';
-import { afterAll, beforeAll, beforeEach, afterEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CourseError } from '../../shared/errors.ts';
-import { freshDatabase, type TestDatabase } from '../../shared/testing/database.ts';
+import { silenceConsoleLog } from '../../shared/testing/console.ts';
+import { freshDatabase, freshPool, type TestPool } from '../../shared/testing/database.ts';
+import { rejectionOf } from '../../shared/testing/errors.ts';
+import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import { createEngine, NonDeterminismError, UnknownWorkflowError, WorkflowFailedError, type Workflow, type Workflows } from './engine.ts';
 import { createSchema, getWorkflow, loadSteps } from './queries.ts';
 
-let database: TestDatabase;
+let database: TestPool;
 let db: pg.Pool;
 
 beforeAll(async () => {
-  database = await freshDatabase('ch03_engine');
-  db = new pg.Pool({ connectionString: database.url });
+  database = await freshPool('ch03_engine');
+  db = database.db;
   await createSchema(db);
 });
 
 afterAll(async () => {
-  await db.end();
-  await database.drop();
+  await database?.drop();
 });
 
-beforeEach(() => {
-  vi.spyOn(console, 'log').mockImplementation(() => {}); // the engine's trace lines
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-});
-
-/** A three-step workflow that counts how often each step's code really runs. */
-function counted() {
-  const runs: string[] = [];
-  const workflow: Workflow<{ n: number }, string> = async (ctx, { n }) => {
-    const a = await ctx.step('a', async () => (runs.push('a'), n + 1));
-    const b = await ctx.step('b', async () => (runs.push('b'), a * 10));
-    return ctx.step('c', async () => (runs.push('c'), `result ${b}`));
-  };
-  return { runs, workflow };
-}
+silenceConsoleLog(); // the engine's trace lines
 
 describe('the Postgres log', () => {
   it('two processes can create the schema at the same moment', async () => {
@@ -59,7 +45,7 @@ describe('the Postgres log', () => {
   });
 
   it('a finished workflow is one row in workflows and one row per step, in order', async () => {
-    const { workflow } = counted();
+    const { workflow } = countedWorkflow();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     expect(await engine.start('counted', 'rows-1', { n: 1 })).toBe('result 20');
     expect(await getWorkflow(db, 'rows-1')).toEqual({
@@ -78,7 +64,7 @@ describe('the Postgres log', () => {
   });
 
   it('starting a completed workflow again runs nothing and returns its recorded output', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     await engine.start('counted', 'again-1', { n: 2 });
     expect(await engine.start('counted', 'again-1', { n: 2 })).toBe('result 30');
@@ -86,7 +72,7 @@ describe('the Postgres log', () => {
   });
 
   it('a resumed workflow runs only the steps the log does not have, with the input the log recorded', async () => {
-    const first = counted();
+    const first = countedWorkflow();
     // A first run that got as far as step b (as if the process had died there).
     const engine = createEngine({
       db,
@@ -166,7 +152,7 @@ describe('workflows are registered by name', () => {
 
 describe('replay checks the code against the log', () => {
   it('a different step at a recorded position stops the replay before that step runs', async () => {
-    const v1 = counted();
+    const v1 = countedWorkflow();
     await createEngine({ db, workflows: { counted: v1.workflow } }).start('counted', 'nd-1', { n: 1 });
     await db.query(`UPDATE workflows SET status = 'running' WHERE id = 'nd-1'`); // as if it had crashed before completing
 
@@ -179,7 +165,7 @@ describe('replay checks the code against the log', () => {
         return 'never';
       }) as Workflow<{ n: number }, string> },
     });
-    const error = await v2.start('counted', 'nd-1', { n: 1 }).catch((e: unknown) => e);
+    const error = await rejectionOf(v2.start('counted', 'nd-1', { n: 1 }));
     expect(error).toBeInstanceOf(NonDeterminismError);
     expect(error).toMatchObject({ workflowId: 'nd-1', seq: 1, recorded: 'b', called: 'c' });
     expect((error as Error).message).toBe('workflow nd-1 step #1: the log says b, the code now calls c');
@@ -187,7 +173,7 @@ describe('replay checks the code against the log', () => {
   });
 
   it('code that returns before reaching a recorded step is a non-determinism error too', async () => {
-    const v1 = counted();
+    const v1 = countedWorkflow();
     await createEngine({ db, workflows: { counted: v1.workflow } }).start('counted', 'nd-2', { n: 1 });
     await db.query(`UPDATE workflows SET status = 'running' WHERE id = 'nd-2'`);
 

@@ -5,6 +5,7 @@
 import { describe, expect, inject, it } from 'vitest';
 import { runUntilDone } from '../../shared/crash/runner.ts';
 import { runScenario } from '../../shared/scenarios.ts';
+import { printed } from '../../shared/testing/output.ts';
 import { withWorld } from '../../shared/testing/world.ts';
 
 const chapter = '04-transactions';
@@ -46,7 +47,7 @@ describe('chapter 4 fixes', () => {
     expect(effects.stockDecrements, here.detail).toBe(1);
     expect(effects.charges).toBe(1);
     // The loser saw the primary key refuse its record, and replayed instead.
-    const output = here.runs.map((r) => r.attempts.map((a) => a.stdout + a.stderr).join('')).join('');
+    const output = here.runs.flatMap((r) => r.attempts).map(printed).join('');
     expect(output).toContain('was recorded by another process first');
     // Chapter 3 committed each process's UPDATE on its own.
     expect(before.verdict, before.detail).toBe('stock-twice');

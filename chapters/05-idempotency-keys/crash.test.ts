@@ -7,23 +7,19 @@
 import { describe, expect, inject, it } from 'vitest';
 import { runUntilDone, startChild, type Attempt } from '../../shared/crash/runner.ts';
 import { runScenario } from '../../shared/scenarios.ts';
+import { noColourEnv, printed } from '../../shared/testing/output.ts';
 import { withWorld } from '../../shared/testing/world.ts';
 
 const chapter = '05-idempotency-keys';
 const main = `chapters/${chapter}/main.ts`;
 const adminUrl = inject('adminDatabaseUrl');
-/** Plain output, whatever the terminal running the tests prefers, so we can match lines. */
-const plain = { FORCE_COLOR: '0' };
-
-/** What a process printed, without colours (a scenario's children inherit the terminal's FORCE_COLOR). */
-const output = (attempt: Attempt | undefined) => `${attempt?.stdout ?? ''}${attempt?.stderr ?? ''}`.replace(/\x1b\[[0-9;]*m/g, '');
 
 /**
  * The ids a process got back from a step's call, from its `▶ ran` lines:
  *   ▶ ran      charge_card        → {"id":"ch_3f2a…","orderId":"order-1",…}
  */
 const ranIds = (attempt: Attempt | undefined, step: string) =>
-  [...output(attempt).matchAll(new RegExp(`▶ ran\\s+${step}\\s+→ \\{"id":"(\\w+)"`, 'g'))].map((m) => m[1]);
+  [...printed(attempt).matchAll(new RegExp(`▶ ran\\s+${step}\\s+→ \\{"id":"(\\w+)"`, 'g'))].map((m) => m[1]);
 
 describe('chapter 5 fixes', () => {
   it('crash after the charge, before its record: charged exactly once', async () => {
@@ -62,7 +58,7 @@ describe('chapter 5 fixes', () => {
 
   it('crash after the email, before its record: one email, the same one', async () => {
     await withWorld('ch05_email', async (world) => {
-      const run = await runUntilDone({ script: main, args: ['start', 'order-1'], env: { ...world.env, ...plain }, faults: ['after-effect:send_email'], timeoutMs: 30_000 });
+      const run = await runUntilDone({ script: main, args: ['start', 'order-1'], env: { ...world.env, ...noColourEnv }, faults: ['after-effect:send_email'], timeoutMs: 30_000 });
       const [killed, restarted] = run.attempts;
       expect(killed?.crashedAt).toBe('after-effect:send_email@1');
       expect(run.finished, run.error).toBe(true);
@@ -76,7 +72,7 @@ describe('chapter 5 fixes', () => {
 
   it('an order id started again in a new process is the same run; with another amount it is refused', async () => {
     await withWorld('ch05_same_id', async (world) => {
-      const start = (...args: string[]) => startChild({ script: main, args: ['start', 'order-1', ...args], env: { ...world.env, ...plain }, timeoutMs: 30_000 }).done;
+      const start = (...args: string[]) => startChild({ script: main, args: ['start', 'order-1', ...args], env: { ...world.env, ...noColourEnv }, timeoutMs: 30_000 }).done;
       const first = await start();
       const second = await start();
       expect(first.exitCode, first.stderr).toBe(0);
@@ -101,7 +97,7 @@ describe('chapter 5 fixes', () => {
 describe('still broken in chapter 5', () => {
   it('two processes recovering at once both execute the same workflow: keys save the effects, but the work runs twice', async () => {
     await withWorld('ch05_two_recovers', async (world) => {
-      const env = { ...world.env, ...plain };
+      const env = { ...world.env, ...noColourEnv };
       // order-1 is in the log, unfinished: its first process died before doing anything.
       const first = await startChild({ script: main, args: ['start', 'order-1'], env, fault: 'before-step:charge_card', timeoutMs: 30_000 }).done;
       expect(first.crashedAt).toBe('before-step:charge_card@1');
@@ -122,7 +118,7 @@ describe('still broken in chapter 5', () => {
       expect(chargeA).toMatch(/^ch_/);
       expect(ranIds(b, 'charge_card')).toEqual([chargeA]); // ...which answered B with A's charge.
       // A found out only when the primary key refused its record.
-      expect(output(aDone)).toContain('step #0 charge_card was recorded by another process first');
+      expect(printed(aDone)).toContain('step #0 charge_card was recorded by another process first');
       // The effects did not: one charge, one stock decrement, one email.
       const ledger = await world.ledger();
       expect(ledger.byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });

@@ -4,47 +4,33 @@
  * as the workflow's idempotency key. (Crashes are in crash.test.ts.)
  */
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { freshDatabase, type TestDatabase } from '../../shared/testing/database.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { silenceConsoleLog } from '../../shared/testing/console.ts';
+import { freshPool, type TestPool } from '../../shared/testing/database.ts';
+import { rejectionOf } from '../../shared/testing/errors.ts';
+import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import { chargeCard, demoOrder, ServiceError, type Order } from '../../shared/world/services.ts';
 import { startWorld, type World } from '../../shared/world/world.ts';
 import { createEngine, stepKey, WorkflowIdConflictError, type StepInfo, type Workflow } from './engine.ts';
 import { createSchema, getWorkflow } from './queries.ts';
 
-let database: TestDatabase;
+let database: TestPool;
 let db: pg.Pool;
 let world: World;
 
 beforeAll(async () => {
-  database = await freshDatabase('ch05_engine');
-  db = new pg.Pool({ connectionString: database.url });
+  database = await freshPool('ch05_engine');
+  db = database.db;
   await createSchema(db);
   world = await startWorld({ databaseUrl: database.url });
 });
 
 afterAll(async () => {
   await world?.stop({ removeDir: true });
-  await db?.end();
   await database?.drop();
 });
 
-beforeEach(() => {
-  vi.spyOn(console, 'log').mockImplementation(() => {}); // the engine's trace lines
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-});
-
-/** A three-step workflow that counts how often each step's code really runs. */
-function counted() {
-  const runs: string[] = [];
-  const workflow: Workflow<{ n: number; note?: string }, string> = async (ctx, { n }) => {
-    const a = await ctx.step('a', async () => (runs.push('a'), n + 1));
-    const b = await ctx.step('b', async () => (runs.push('b'), a * 10));
-    return ctx.step('c', async () => (runs.push('c'), `result ${b}`));
-  };
-  return { runs, workflow };
-}
+silenceConsoleLog(); // the engine's trace lines
 
 describe('every step gets an idempotency key', () => {
   it('the key is the workflow id and the step position, the same on every replay', async () => {
@@ -117,7 +103,7 @@ describe('every step gets an idempotency key', () => {
           }),
       },
     });
-    const error = await engine.start('pay', demoOrder('changed-1'), { id: 'changed-1' }).catch((e: unknown) => e);
+    const error = await rejectionOf(engine.start('pay', demoOrder('changed-1'), { id: 'changed-1' }));
     expect(error).toBeInstanceOf(ServiceError);
     expect(error).toMatchObject({ status: 400, type: 'idempotency_error', retryable: false });
     const ledger = await world.ledger();
@@ -128,7 +114,7 @@ describe('every step gets an idempotency key', () => {
 
 describe('workflow-level idempotency: start(name, input, { id })', () => {
   it('starting the same id twice runs the workflow once, and the second start returns the first run’s result', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     const first = await engine.start('counted', { n: 1 }, { id: 'twice-1' });
     const second = await engine.start('counted', { n: 1 }, { id: 'twice-1' });
@@ -139,7 +125,7 @@ describe('workflow-level idempotency: start(name, input, { id })', () => {
   });
 
   it('the same input with its keys in another order is the same run (jsonb equality, compared in SQL)', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     await engine.start('counted', { n: 2, note: 'gift' }, { id: 'order-of-keys-1' });
     expect(await engine.start('counted', { note: 'gift', n: 2 }, { id: 'order-of-keys-1' })).toBe('result 30');
@@ -147,7 +133,7 @@ describe('workflow-level idempotency: start(name, input, { id })', () => {
   });
 
   it('the same id with a different input is a WorkflowIdConflictError naming the id and what differs; nothing runs', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     await engine.start('counted', { n: 3, note: 'gift' }, { id: 'conflict-1' });
     const again = engine.start('counted', { n: 4, note: 'gift' }, { id: 'conflict-1' });
@@ -200,7 +186,7 @@ describe('workflow-level idempotency: start(name, input, { id })', () => {
   });
 
   it('five starts of one id at the same moment make one run', async () => {
-    const { workflow } = counted();
+    const { workflow } = countedWorkflow();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     // Separate pools: separate connections, as separate processes would have.
     const pools = Array.from({ length: 5 }, () => new pg.Pool({ connectionString: database.url, max: 1 }));

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { sleep } from '../testing/waiting.ts';
 import { runUntilDone, startChild } from './runner.ts';
 
 const script = 'shared/crash/fixtures/counter.ts';
@@ -49,7 +50,7 @@ describe('pause points', () => {
     const child = startChild({ script, args: [file, '3'], env: { PAUSE_AT: 'after-item@2' } });
     await child.waitForLine(/\[pause-point\] after-item@2/);
     // Frozen: nothing past item 2 gets written while it is stopped.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    await sleep(300);
     expect(lines(file)).toEqual(['item 1', 'item 2']);
     child.signal('SIGCONT');
     const attempt = await child.done;

@@ -4,32 +4,22 @@
  *
  *   await withWorld('recover', async (world) => { …runUntilDone({ env: world.env })… });
  */
-import { inject } from 'vitest';
-import pg from 'pg';
-import { createDatabase, dropDatabase } from '../db/databases.ts';
 import { startWorld, type World } from '../world/world.ts';
+import { freshDatabase, withFreshDatabase } from './database.ts';
 
 export async function withWorld(label: string, test: (world: World) => Promise<void>): Promise<void> {
-  const adminUrl = inject('adminDatabaseUrl');
-  const databaseUrl = await createDatabase(adminUrl, label);
-  const world = await startWorld({ databaseUrl });
+  const database = await freshDatabase(label);
+  const world = await startWorld({ databaseUrl: database.url });
   try {
     await test(world);
   } finally {
     await world.stop({ removeDir: true });
-    await dropDatabase(databaseUrl, adminUrl).catch(() => {});
+    await database.drop().catch(() => {});
   }
 }
 
-/** A fresh database and a pool on it for one test, dropped afterwards. */
-export async function withDatabase(label: string, test: (url: string, db: pg.Pool) => Promise<void>): Promise<void> {
-  const adminUrl = inject('adminDatabaseUrl');
-  const url = await createDatabase(adminUrl, label);
-  const db = new pg.Pool({ connectionString: url });
-  try {
-    await test(url, db);
-  } finally {
-    await db.end();
-    await dropDatabase(url, adminUrl).catch(() => {});
-  }
-}
+/**
+ * @deprecated `withFreshDatabase` from `./database.ts`: this old name stays only
+ * until chapter 7's tests import that one.
+ */
+export const withDatabase = withFreshDatabase;

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshDatabase, type TestDatabase } from '../testing/database.ts';
+import { freshPool, type TestPool } from '../testing/database.ts';
+import { rejectionOf } from '../testing/errors.ts';
 import { describeEffects, exactlyOnce } from './ledger.ts';
 import {
   chargeCard,
@@ -20,36 +21,27 @@ import { startWorld, type World } from './world.ts';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const projectRoot = path.resolve(here, '..', '..');
 
-let db: TestDatabase;
+let database: TestPool;
 let world: World;
 let pool: pg.Pool;
 
 beforeAll(async () => {
-  db = await freshDatabase('world');
-  world = await startWorld({ databaseUrl: db.url });
-  pool = new pg.Pool({ connectionString: db.url });
+  database = await freshPool('world');
+  world = await startWorld({ databaseUrl: database.url });
+  pool = database.db;
 });
 
 afterAll(async () => {
-  await pool?.end();
   await world?.stop({ removeDir: true });
-  await db?.drop();
+  await database?.drop();
 });
 
 /** Calls go to this file's world without touching process.env. */
 const at = (key?: string) => ({ worldUrl: world.url, idempotencyKey: key });
 
-const rejection = async (promise: Promise<unknown>): Promise<unknown> =>
-  promise.then(
-    () => {
-      throw new Error('expected a rejection');
-    },
-    (thrown: unknown) => thrown,
-  );
-
 describe('payments', () => {
   it('a charge is recorded once and survives a server restart', async () => {
-    const own = await startWorld({ databaseUrl: db.url });
+    const own = await startWorld({ databaseUrl: database.url });
     try {
       const order = demoOrder('restart-1');
       const charge = await chargeCard(order, { worldUrl: own.url, idempotencyKey: 'restart-1/charge' });
@@ -74,7 +66,7 @@ describe('payments', () => {
     }
 
     // A new world on the old directory finds the same ledger.
-    const again = await startWorld({ databaseUrl: db.url, dir: own.dir });
+    const again = await startWorld({ databaseUrl: database.url, dir: own.dir });
     try {
       expect((await again.ledger()).byOrder('restart-1').charges).toBe(1);
     } finally {
@@ -109,7 +101,7 @@ describe('payments', () => {
   it('the same key with a different body is a 400 idempotency_error', async () => {
     const order = demoOrder('idem-3');
     await chargeCard(order, at('idem-3/charge'));
-    const error = await rejection(chargeCard({ ...order, amountCents: 9999 }, at('idem-3/charge')));
+    const error = await rejectionOf(chargeCard({ ...order, amountCents: 9999 }, at('idem-3/charge')));
     expect(error).toBeInstanceOf(ServiceError);
     expect(error).toMatchObject({ status: 400, type: 'idempotency_error', retryable: false });
     expect((error as Error).message).toContain('can only be used with the same parameters');
@@ -119,7 +111,7 @@ describe('payments', () => {
   it('fail-next answers 503 and records nothing', async () => {
     await world.failNext('payments', 2);
     for (let i = 0; i < 2; i++) {
-      const error = await rejection(chargeCard(demoOrder('flaky-1'), at('flaky-1/charge')));
+      const error = await rejectionOf(chargeCard(demoOrder('flaky-1'), at('flaky-1/charge')));
       expect(error).toBeInstanceOf(ServiceError);
       expect(error).toMatchObject({ status: 503, type: 'unavailable', retryable: true });
     }
@@ -131,7 +123,7 @@ describe('payments', () => {
     ]);
 
     await world.failNext('mail');
-    expect(await rejection(sendEmail(demoOrder('flaky-1'), at()))).toMatchObject({ status: 503, service: 'mail' });
+    expect(await rejectionOf(sendEmail(demoOrder('flaky-1'), at()))).toMatchObject({ status: 503, service: 'mail' });
     await sendEmail(demoOrder('flaky-1'), at());
     expect((await world.ledger()).byOrder('flaky-1').emails).toBe(1);
   });
@@ -178,7 +170,7 @@ describe('payments', () => {
     const saved = process.env.WORLD_URL;
     delete process.env.WORLD_URL;
     try {
-      const error = await rejection(chargeCard(demoOrder('nowhere')));
+      const error = await rejectionOf(chargeCard(demoOrder('nowhere')));
       expect(error).toBeInstanceOf(WorldNotRunningError);
       expect((error as Error).message).toMatch(/world server is not running/);
     } finally {
@@ -196,10 +188,10 @@ describe('inventory', () => {
     expect(await reserveInventory(pool, gizmo('stock-1'))).toEqual({ onHand: 1 });
     expect(await reserveInventory(pool, gizmo('stock-2'))).toEqual({ onHand: 0 });
 
-    const empty = await rejection(reserveInventory(pool, gizmo('stock-3')));
+    const empty = await rejectionOf(reserveInventory(pool, gizmo('stock-3')));
     expect(empty).toBeInstanceOf(OutOfStockError);
     expect(empty).toMatchObject({ sku: 'gizmo', requested: 1, onHand: 0, retryable: false });
-    expect(await rejection(reserveInventory(pool, gizmo('stock-4', 'no-such-sku')))).toMatchObject({ onHand: null });
+    expect(await rejectionOf(reserveInventory(pool, gizmo('stock-4', 'no-such-sku')))).toMatchObject({ onHand: null });
 
     // Inside a caller's transaction it is part of that transaction: rolled back, it never happened.
     await pool.query('UPDATE inventory SET on_hand = 5 WHERE sku = $1', ['gizmo']);

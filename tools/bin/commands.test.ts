@@ -2,20 +2,11 @@
  * The learner's commands, run the way a learner runs them, against the test
  * run's server through DATABASE_URL (so this also proves DATABASE_URL works).
  */
-import { spawnSync } from 'node:child_process';
 import { describe, expect, inject, it } from 'vitest';
-import { projectRoot } from '../../shared/db/server.ts';
 import { listChapters } from '../../shared/scenarios.ts';
+import { runScript } from '../../shared/testing/processes.ts';
 
-function run(script: string, args: string[]) {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', script, ...args], {
-    cwd: projectRoot,
-    env: { ...process.env, DATABASE_URL: inject('adminDatabaseUrl'), FORCE_COLOR: '0' },
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  return { status: result.status, output: `${result.stdout}${result.stderr}` };
-}
+const run = (script: string, args: string[]) => runScript(script, args, { DATABASE_URL: inject('adminDatabaseUrl') });
 
 describe('npm run chapter N', () => {
   for (const chapter of listChapters()) {
