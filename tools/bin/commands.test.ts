@@ -37,7 +37,7 @@ describe('npm run matrix', () => {
 
 describe('npm run diff', () => {
   /** The files a diff shows, in order, by their `diff --git` lines (the later chapter's path). */
-  const filesShown = (output: string) => [...output.matchAll(/^diff --git a\/\S+ b\/chapters\/[^/]+\/(\S+)$/gm)].map((m) => m[1]);
+  const filesShown = (output: string) => [...output.matchAll(/^diff --git a\/\S+ b\/chapters\/[^/]+\/(\S+)$/gm)].map((m) => m[1]!);
 
   it('shows what chapter 1 adds to chapter 0', () => {
     const { output } = run('tools/bin/diff.ts', ['0', '1']);
