@@ -6,19 +6,12 @@ import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { startChild } from '../crash/runner.ts';
+import { runScript } from '../testing/processes.ts';
 import { EmbeddedPostgres } from './embedded.ts';
-import { projectRoot, TESTCONTAINERS_PACKAGE, TESTCONTAINERS_VERSION } from './server.ts';
+import { TESTCONTAINERS_PACKAGE, TESTCONTAINERS_VERSION } from './server.ts';
 
 /** Run `npm run db` with this environment and return what a learner would see. */
-function dbCommand(env: Record<string, string>) {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', 'tools/bin/db.ts'], {
-    cwd: projectRoot,
-    env: { ...process.env, ...env },
-    encoding: 'utf8',
-    timeout: 60_000,
-  });
-  return { status: result.status, output: `${result.stdout}${result.stderr}` };
-}
+const dbCommand = (env: Record<string, string>) => runScript('tools/bin/db.ts', [], env, { timeoutMs: 60_000 });
 
 describe('a database that is missing or unreachable gets one clear sentence', () => {
   it('DATABASE_URL pointing at nothing: says so, and what to do, without a stack trace', () => {
