@@ -12,6 +12,10 @@ import { describe, expect, inject, it } from 'vitest';
 import { mulberry32 } from '../../shared/crash/failpoints.ts';
 import { startChild, type Attempt, type ChildRun } from '../../shared/crash/runner.ts';
 import { runScenario } from '../../shared/scenarios.ts';
+import { withPool } from '../../shared/testing/database.ts';
+import { countMatches, noColourEnv, printed, stepsRan } from '../../shared/testing/output.ts';
+import { startWorker } from '../../shared/testing/processes.ts';
+import { sleep, until } from '../../shared/testing/waiting.ts';
 import { withWorld } from '../../shared/testing/world.ts';
 import { demoOrder } from '../../shared/world/services.ts';
 import type { World } from '../../shared/world/world.ts';
@@ -22,39 +26,15 @@ import { orderWorkflow } from './workflow.ts';
 const chapter = '07-fast-path';
 const main = `chapters/${chapter}/main.ts`;
 const adminUrl = inject('adminDatabaseUrl');
-/** Plain output, whatever the terminal running the tests prefers, so we can match lines. */
-const plain = { FORCE_COLOR: '0' };
-
-/** What a process printed, without colours. */
-const output = (attempt: Attempt | undefined) => `${attempt?.stdout ?? ''}${attempt?.stderr ?? ''}`.replace(/\x1b\[[0-9;]*m/g, '');
-const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern, 'g')) ?? []).length;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** The engine on the world's database, in this (the test's) process: to start orders and look at the log. */
-async function withEngine<T>(world: World, body: (engine: ReturnType<typeof engineOn>, db: pg.Pool) => Promise<T>): Promise<T> {
-  const db = new pg.Pool({ connectionString: world.databaseUrl, max: 4 });
-  try {
+function withEngine<T>(world: World, body: (engine: ReturnType<typeof engineOn>, db: pg.Pool) => Promise<T>): Promise<T> {
+  return withPool(world.databaseUrl, async (db) => {
     await migrate(db);
-    return await body(engineOn(db), db);
-  } finally {
-    await db.end();
-  }
+    return body(engineOn(db), db);
+  });
 }
 const engineOn = (db: pg.Pool) => createEngine({ db, workflows: { order: orderWorkflow() } });
-
-/** Poll until `check` is true (or fail after `timeoutMs`). */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`);
-    await sleep(100);
-  }
-}
-
-/** A `main.ts worker` process. */
-function worker(world: World, name: string, env: Record<string, string> = {}): ChildRun {
-  return startChild({ script: main, args: ['worker'], env: { ...world.env, ...plain, WORKER_NAME: name, ...env }, timeoutMs: 60_000 });
-}
 
 describe('chapter 6’s fixes hold on the fast path', () => {
   it('two processes run the same workflow: it executes once', async () => {
@@ -62,7 +42,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
     //    Here A holds order-1's lease, so B finds nothing it may run, and leaves. A wakes and finishes.
     await withWorld('ch07_two_recovers', async (world) => {
       await withEngine(world, (engine) => engine.start('order', demoOrder('order-1'), { id: 'order-1' }));
-      const env = { ...world.env, ...plain, LEASE_MS: '10000' }; // A's stall stays well inside its lease
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '10000' }; // A's stall stays well inside its lease
       const a = startChild({ script: main, args: ['recover'], env: { ...env, PAUSE_AT: 'after-effect:charge_card', WORKER_NAME: 'A' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
       const b = await startChild({ script: main, args: ['recover'], env: { ...env, WORKER_NAME: 'B' }, timeoutMs: 30_000 }).done;
@@ -71,8 +51,8 @@ describe('chapter 6’s fixes hold on the fast path', () => {
       expect(b.exitCode, b.stderr).toBe(0);
       expect(aDone.exitCode, aDone.stderr).toBe(0);
       // The step code ran in one process only: A. B claimed nothing and ran nothing.
-      expect(count(output(aDone), /▶ ran/)).toBe(3);
-      expect(output(b)).not.toMatch(/claimed|▶ ran|↺ replayed/);
+      expect(stepsRan(aDone)).toBe(3);
+      expect(printed(b)).not.toMatch(/claimed|▶ ran|↺ replayed/);
       expect((await world.ledger()).byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
       const info = await withEngine(world, (engine) => engine.inspect('order-1'));
       expect(info).toMatchObject({ status: 'completed', fencingToken: 1, leaseOwner: 'A' });
@@ -83,7 +63,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
     //    B cannot tell frozen from dead: it takes over, and A's late record is refused.
     const scenario = await runScenario(chapter, 'two-executors-one-workflow', { adminUrl });
     expect(scenario.verdict, scenario.detail).toBe('exactly-once');
-    const [a, b] = scenario.runs.map((run) => output(run.attempts[0]));
+    const [a, b] = scenario.runs.map((run) => printed(run.attempts[0]));
     expect(b).toMatch(/claimed order-1 \(fencing token 2/);
     expect(a).toMatch(/workflow order-1: lease lost \(fencing token 1\): taken over by worker-\d+ \(fencing token 2\)/);
     expect(scenario.ledger?.emails.map((e) => e.idempotencyKey)).toEqual(['order-1:2']);
@@ -99,10 +79,10 @@ describe('chapter 6’s fixes hold on the fast path', () => {
 
   it('kill -9 a worker mid-workflow: another completes it, effects exactly once', async () => {
     await withWorld('ch07_kill', async (world) => {
-      const env = { ...world.env, ...plain, LEASE_MS: '1000' };
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000' };
       const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', CRASH_AT: 'after-record:charge_card' }, timeoutMs: 30_000 });
       await a.waitForLine(/claimed order-1/);
-      const b = worker(world, 'B', { LEASE_MS: '1000' });
+      const b = startWorker(main, 'B', { ...world.env, LEASE_MS: '1000' });
       const killed = await a.done;
       expect(killed.crashedAt).toBe('after-record:charge_card@1');
       const info = await withEngine(world, async (engine) => {
@@ -117,7 +97,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
       // A recorded the charge under token 1; B, the second claim, replayed it and did the rest.
       expect(info).toMatchObject({ status: 'completed', fencingToken: 2, leaseOwner: 'B' });
       expect(info?.steps.map((s) => [s.name, s.fencingToken])).toEqual([['charge_card', 1], ['reserve_inventory', 2], ['send_email', 2]]);
-      expect(output(bDone)).toMatch(/claimed order-1 \(fencing token 2[\s\S]*↺ replayed charge_card/);
+      expect(printed(bDone)).toMatch(/claimed order-1 \(fencing token 2[\s\S]*↺ replayed charge_card/);
       // B took over only once A's lease had run out (1 s after A's last renewal, on the database clock).
       const [charged, reserved] = info!.steps;
       expect(reserved!.recordedAt.getTime() - charged!.recordedAt.getTime()).toBeGreaterThanOrEqual(800);
@@ -126,21 +106,21 @@ describe('chapter 6’s fixes hold on the fast path', () => {
 
   it('a worker paused past its lease is fenced when it wakes: nothing doubled', async () => {
     await withWorld('ch07_zombie', async (world) => {
-      const env = { ...world.env, ...plain, LEASE_MS: '1000' };
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000' };
       // A charges, then freezes before recording the charge.
       const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', PAUSE_AT: 'after-effect:charge_card' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
       // B waits out A's lease, takes over, and finishes the order while A is still frozen.
       const b = await startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'B' }, timeoutMs: 30_000 }).done;
       expect(b.exitCode, b.stderr).toBe(0);
-      expect(output(b)).toMatch(/claimed order-1 \(fencing token 2/);
+      expect(printed(b)).toMatch(/claimed order-1 \(fencing token 2/);
       a.signal('SIGCONT');
       const zombie = await a.done;
       expect(zombie.exitCode, zombie.stderr).toBe(0); // its start saw order-1 completed, by B
 
       // The zombie's record of its charge was refused, and it stopped.
-      expect(output(zombie)).toContain('workflow order-1: lease lost (fencing token 1): taken over by B (fencing token 2). This run stopped and wrote nothing more.');
-      expect(output(zombie)).not.toMatch(/ran\s+reserve_inventory|ran\s+send_email/);
+      expect(printed(zombie)).toContain('workflow order-1: lease lost (fencing token 1): taken over by B (fencing token 2). This run stopped and wrote nothing more.');
+      expect(printed(zombie)).not.toMatch(/ran\s+reserve_inventory|ran\s+send_email/);
       const info = await withEngine(world, (engine) => engine.inspect('order-1'));
       expect(info?.steps.map((s) => s.fencingToken)).toEqual([2, 2, 2]); // no write by the fenced token
       expect(info).toMatchObject({ status: 'completed', fencingToken: 2 });
@@ -153,7 +133,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
 
   it('a worker frozen inside a transaction step: PostgreSQL ends its session, its stock update rolls back, another finishes', async () => {
     await withWorld('ch07_zombie_tx', async (world) => {
-      const env = { ...world.env, ...plain, LEASE_MS: '1000' };
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000' };
       const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', PAUSE_AT: 'after-effect:reserve_inventory' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
       // A holds a lock on order-1's row (its fence) and on the widget's stock row. A frozen
@@ -163,7 +143,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
       a.signal('SIGCONT');
       const zombie = await a.done;
       expect(zombie.exitCode, zombie.stderr).toBe(0);
-      expect(output(zombie)).toMatch(/workflow order-1: lease lost \(fencing token 1\)/);
+      expect(printed(zombie)).toMatch(/workflow order-1: lease lost \(fencing token 1\)/);
       const info = await withEngine(world, (engine) => engine.inspect('order-1'));
       expect(info?.steps.map((s) => [s.name, s.fencingToken])).toEqual([['charge_card', 1], ['reserve_inventory', 2], ['send_email', 2]]);
       // A's decrement never committed: one stock movement, B's.
@@ -199,14 +179,14 @@ describe('chapter 6’s fixes hold on the fast path', () => {
     // at whichever of the two reaches the pause point first.
     await withWorld('ch07_extend_worker', async (world) => {
       await withEngine(world, (engine) => engine.start('order', demoOrder('order-2'), { id: 'order-2' }));
-      const a = startChild({ script: main, args: ['start', 'order-2'], env: { ...world.env, ...plain, LEASE_MS: '1000', WORKER_NAME: 'A', PAUSE_AT: 'before-step:send_email' }, timeoutMs: 30_000 });
+      const a = startChild({ script: main, args: ['start', 'order-2'], env: { ...world.env, ...noColourEnv, LEASE_MS: '1000', WORKER_NAME: 'A', PAUSE_AT: 'before-step:send_email' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
       await sleep(1500);
       a.signal('SIGCONT');
       const done = await a.done;
       expect(done.exitCode, done.stderr).toBe(0);
-      expect(output(done)).toMatch(/workflow order-2: lease lost \(fencing token 1\)/);
-      expect(output(done)).toMatch(/claimed order-2 \(fencing token 2/);
+      expect(printed(done)).toMatch(/workflow order-2: lease lost \(fencing token 1\)/);
+      expect(printed(done)).toMatch(/claimed order-2 \(fencing token 2/);
       const info = await withEngine(world, (engine) => engine.inspect('order-2'));
       expect(info?.steps.map((s) => s.fencingToken)).toEqual([1, 1, 2]);
       expect((await world.ledger()).byOrder('order-2')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
@@ -224,7 +204,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
       const start = (slot: number) => {
         restarts++;
         // Besides the kills from here, each worker dies by itself at 0.3 % of its durability points.
-        const child = worker(world, `w${slot}.${restarts}`, { ...env, CRASH_RANDOM: `seed=${restarts},p=0.003,match=after-` });
+        const child = startWorker(main, `w${slot}.${restarts}`, { ...world.env, ...env, CRASH_RANDOM: `seed=${restarts},p=0.003,match=after-` });
         ready.set(child, child.waitForLine(/running \(concurrency/).catch(() => {}));
         return child;
       };
@@ -264,7 +244,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
         }
         await Promise.all(alive.map((child) => ready.get(child))); // a worker still booting has no SIGTERM handler yet
         for (const child of alive) child.signal('SIGTERM');
-        for (const attempt of await Promise.all(alive.map((child) => child.done))) expect(attempt.exitCode, output(attempt)).toBe(0);
+        for (const attempt of await Promise.all(alive.map((child) => child.done))) expect(attempt.exitCode, printed(attempt)).toBe(0);
 
         const ledger = await world.ledger();
         const wrong = orders.map((id) => ledger.byOrder(id)).filter((e) => e.charges !== 1 || e.stockDecrements !== 1 || e.emails !== 1);
@@ -287,14 +267,14 @@ describe('chapter 6’s fixes hold on the fast path', () => {
       const orders = ['order-1', 'order-2', 'order-3', 'order-4', 'order-5'];
       await withEngine(world, async (engine) => {
         for (const id of orders) await engine.start('order', demoOrder(id), { id });
-        const w = worker(world, 'W', { CONCURRENCY: '2', LEASE_MS: '1000' });
+        const w = startWorker(main, 'W', { ...world.env, CONCURRENCY: '2', LEASE_MS: '1000' });
         await w.waitForLine(/▶ ran\s+charge_card/);
         w.signal('SIGTERM');
         const done = await w.done;
-        expect(done.exitCode, output(done)).toBe(0);
-        expect(output(done)).toContain('SIGTERM: worker W stopping');
-        expect(output(done)).toContain('worker W stopping: no new claims; finishing 2 held workflow(s)');
-        expect(count(output(done), /claimed order-/)).toBe(2); // nothing claimed after the signal
+        expect(done.exitCode, printed(done)).toBe(0);
+        expect(printed(done)).toContain('SIGTERM: worker W stopping');
+        expect(printed(done)).toContain('worker W stopping: no new claims; finishing 2 held workflow(s)');
+        expect(countMatches(printed(done), /claimed order-/)).toBe(2); // nothing claimed after the signal
         const status = await engine.status(orders);
         expect(Object.values(status).filter((s) => s === 'completed')).toHaveLength(2);
         // The other three were never touched: runnable, no steps, for the next worker.
@@ -305,13 +285,13 @@ describe('chapter 6’s fixes hold on the fast path', () => {
       // With less grace than the work needs, it releases what it holds: the next worker takes it at once.
       await world.setLatency(3000);
       await withEngine(world, async (engine) => {
-        const w = worker(world, 'W2', { CONCURRENCY: '1', LEASE_MS: '10000', SHUTDOWN_GRACE_MS: '200' });
+        const w = startWorker(main, 'W2', { ...world.env, CONCURRENCY: '1', LEASE_MS: '10000', SHUTDOWN_GRACE_MS: '200' });
         await w.waitForLine(/claimed order-/);
         w.signal('SIGTERM');
         const done = await w.done;
-        expect(done.exitCode, output(done)).toBe(0);
-        expect(output(done)).toMatch(/worker W2 released 1 lease\(s\): order-\d/);
-        const id = /released 1 lease\(s\): (order-\d)/.exec(output(done))![1]!;
+        expect(done.exitCode, printed(done)).toBe(0);
+        expect(printed(done)).toMatch(/worker W2 released 1 lease\(s\): order-\d/);
+        const id = /released 1 lease\(s\): (order-\d)/.exec(printed(done))![1]!;
         const info = await engine.inspect(id);
         expect(info).toMatchObject({ status: 'running', fencingToken: 1, leaseOwner: 'W2', leaseMsLeft: 0 }); // runnable now, not in 10 s
         expect(info?.steps).toEqual([]);
@@ -324,14 +304,14 @@ describe('fixed since: a step that never returns no longer holds its workflow', 
   it('a hung step is timed out (STEP_TIMEOUT_MS): the attempt fails, the replay calls again under the same key, the order completes, charged once', async () => {
     await withWorld('ch07_hung_step', async (world) => {
       await world.setLatency(5000); // the payment provider stops answering, for longer than the step may wait
-      const env = { ...world.env, ...plain, LEASE_MS: '1000', STEP_TIMEOUT_MS: '1000', WORKER_NAME: 'A' };
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000', STEP_TIMEOUT_MS: '1000', WORKER_NAME: 'A' };
       const a = startChild({ script: main, args: ['start', 'order-1'], env, timeoutMs: 30_000 });
       await a.waitForLine(/did not return within 1000 ms/, 10_000);
       await world.setLatency(0); // the provider answers again
       const done = await a.done;
-      expect(done.exitCode, output(done)).toBe(0);
-      expect(output(done)).toMatch(/attempt 1 failed \(workflow order-1 step #0 charge_card did not return within 1000 ms; its signal was aborted\)/);
-      expect(output(done)).toMatch(/workflow order-1 completed/);
+      expect(done.exitCode, printed(done)).toBe(0);
+      expect(printed(done)).toMatch(/attempt 1 failed \(workflow order-1 step #0 charge_card did not return within 1000 ms; its signal was aborted\)/);
+      expect(printed(done)).toMatch(/workflow order-1 completed/);
       await sleep(5000); // the first, abandoned call lands at the provider too — under the same idempotency key
       const effects = (await world.ledger()).byOrder('order-1');
       expect(effects).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });

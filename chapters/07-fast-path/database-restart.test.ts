@@ -9,19 +9,18 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startChild, type Attempt, type ChildRun } from '../../shared/crash/runner.ts';
 import { createDatabase } from '../../shared/db/databases.ts';
 import { EmbeddedPostgres } from '../../shared/db/embedded.ts';
-import { describeEffects, exactlyOnce } from '../../shared/world/ledger.ts';
+import { expectExactlyOnce } from '../../shared/testing/ledger.ts';
+import { countMatches, printed } from '../../shared/testing/output.ts';
+import { startWorker } from '../../shared/testing/processes.ts';
+import { sleep, untilCompleted } from '../../shared/testing/waiting.ts';
 import { demoOrder } from '../../shared/world/services.ts';
 import { startWorld, type World } from '../../shared/world/world.ts';
 import { createEngine, migrate } from './index.ts';
 import { orderWorkflow } from './workflow.ts';
 
 const main = 'chapters/07-fast-path/main.ts';
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const output = (attempt: Attempt) => `${attempt.stdout}${attempt.stderr}`.replace(/\x1b\[[0-9;]*m/g, '');
-const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern, 'g')) ?? []).length;
 
 let tmp: string;
 let server: EmbeddedPostgres;
@@ -47,36 +46,9 @@ afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-function worker(name: string, env: Record<string, string> = {}): ChildRun {
-  return startChild({
-    script: main,
-    args: ['worker'],
-    env: { ...world.env, FORCE_COLOR: '0', WORKER_NAME: name, LEASE_MS: '2000', POLL_MS: '100', ...env },
-    timeoutMs: 90_000,
-  });
-}
-
-/** Wait until every id is completed, asking again while the server is still coming back. */
-async function completed(ids: string[], timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const left = await db
-      .query<{ n: number }>(`SELECT count(*)::int AS n FROM workflows WHERE id = ANY($1) AND status <> 'completed'`, [ids])
-      .then((r) => r.rows[0]!.n)
-      .catch(() => ids.length);
-    if (left === 0) return;
-    if (Date.now() > deadline) throw new Error(`${left} of ${ids.length} workflow(s) not completed after ${timeoutMs} ms`);
-    await sleep(200);
-  }
-}
-
-async function expectEachOnce(ids: string[]): Promise<void> {
-  const ledger = await world.ledger();
-  expect(Object.fromEntries(ids.map((id) => [id, describeEffects(ledger.byOrder(id))]))).toEqual(
-    Object.fromEntries(ids.map((id) => [id, 'charged 1×, stock −1, 1 email'])),
-  );
-  expect(ids.every((id) => exactlyOnce(ledger.byOrder(id)))).toBe(true);
-}
+/** A `main.ts worker` on this file's server, with short leases and polls. */
+const worker = (name: string, env: Record<string, string> = {}) =>
+  startWorker(main, name, { ...world.env, LEASE_MS: '2000', POLL_MS: '100', ...env }, { timeoutMs: 90_000 });
 
 describe('the engine survives its database restarting', () => {
   it('kill -9 of PostgreSQL while a worker holds workflows: the worker rides it out, and each workflow completes exactly once', async () => {
@@ -96,9 +68,9 @@ describe('the engine survives its database restarting', () => {
     await server.restart();
     await world.setLatency(0);
 
-    await completed(ids);
+    await untilCompleted(db, ids);
     expect(exited).toBe(false); // no crash, no exit: the same process finished them
-    await expectEachOnce(ids);
+    await expectExactlyOnce(world, ids);
     const steps = await db.query<{ workflow_id: string; n: number }>(
       `SELECT workflow_id, count(*)::int AS n FROM steps WHERE workflow_id = ANY($1) GROUP BY 1 ORDER BY 1`,
       [ids],
@@ -107,9 +79,9 @@ describe('the engine survives its database restarting', () => {
 
     w.signal('SIGTERM');
     const done = await w.done;
-    expect(done.exitCode, output(done)).toBe(0);
-    const said = output(done);
-    expect(count(said, /the database is not answering/), said).toBe(1); // one line for the outage, not one per retry
+    expect(done.exitCode, printed(done)).toBe(0);
+    const said = printed(done);
+    expect(countMatches(said, /the database is not answering/), said).toBe(1); // one line for the outage, not one per retry
     expect(said).toMatch(/the database answers again \(after \d+\.\d s\)/);
   });
 
@@ -125,14 +97,14 @@ describe('the engine survives its database restarting', () => {
     await w.waitForLine(/worker D running/, 30_000);
     const engine = createEngine({ db, workflows: { order: orderWorkflow() } });
     await engine.start('order', demoOrder('late-1'), { id: 'late-1' });
-    await completed(['late-1']);
-    await expectEachOnce(['late-1']);
+    await untilCompleted(db, ['late-1']);
+    await expectExactlyOnce(world, ['late-1']);
 
     w.signal('SIGTERM');
     const done = await w.done;
-    expect(done.exitCode, output(done)).toBe(0);
-    const said = output(done);
-    expect(count(said, /is not answering/), said).toBe(1);
+    expect(done.exitCode, printed(done)).toBe(0);
+    const said = printed(done);
+    expect(countMatches(said, /is not answering/), said).toBe(1);
     expect(said).toMatch(/the database at postgres:\/\/\S+ is not answering \(.+\); waiting for it, retrying with back-off/);
     expect(said).toMatch(/the database answers \(after \d+\.\d s\); going on/);
   });
@@ -142,9 +114,9 @@ describe('a DATABASE_URL that cannot work is a clear error, not a wait', () => {
   it('not a connection string: says what it should look like, exit 1, no stack trace', async () => {
     const done = await worker('U', { DATABASE_URL: 'localhost:5432' }).done;
     expect(done.exitCode).toBe(1);
-    expect(output(done)).toContain('DATABASE_URL is not a PostgreSQL connection string');
-    expect(output(done)).toContain('It should look like postgres://user:password@localhost:5432/dbname');
-    expect(output(done)).not.toMatch(/^\s+at /m);
+    expect(printed(done)).toContain('DATABASE_URL is not a PostgreSQL connection string');
+    expect(printed(done)).toContain('It should look like postgres://user:password@localhost:5432/dbname');
+    expect(printed(done)).not.toMatch(/^\s+at /m);
   });
 
   it('a database that does not exist: says so at once, exit 1', async () => {
@@ -152,8 +124,8 @@ describe('a DATABASE_URL that cannot work is a clear error, not a wait', () => {
     url.pathname = '/no_such_database';
     const done = await worker('N', { DATABASE_URL: url.href }).done;
     expect(done.exitCode).toBe(1);
-    expect(output(done)).toContain('database "no_such_database" does not exist');
-    expect(output(done)).toContain('Check the user, password and database name in DATABASE_URL');
-    expect(output(done)).not.toContain(url.password || 'never-empty');
+    expect(printed(done)).toContain('database "no_such_database" does not exist');
+    expect(printed(done)).toContain('Check the user, password and database name in DATABASE_URL');
+    expect(printed(done)).not.toContain(url.password || 'never-empty');
   });
 });

@@ -6,9 +6,11 @@
  */
 import fs from 'node:fs';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { freshDatabase, type TestDatabase } from '../../shared/testing/database.ts';
-import { withDatabase } from '../../shared/testing/world.ts';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { silenceConsoleLog } from '../../shared/testing/console.ts';
+import { freshPool, withFreshDatabase, type TestPool } from '../../shared/testing/database.ts';
+import { sleep } from '../../shared/testing/waiting.ts';
+import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import {
   createEngine,
   LeaseLostError,
@@ -24,41 +26,24 @@ import {
   type Workflow,
 } from './index.ts';
 
-let database: TestDatabase;
+let database: TestPool;
 let db: pg.Pool;
 
 beforeAll(async () => {
-  database = await freshDatabase('ch07_engine');
-  db = new pg.Pool({ connectionString: database.url, max: 12 });
+  database = await freshPool('ch07_engine', { max: 12 });
+  db = database.db;
   await migrate(db);
 });
 
 afterAll(async () => {
-  await db?.end();
   await database?.drop();
 });
 
-beforeEach(() => {
-  vi.spyOn(console, 'log').mockImplementation(() => {}); // the engine's trace lines
-});
-afterEach(() => {
-  vi.restoreAllMocks();
-});
-
-/** A three-step workflow that counts how often each step's code really runs, per workflow. */
-function counted() {
-  const runs: string[] = [];
-  const workflow: Workflow<{ n: number }, string> = async (ctx, { n }) => {
-    const a = await ctx.step('a', async () => (runs.push(`${ctx.workflowId}:a`), n + 1));
-    const b = await ctx.step('b', async () => (runs.push(`${ctx.workflowId}:b`), a * 10));
-    return ctx.step('c', async () => (runs.push(`${ctx.workflowId}:c`), `result ${b}`));
-  };
-  return { runs, workflow };
-}
+silenceConsoleLog(); // the engine's trace lines
 
 describe('the schema is migrated', () => {
   it('numbered migrations are applied once, in order, even by four processes at once', async () => {
-    await withDatabase('ch07_migrate', async (url) => {
+    await withFreshDatabase('ch07_migrate', async (url) => {
       // Separate pools: separate connections, as separate processes would have.
       const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: url, max: 1 }));
       try {
@@ -81,13 +66,13 @@ describe('the schema is migrated', () => {
   });
 
   it('a log made before the migrations (chapter 5’s tables, no lease columns) is adopted: its unfinished workflow runs', async () => {
-    await withDatabase('ch07_adopt', async (_url, pool) => {
+    await withFreshDatabase('ch07_adopt', async (_url, pool) => {
       // What chapter 5's createSchema left: 001's statements, run without migrate(), and a workflow half done.
       await pool.query(fs.readFileSync(new URL('./migrations/001_log.sql', import.meta.url), 'utf8'));
       await pool.query(`INSERT INTO workflows (id, name, input) VALUES ('old-1', 'counted', '{"n": 1}')`);
       await pool.query(`INSERT INTO steps (workflow_id, seq, name, output) VALUES ('old-1', 0, 'a', '2')`);
       expect(await migrate(pool)).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']);
-      const { runs, workflow } = counted();
+      const { runs, workflow } = countedWorkflow({ withWorkflowId: true });
       const engine = createEngine({ db: pool, workflows: { counted: workflow } });
       await engine.createWorker({ leaseMs: 5000 }).drain();
       expect(await engine.result('old-1')).toBe('result 20');
@@ -98,7 +83,7 @@ describe('the schema is migrated', () => {
 
 describe('start, workers, result', () => {
   it('start() where no worker runs only writes the workflow; a worker started later runs it; result() returns its output and inspect() its steps', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow({ withWorkflowId: true });
     const engine = createEngine({ db, workflows: { counted: workflow } });
     const run = await engine.start('counted', { n: 1 }, { id: 'api-1' });
     expect(run).toMatchObject({ id: 'api-1', created: true });
@@ -125,7 +110,7 @@ describe('start, workers, result', () => {
   });
 
   it('the same id twice is one run; the same id with another input is a WorkflowIdConflictError', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow({ withWorkflowId: true });
     const engine = createEngine({ db, workflows: { counted: workflow } });
     const first = await engine.start('counted', { n: 2 }, { id: 'twice-1' });
     const second = await engine.start('counted', { n: 2 }, { id: 'twice-1' });
@@ -138,7 +123,7 @@ describe('start, workers, result', () => {
   });
 
   it('two workers share 30 workflows: each step runs once, each workflow is claimed once', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow({ withWorkflowId: true });
     const engine = createEngine({ db, workflows: { counted: workflow } });
     const ids = Array.from({ length: 30 }, (_, i) => `shared-${i}`);
     const handles = await Promise.all(ids.map((id, i) => engine.start('counted', { n: i }, { id })));
@@ -210,7 +195,7 @@ describe('start, workers, result', () => {
   });
 
   it('start() of an id already in the log hands nothing to the local worker: the slot stays free and the run is not run again', async () => {
-    const { runs, workflow } = counted();
+    const { runs, workflow } = countedWorkflow({ withWorkflowId: true });
     const engine = createEngine({ db, workflows: { counted: workflow } });
     const worker = engine.createWorker({ name: 'again', concurrency: 1, pollMs: 60_000, listen: false, leaseMs: 5000 });
     await worker.start();
@@ -258,38 +243,8 @@ describe('start, workers, result', () => {
     }
   });
 
-  it('a step whose position something else wrote behind the engine’s back fails its attempt with StepAlreadyRecordedError, not a lost lease; the replay takes the recorded row', async () => {
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    const workflow: Workflow<null, string> = async (ctx) => {
-      await ctx.step('first', async () => (await gate, 1));
-      return 'done';
-    };
-    const engine = createEngine({ db, workflows: { intruded: workflow } });
-    const ends: RunEndEvent[] = [];
-    const worker = engine.createWorker({ name: 'intruded', pollMs: 60_000, leaseMs: 5000, onRunEnd: (e) => ends.push(e) });
-    await worker.start();
-    try {
-      await engine.start('intruded', null, { id: 'intruded-1' });
-      // Not the engine: a row at the position the running step is about to record.
-      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('intruded-1', 0, 'first', '1', 1)`);
-      const log = vi.mocked(console.log);
-      log.mockClear();
-      release();
-      await vi.waitFor(() => expect(ends).toHaveLength(1), { timeout: 5000 });
-      const said = log.mock.calls.flat().join('\n');
-      expect(said).toContain('workflow intruded-1 step #0 first was recorded by another process first');
-      expect(said).not.toMatch(/lease lost/);
-      // The next attempt loads the log, finds the row, and replays it: same token, no takeover.
-      expect(ends[0]).toMatchObject({ workflowId: 'intruded-1', fencingToken: 1, outcome: 'completed' });
-      expect(await engine.inspect('intruded-1')).toMatchObject({ status: 'completed', output: 'done', fencingToken: 1 });
-    } finally {
-      await worker.stop();
-    }
-  });
-
   it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {
-    const { workflow } = counted();
+    const { workflow } = countedWorkflow();
     // Two pools, two engines: as if the worker and the caller were separate processes.
     const other = new pg.Pool({ connectionString: database.url, max: 2 });
     try {
@@ -387,6 +342,68 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
     expect((await db.query(`SELECT what FROM effects WHERE workflow_id = 'cut-1'`)).rows).toEqual([{ what: 'write' }]); // the cut transaction rolled back
   });
 
+  it('the heartbeat finds the lease gone and aborts the run’s signal: a step waiting on it stops at once', async () => {
+    const ends: RunEndEvent[] = [];
+    let aborted: unknown;
+    const engine = createEngine({
+      db,
+      workflows: {
+        waiting: async (ctx) =>
+          ctx.step('wait_for_ever', ({ signal }) =>
+            new Promise((_, reject) => signal.addEventListener('abort', () => reject((aborted = signal.reason)), { once: true })),
+          ),
+      },
+    });
+    await engine.start('waiting', null, { id: 'waiting-1' });
+    const worker = engine.createWorker({ leaseMs: 400, onRunEnd: (e) => ends.push(e) });
+    await worker.start();
+    try {
+      await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'thief' WHERE id = 'waiting-1'`);
+      const started = Date.now();
+      while (ends.length === 0 && Date.now() - started < 3000) await sleep(20);
+      expect(Date.now() - started).toBeLessThan(1000); // the next heartbeat, 200 ms away
+    } finally {
+      await worker.stop({ graceMs: 0 });
+    }
+    expect(aborted).toBeInstanceOf(LeaseLostError);
+    expect(ends[0]).toMatchObject({ workflowId: 'waiting-1', outcome: 'lease-lost' });
+    expect(ends[0]?.error?.message).toContain('renewal refused: taken over by thief (fencing token 2)');
+    expect(worker.held).toEqual([]);
+  });
+
+  it('a step whose position something else wrote behind the engine’s back fails its attempt with StepAlreadyRecordedError, not a lost lease; the replay takes the recorded row', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let entered!: () => void;
+    const running = new Promise<void>((resolve) => (entered = resolve));
+    const workflow: Workflow<null, string> = async (ctx) => {
+      await ctx.step('first', async () => (entered(), await gate, 1));
+      return 'done';
+    };
+    const engine = createEngine({ db, workflows: { intruded: workflow } });
+    const ends: RunEndEvent[] = [];
+    const worker = engine.createWorker({ name: 'intruded', pollMs: 60_000, leaseMs: 5000, onRunEnd: (e) => ends.push(e) });
+    await worker.start();
+    try {
+      await engine.start('intruded', null, { id: 'intruded-1' });
+      await running; // claimed in its INSERT (a first claim loads no log), the step under way
+      // Not the engine: a row at the position the running step is about to record.
+      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('intruded-1', 0, 'first', '1', 1)`);
+      const log = vi.mocked(console.log);
+      log.mockClear();
+      release();
+      await vi.waitFor(() => expect(ends).toHaveLength(1), { timeout: 5000 });
+      const said = log.mock.calls.flat().join('\n');
+      expect(said).toContain('workflow intruded-1 step #0 first was recorded by another process first');
+      expect(said).not.toMatch(/lease lost/);
+      // The next attempt loads the log, finds the row, and replays it: same token, no takeover.
+      expect(ends[0]).toMatchObject({ workflowId: 'intruded-1', fencingToken: 1, outcome: 'completed' });
+      expect(await engine.inspect('intruded-1')).toMatchObject({ status: 'completed', output: 'done', fencingToken: 1 });
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('a refused step record whose explanation cannot be read is a lost lease, not StepAlreadyRecordedError: the step runs once, no attempt is burned', async () => {
     let calls = 0;
     const ends: RunEndEvent[] = [];
@@ -419,35 +436,6 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
     expect(ends[0]).toMatchObject({ workflowId: 'unexplained-1', fencingToken: 1, outcome: 'lease-lost' });
     expect(ends[0]?.error).toBeInstanceOf(LeaseLostError);
     expect(await engine.inspect('unexplained-1')).toMatchObject({ status: 'running', fencingToken: 2, leaseOwner: 'thief', steps: [] });
-  });
-
-  it('the heartbeat finds the lease gone and aborts the run’s signal: a step waiting on it stops at once', async () => {
-    const ends: RunEndEvent[] = [];
-    let aborted: unknown;
-    const engine = createEngine({
-      db,
-      workflows: {
-        waiting: async (ctx) =>
-          ctx.step('wait_for_ever', ({ signal }) =>
-            new Promise((_, reject) => signal.addEventListener('abort', () => reject((aborted = signal.reason)), { once: true })),
-          ),
-      },
-    });
-    await engine.start('waiting', null, { id: 'waiting-1' });
-    const worker = engine.createWorker({ leaseMs: 400, onRunEnd: (e) => ends.push(e) });
-    await worker.start();
-    try {
-      await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'thief' WHERE id = 'waiting-1'`);
-      const started = Date.now();
-      while (ends.length === 0 && Date.now() - started < 3000) await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(Date.now() - started).toBeLessThan(1000); // the next heartbeat, 200 ms away
-    } finally {
-      await worker.stop({ graceMs: 0 });
-    }
-    expect(aborted).toBeInstanceOf(LeaseLostError);
-    expect(ends[0]).toMatchObject({ workflowId: 'waiting-1', outcome: 'lease-lost' });
-    expect(ends[0]?.error?.message).toContain('renewal refused: taken over by thief (fencing token 2)');
-    expect(worker.held).toEqual([]);
   });
 });
 
@@ -488,7 +476,7 @@ describe('bad input gets a clear error, and nothing is lost', () => {
 
   it('a workflow no worker here has code for stays running, is deferred rather than claimed again at once, is logged once, and runs where its code is', async () => {
     const log = vi.mocked(console.log);
-    const { workflow } = counted();
+    const { workflow } = countedWorkflow();
     const newDeploy = createEngine({ db, workflows: { counted: workflow, refund: async (ctx, n: number) => ctx.step('refund', async () => n * 2) } });
     await newDeploy.start('refund', 1, { id: 'refund-1' });
     await newDeploy.start('refund', 2, { id: 'refund-2' });
