@@ -254,6 +254,7 @@ function binaries(options: Pick<EmbeddedOptions, 'nativeDir' | 'binaryCacheDir' 
   if (!found) {
     found = (async () => {
       const nativeDir = options.nativeDir ? path.resolve(options.nativeDir) : await installedNativeDir();
+      restoreLibraryLinks(nativeDir);
       const user = runAsUser();
       if (!user || canReach(nativeDir, user)) return binariesIn(nativeDir);
       return binariesIn(reachableCopy(nativeDir, user, options.binaryCacheDir ?? os.tmpdir(), options.log ?? (() => {})));
@@ -294,6 +295,31 @@ async function installedNativeDir(): Promise<string> {
     }
   }
   return path.dirname(path.dirname(mod.initdb));
+}
+
+/**
+ * npm packages cannot hold symlinks, so the package lists its libraries'
+ * (libpq.so.5 → libpq.so.5.18, …) in pg-symlinks.json and a postinstall
+ * script makes them. Where install scripts did not run (`--ignore-scripts`,
+ * npm's allowScripts), initdb cannot load libpq: make the missing ones here.
+ */
+function restoreLibraryLinks(nativeDir: string): void {
+  let links: Array<{ source: string; target: string }>;
+  try {
+    links = JSON.parse(fs.readFileSync(path.join(nativeDir, 'pg-symlinks.json'), 'utf8')) as typeof links;
+  } catch {
+    return;
+  }
+  const packageDir = path.dirname(nativeDir); // the paths in it start with native/
+  for (const { source, target } of links) {
+    const link = path.join(packageDir, target);
+    if (statIfAny(link)) continue;
+    try {
+      fs.symlinkSync(path.relative(path.dirname(link), path.join(packageDir, source)), link);
+    } catch {
+      // read-only, or made by another process just now: initdb's own error will say which library is missing
+    }
+  }
 }
 
 /** Whether `user` can run the binaries in `nativeDir` and read their libraries and share files. */

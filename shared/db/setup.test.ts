@@ -1,7 +1,8 @@
 /**
- * Root in a container or CI image, with the project in root's home (a 0700
- * folder): PostgreSQL runs as the `postgres` user, who cannot enter the
- * project — neither its data folder nor the binaries under node_modules.
+ * Set-up at the edges: root in a container or CI image with the project in
+ * root's home (a 0700 folder), where PostgreSQL runs as the `postgres` user,
+ * who cannot enter the project — neither its data folder nor the binaries
+ * under node_modules; an install whose scripts did not run; an initdb that fails.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -123,6 +124,26 @@ describe('as root, with the project in a folder the postgres user cannot enter',
     } finally {
       await server?.stop();
       for (const dir of [path.dirname(dataDir), home, binaryCacheDir]) fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('an install whose scripts did not run (npm --ignore-scripts, allowScripts)', () => {
+  it("the libraries' symlinks that the package's postinstall makes are made on first use", async () => {
+    const pkg = path.join(openTempDir('course-no-scripts-'), 'pkg');
+    const dataDir = path.join(openTempDir('course-no-scripts-data-'), 'pg');
+    let server: EmbeddedPostgres | undefined;
+    try {
+      copyTree(platformPackage(), pkg);
+      const links = JSON.parse(fs.readFileSync(path.join(pkg, 'native', 'pg-symlinks.json'), 'utf8')) as Array<{ target: string }>;
+      expect(links.length).toBeGreaterThan(0);
+      for (const { target } of links) fs.rmSync(path.join(pkg, target)); // as npm unpacks it
+      server = await EmbeddedPostgres.start({ dataDir, nativeDir: path.join(pkg, 'native') });
+      expect(await selectOne(server.url)).toBe(1);
+      for (const { target } of links) expect(fs.lstatSync(path.join(pkg, target)).isSymbolicLink()).toBe(true);
+    } finally {
+      await server?.stop();
+      for (const dir of [path.dirname(pkg), path.dirname(dataDir)]) fs.rmSync(dir, { recursive: true, force: true });
     }
   });
 });
