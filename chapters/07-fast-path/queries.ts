@@ -373,8 +373,8 @@ export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Pro
  * One statement for all, where chapter 6 sends one per lease: a worker of
  * concurrency 8 renews 8 leases a beat, and 8 statements at once take 8 of the
  * pool's connections from the runs and make 8 commits. Over the course's
- * 1.5 s lease that is ~13 commits a second against ~1.6 — small (under 1 % of
- * what an 8-way run commits), but it costs nothing to read.
+ * 1.5 s lease that is ~13 commits a second against ~1.6: small (under 1 % of
+ * what an 8-way run commits), and free — one statement reads no worse than eight.
  *
  * Returns the ids it renewed; a missing one is lost (expired, taken over, or
  * the workflow finished).
@@ -433,11 +433,11 @@ export async function fenceTransaction(tx: pg.PoolClient, fence: Fence): Promise
 /**
  * What the log says now about a token a fence refused: `lost`, and why in
  * words; or `held` — the token still holds, so the lease was not why. Only a
- * lone step record can be refused while held: recordStep sent alone turns a
- * position already recorded into a refusal, as recordSteps' ON CONFLICT DO
- * NOTHING does (see the run's recordStepAlone). A typed answer, not a
- * sentence: a reason is for people, and nothing may compare it with another
- * sentence to decide what happened.
+ * plain step's record can be refused while held: recordSteps' ON CONFLICT DO
+ * NOTHING, and recordStep sent alone (recordStepAlone in run.ts), turn a
+ * position already recorded into a refusal. A typed answer, not a sentence: a
+ * reason is for people, and nothing may compare it with another sentence to
+ * decide what happened.
  */
 export type Refusal = { kind: 'held' } | { kind: 'lost'; reason: string };
 
