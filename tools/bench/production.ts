@@ -163,6 +163,17 @@ async function open(ctx: SuiteContext, chapter: ProductionChapter, label: string
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** A worker process (worker.ts) running `chapter`'s engine. */
+function spawnWorker(chapter: ProductionChapter, env: Record<string, string>): WorkerProcess {
+  return WorkerProcess.spawn({ ...env, CHAPTER: chapter.dir });
+}
+
+/** Wait until `child` is ready, and make sure it loaded `chapter`: a figure must never be booked to the wrong chapter. */
+async function readyOn(child: WorkerProcess, chapter: ProductionChapter): Promise<void> {
+  const ready = await child.ready();
+  if (ready.chapter !== chapter.dir) throw new Error(`worker ${child.pid} loaded ${String(ready.chapter)}, not ${chapter.dir}`);
+}
+
 /** Measure `body` (which runs `workflows` workflows): commits, WAL, round trips, CPU. */
 async function measure(ctx: SuiteContext, count: number | (() => number), body: () => Promise<{ extraCpuMs?: number; extraRoundTrips?: number } | void>): Promise<Cost> {
   const before: Snapshot = await ctx.probe.snapshot();
@@ -284,8 +295,8 @@ export async function throughput(ctx: SuiteContext, chapter: ProductionChapter):
         const warm = ctx.quick ? 2 * concurrency : mode === 'processes' ? 150 * concurrency : Math.max(20, 10 * concurrency);
         await startMany(o.engine, 'noop3', warm, 'warm');
         if (mode === 'processes') {
-          for (let i = 0; i < concurrency; i++) children.push(WorkerProcess.spawn({ CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', GATE: '1', POLL_MS: '1000' }));
-          await Promise.all(children.map((c) => c.ready()));
+          for (let i = 0; i < concurrency; i++) children.push(spawnWorker(chapter, { DATABASE_URL: o.url, CONCURRENCY: '1', GATE: '1', POLL_MS: '1000' }));
+          await Promise.all(children.map((c) => readyOn(c, chapter)));
           for (const c of children) c.send('go');
           await waitUntilDrained(o.db);
           const paused = children.map((c) => c.waitFor((e) => e.event === 'paused', 30_000));
@@ -420,10 +431,11 @@ export async function dispatch(ctx: SuiteContext, chapter: ProductionChapter): P
     [false, 200, ctx.quick ? 3 : 50],
   ] as const) {
     const o = await open(ctx, chapter, `dispatch_${listen ? 'listen' : 'poll'}`);
-    const child = WorkerProcess.spawn({ CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: String(pollMs), LISTEN: listen ? '1' : '0' });
+    const child = spawnWorker(chapter, { DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: String(pollMs), LISTEN: listen ? '1' : '0' });
     try {
+      await readyOn(child, chapter);
       await child.waitFor((e) => e.event === 'started', 60_000);
-      await stampRuns(o.engine, 3, 'warm');
+      await stampRuns(o.engine, ctx.quick ? 1 : 3, 'warm');
       results.push({
         mode: 'worker process',
         wake: listen ? DISPATCH_WAKES.notify : DISPATCH_WAKES.poll(pollMs),
@@ -445,12 +457,12 @@ export async function takeover(ctx: SuiteContext, chapter: ProductionChapter): P
   const pollMs = 200;
   const trials = ctx.quick ? 1 : 3;
   const o = await open(ctx, chapter, 'takeover');
-  const env = { CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', LEASE_MS: String(leaseMs), POLL_MS: String(pollMs) };
+  const env = { DATABASE_URL: o.url, CONCURRENCY: '1', LEASE_MS: String(leaseMs), POLL_MS: String(pollMs) };
   const trialsMs: number[] = [];
   try {
     for (let i = 0; i < trials; i++) {
-      const victim = WorkerProcess.spawn({ ...env, ROLE: 'victim' });
-      const rescuer = WorkerProcess.spawn({ ...env, GATE: '1' });
+      const victim = spawnWorker(chapter, { ...env, ROLE: 'victim' });
+      const rescuer = spawnWorker(chapter, { ...env, GATE: '1' });
       try {
         await victim.waitFor((e) => e.event === 'started', 60_000);
         const run = await o.engine.start('hold', {}, { id: `hold-${i}` });
@@ -459,7 +471,7 @@ export async function takeover(ctx: SuiteContext, chapter: ProductionChapter): P
           if (info?.leaseOwner === `bench-${victim.pid}`) break;
           await sleep(10);
         }
-        await rescuer.ready();
+        await readyOn(rescuer, chapter);
         rescuer.send('go');
         await rescuer.waitFor((e) => e.event === 'started');
         // Kill at a random point of the heartbeat cycle (renewals every lease/2).
@@ -495,7 +507,7 @@ export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxR
       maxRate = n / (msSince(t) / 1000);
     }
     const targetRate = Math.max(1, maxRate / 2);
-    const seconds = ctx.quick ? 3 : 40;
+    const seconds = ctx.quick ? 2 : 40;
     await worker.start();
     await sequentially(o.engine, 'noop3', 20, 'warm'); // the worker's code paths warm before the clock starts
     const samples: Array<{ at: number; ms: number }> = [];
@@ -543,8 +555,9 @@ export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxR
 
 export async function history(ctx: SuiteContext, chapter: ProductionChapter): Promise<History> {
   const o = await open(ctx, chapter, 'history');
-  const child = WorkerProcess.spawn({ CHAPTER: chapter.dir, DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: '5000' });
+  const child = spawnWorker(chapter, { DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: '5000' });
   try {
+    await readyOn(child, chapter);
     await child.waitFor((e) => e.event === 'started', 60_000);
     // Warm the worker's code paths (claim, replay, complete) on a small workflow first.
     await (await o.engine.start('noop3', {}, { id: 'warm' })).result();
