@@ -5,7 +5,7 @@
  *   await withWorld('recover', async (world) => { …runUntilDone({ env: world.env })… });
  */
 import { startWorld, type World } from '../world/world.ts';
-import { freshDatabase, withFreshDatabase } from './database.ts';
+import { freshDatabase } from './database.ts';
 
 export async function withWorld(label: string, test: (world: World) => Promise<void>): Promise<void> {
   const database = await freshDatabase(label);
@@ -17,9 +17,3 @@ export async function withWorld(label: string, test: (world: World) => Promise<v
     await database.drop().catch(() => {});
   }
 }
-
-/**
- * @deprecated `withFreshDatabase` from `./database.ts`: this old name stays only
- * until chapter 7's tests import that one.
- */
-export const withDatabase = withFreshDatabase;
