@@ -43,7 +43,7 @@ export interface StepRow {
 
 // ── the schema ───────────────────────────────────────────────────────────────
 
-const schemaSql = fs.readFileSync(new URL('./schema.sql', import.meta.url), 'utf8');
+const schemaSql = fs.readFileSync(new URL('../../chapters/03-postgres-log/schema.sql', import.meta.url), 'utf8');
 
 /**
  * Create the tables if they are not there yet. Every process does this when it

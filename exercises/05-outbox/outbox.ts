@@ -17,11 +17,29 @@
  * nothing; without it, the customer gets two.
  *
  * YOUR PART: TODO 1 in workflow.ts, TODO 2 and TODO 3 here. The outbox table
- * is in schema.sql already. README.md says more; `npm run hint 5` helps.
+ * is in outbox.sql already. README.md says more; `npm run hint 5` helps.
+ *
+ * The engine, the log's tables and their queries are chapter 5's, unchanged:
+ * this exercise imports them from chapters/05-idempotency-keys/.
  */
+import fs from 'node:fs';
 import type pg from 'pg';
 import type { Email, Order } from '../../shared/world/services.ts';
-import type { Sql } from './queries.ts';
+import { inTransaction, type Sql } from '../../chapters/05-idempotency-keys/queries.ts';
+
+const outboxSql = fs.readFileSync(new URL('./outbox.sql', import.meta.url), 'utf8');
+
+/**
+ * Create the outbox table (outbox.sql) if it is not there yet — after chapter
+ * 5's `createSchema`, which makes the log's. Under an advisory lock, as
+ * `createSchema` does: two processes starting at once take turns.
+ */
+export async function createOutbox(db: pg.Pool): Promise<void> {
+  await inTransaction(db, async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('durable-execution-course: exercise 5 outbox'))`);
+    await tx.query(outboxSql);
+  });
+}
 
 /** What the relay calls to send one email: `sendEmail` from shared/world/services.ts, or a test's stand-in. */
 export type SendEmail = (order: Order, options: { idempotencyKey: string }) => Promise<Email>;
@@ -37,7 +55,7 @@ export interface Queued {
  * idempotency key; it is the row's primary key, and the key the relay sends.
  */
 export async function enqueueEmail(tx: Sql, key: string, order: Order): Promise<Queued> {
-  // TODO 2: INSERT the email's row into `outbox` (see schema.sql) on `tx`:
+  // TODO 2: INSERT the email's row into `outbox` (see outbox.sql) on `tx`:
   // its key, the order's id, and the order itself as the payload (JSON, cast
   // to jsonb, as queries.ts does it).
   void tx;

@@ -5,7 +5,7 @@
  * while the workflow runs (outbox.ts's relay sends it later).
  */
 import { chargeCard, reserveInventory, sendEmail, type Order } from '../../shared/world/services.ts';
-import type { Workflow } from './engine.ts';
+import type { Workflow } from '../../chapters/05-idempotency-keys/engine.ts';
 import { enqueueEmail } from './outbox.ts';
 
 export interface Receipt {

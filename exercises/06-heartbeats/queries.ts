@@ -1,8 +1,5 @@
 /**
- * Exercise 6: chapter 6's queries, with the heartbeat's renewal as
- * `renewLease` — one lease per statement — in place of the chapter's
- * `extendLeases` (all of a worker's leases in one statement), and
- * `createSchema` (schema.sql) in place of the chapter's numbered migrations.
+ * Exercise 6: chapter 6's queries, with the heartbeat's renewal taken out.
  *
  * YOUR PART: TODO 1 here (renewLease), TODO 2 and TODO 3 in worker.ts (the
  * heartbeat). README.md says more; `npm run hint 6` helps.
@@ -12,7 +9,7 @@
  * The engine (engine.ts) and the worker (worker.ts) never write SQL
  * themselves; they call `claimWorkflows`, `recordStep`, `renewLease`… That
  * keeps them readable as a story, and puts all the SQL in one file you can
- * read against schema.sql (the way graphile-worker and pg-boss do it).
+ * read against migrations/ (the way graphile-worker and pg-boss do it).
  *
  * Two rules hold for every function here:
  *   - values go in as parameters ($1, $2…), never pasted into the SQL text;
@@ -27,7 +24,6 @@
  * lock) that the claim cannot get past (FOR UPDATE SKIP LOCKED skips it), so no
  * new claim can slip in between a fence and its COMMIT.
  */
-import fs from 'node:fs';
 import type pg from 'pg';
 
 /** Anything we can send a query to: the pool, or one connection inside a transaction. */
@@ -70,22 +66,26 @@ export interface Fence {
   fencingToken: number;
 }
 
-// ── the schema ───────────────────────────────────────────────────────────────
-
-const schemaSql = fs.readFileSync(new URL('./schema.sql', import.meta.url), 'utf8');
+// ── the fence ────────────────────────────────────────────────────────────────
 
 /**
- * Create the tables if they are not there yet (schema.sql). Every process does
- * this when it starts, and two may start at the same moment: two concurrent
- * `CREATE TABLE IF NOT EXISTS` can both decide the table is missing, and the
- * slower one then fails on the catalog. A transaction-scoped advisory lock
- * makes them take turns; the second finds the tables there and does nothing.
+ * The fence, written once — still held: the claim `token` names is still the workflow's,
+ * the workflow is still running, and its lease has not run out. Every write a
+ * run makes (a step's record, a transaction step's first statement, the
+ * completion, a renewal, a deferral, a release) puts this in its WHERE.
+ *
+ * `statement_timestamp()`, never `now()`: `now()` is the time the transaction
+ * *began*. In an autocommit statement the two are equal; inside BEGIN … COMMIT
+ * `now()` is as old as the BEGIN, and a process frozen since then would be
+ * judged by a stale clock — its lease would look alive. One rule everywhere
+ * means no statement has to know which kind of transaction it runs in.
+ *
+ * `token` is the placeholder of the fencing token ('$2'); `row` a table alias
+ * when the statement has one ('w.'). Both are constants of this file, never
+ * values: values always go in as parameters.
  */
-export async function createSchema(db: pg.Pool): Promise<void> {
-  await inTransaction(db, async (tx) => {
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('durable-execution-course: exercise 6 schema'))`);
-    await tx.query(schemaSql);
-  });
+function stillHeld(token: string, row = ''): string {
+  return `${row}fencing_token = ${token} AND ${row}status = 'running' AND ${row}lease_expires_at > statement_timestamp()`;
 }
 
 // ── transactions ─────────────────────────────────────────────────────────────
@@ -326,7 +326,7 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
 export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET lease_expires_at = now() + $3::int * interval '1 millisecond'
-      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > now()`,
+      WHERE id = $1 AND ${stillHeld('$2')}`,
     [fence.workflowId, fence.fencingToken, Math.round(delayMs)],
   );
   return result.rowCount === 1;
@@ -345,8 +345,9 @@ export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Pro
  *
  * Mind the last condition: a lease that has expired must not be renewed, even
  * if nobody has claimed the workflow yet. (From the moment it expired, any
- * worker may claim it.) The other fenced writes below show the shape;
- * claimWorkflows shows how a number of milliseconds becomes an interval.
+ * worker may claim it.) The other fenced writes below show the shape — their
+ * WHERE is `stillHeld()`, near the top of this file: read what it checks —
+ * and claimWorkflows shows how a number of milliseconds becomes an interval.
  */
 export async function renewLease(db: Sql, fence: Fence, leaseMs: number): Promise<boolean> {
   // TODO 1
@@ -366,8 +367,7 @@ export async function releaseLeases(db: Sql, held: Fence[]): Promise<string[]> {
     `UPDATE workflows w
         SET lease_expires_at = now()
        FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
-      WHERE w.id = held.id AND w.fencing_token = held.fencing_token
-        AND w.status = 'running' AND w.lease_expires_at > now()
+      WHERE w.id = held.id AND ${stillHeld('held.fencing_token', 'w.')}
      RETURNING w.id`,
     [held.map((h) => h.workflowId), held.map((h) => h.fencingToken)],
   );
@@ -381,13 +381,12 @@ export async function releaseLeases(db: Sql, held: Fence[]): Promise<string[]> {
  * UPDATE SKIP LOCKED passes the row by). The heartbeat's UPDATE does not
  * conflict with KEY SHARE: the lease keeps being renewed meanwhile.
  *
- * statement_timestamp(), not now(): inside a transaction now() is the time
- * of BEGIN, and a process frozen since then would be judged by a stale clock.
+ * Inside a transaction: this is where stillHeld()'s statement_timestamp() matters.
  */
 export async function fenceTransaction(tx: pg.PoolClient, fence: Fence): Promise<boolean> {
   const result = await tx.query(
     `SELECT 1 FROM workflows
-      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()
+      WHERE id = $1 AND ${stillHeld('$2')}
         FOR KEY SHARE`,
     [fence.workflowId, fence.fencingToken],
   );
@@ -420,7 +419,7 @@ export async function explainLostLease(db: Sql, fence: Fence): Promise<string> {
 export async function completeWorkflow(db: Sql, fence: Fence, output: unknown): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET status = 'completed', output = $3::jsonb, updated_at = now()
-      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()`,
+      WHERE id = $1 AND ${stillHeld('$2')}`,
     [fence.workflowId, fence.fencingToken, JSON.stringify(output)],
   );
   return result.rowCount === 1;
@@ -430,7 +429,7 @@ export async function completeWorkflow(db: Sql, fence: Fence, output: unknown): 
 export async function failWorkflow(db: Sql, fence: Fence, error: string): Promise<boolean> {
   const result = await db.query(
     `UPDATE workflows SET status = 'failed', error = $3, updated_at = now()
-      WHERE id = $1 AND fencing_token = $2 AND status = 'running' AND lease_expires_at > statement_timestamp()`,
+      WHERE id = $1 AND ${stillHeld('$2')}`,
     [fence.workflowId, fence.fencingToken, error],
   );
   return result.rowCount === 1;
@@ -478,7 +477,7 @@ export async function recordStep(db: Sql, step: Omit<StepRow, 'recordedAt'>): Pr
   const result = await db.query(
     `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
      SELECT id, $2, $3, $4::jsonb, fencing_token FROM workflows
-      WHERE id = $1 AND fencing_token = $5 AND status = 'running' AND lease_expires_at > statement_timestamp()
+      WHERE id = $1 AND ${stillHeld('$5')}
         FOR KEY SHARE`,
     [step.workflowId, step.seq, step.name, JSON.stringify(step.output), step.fencingToken],
   );

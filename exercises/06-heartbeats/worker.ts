@@ -5,6 +5,9 @@
  *
  * YOUR PART: TODO 2 and TODO 3, in the "heartbeats" section below, and TODO 1
  * in queries.ts (renewLease). README.md says more; `npm run hint 6` helps.
+ * The engine, lease.ts and the migrations are chapter 6's own, imported from
+ * chapters/06-leasing-workers/; under test, chapter 6's engine runs this
+ * worker and these queries.
  *
  * A worker: claims runnable workflows, runs up to `concurrency` of them at
  * once, keeps their leases alive, and lets go cleanly when told to stop.
@@ -31,8 +34,8 @@ import os from 'node:os';
 import type pg from 'pg';
 import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
-import type { EngineCore } from './engine.ts';
-import { Lease, LeaseLostError } from './lease.ts';
+import type { EngineCore } from '../../chapters/06-leasing-workers/engine.ts';
+import { Lease, LeaseLostError } from '../../chapters/06-leasing-workers/lease.ts';
 import {
   claimWorkflows,
   deferWorkflow,

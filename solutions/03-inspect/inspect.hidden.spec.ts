@@ -7,8 +7,9 @@
  *   solutions/.gitattributes             keeps them out of `git archive`, the
  *                                        way to make the students' template.
  *
- * Import the implementation as `../../solutions/NN-name/…` — not `./engine.ts`:
- * only a path through `solutions/` is swapped for the submission under test.
+ * Import the implementation as `../../exercises/NN-name/…` (the reference
+ * answer is a patch here, solution.patch, not a file to import): only a path
+ * through `exercises/` is swapped for the submission under test.
  *
  * What it checks: SQL built by pasting the id into the text works for
  * `order-1` and breaks (or worse) for an id with a quote in it. The public
@@ -16,8 +17,8 @@
  */
 import pg from 'pg';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createEngine } from './engine.ts';
-import { createSchema } from './queries.ts';
+import { createEngine } from '../../exercises/03-inspect/engine.ts';
+import { createSchema } from '../../exercises/03-inspect/queries.ts';
 import { scratchSchema } from '../../tools/grading/spec-kit.ts';
 
 afterEach(() => {

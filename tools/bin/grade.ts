@@ -31,7 +31,6 @@ import { paint } from '../../shared/narrate.ts';
 import { findExercise, listExercises, type Exercise } from '../grading/exercises.ts';
 import { gradeAll } from '../grading/grade.ts';
 import { stopAllRuns } from '../grading/run-specs.ts';
-import { courseRoot } from '../grading/impl.ts';
 import { writeReports } from '../grading/reports.ts';
 import { startersFolder } from '../grading/starters.ts';
 import { ProgressBar, problemsList, summaryTable } from '../grading/terminal.ts';
@@ -57,16 +56,17 @@ type Options = ReturnType<typeof parseArgs<{ options: typeof options }>>['values
 runMain(async () => {
   const { values } = parseArgs({ options, allowPositionals: false });
   const exercises: Exercise[] = values.exercises ? values.exercises.split(',').map((n) => findExercise(n.trim())) : listExercises();
-  const starters = values.starters ? startersFolder(exercises) : undefined;
+  // The starters and the answers are derived (tools/grading/derive.ts): written out to grade, like a submission.
+  const derived = values.starters || values.solutions ? startersFolder(exercises, { answers: values.solutions }) : undefined;
   try {
-    await grade(values, exercises, starters?.dir);
+    await grade(values, exercises, derived?.dir);
   } finally {
-    starters?.remove();
+    derived?.remove();
   }
 });
 
-async function grade(values: Options, exercises: Exercise[], startersDir: string | undefined): Promise<void> {
-  const submissions = chooseSubmissions(values, startersDir);
+async function grade(values: Options, exercises: Exercise[], derivedDir: string | undefined): Promise<void> {
+  const submissions = chooseSubmissions(values, derivedDir);
   if (submissions.length === 0) throw new CourseError('There is nothing to grade.', usage);
 
   const settings = {
@@ -115,12 +115,12 @@ async function grade(values: Options, exercises: Exercise[], startersDir: string
   console.log(paint.dim(`\nReports: ${rel(written.csv)}, ${rel(written.junit)}, ${rel(path.join(outDir, '<student>', 'results.json'))}`));
 }
 
-/** The submissions to grade: the subfolders of --submissions, or the course's own solutions or starters. */
-function chooseSubmissions(values: Options, startersDir: string | undefined): Array<{ student: string; dir: string }> {
+/** The submissions to grade: the subfolders of --submissions, or the course's own solutions or starters (derived into `derivedDir`). */
+function chooseSubmissions(values: Options, derivedDir: string | undefined): Array<{ student: string; dir: string }> {
   const chosen = [values.submissions !== undefined, values.solutions, values.starters].filter(Boolean).length;
   if (chosen !== 1) throw new CourseError('Say what to grade: one of --submissions DIR, --solutions or --starters.', usage);
-  if (values.solutions) return [{ student: 'solutions', dir: path.join(courseRoot, 'solutions') }];
-  if (values.starters && startersDir) return [{ student: 'starters', dir: startersDir }];
+  if (values.solutions && derivedDir) return [{ student: 'solutions', dir: derivedDir }];
+  if (values.starters && derivedDir) return [{ student: 'starters', dir: derivedDir }];
   const root = path.resolve(values.submissions!);
   if (!fs.existsSync(root) || !fs.statSync(root).isDirectory()) {
     throw new CourseError(`--submissions ${values.submissions}: there is no such folder.`, 'Give the folder that holds one subfolder per student.');

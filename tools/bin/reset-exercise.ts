@@ -1,13 +1,16 @@
 /**
  * `npm run reset-exercise N` — put exercise N back as it was shipped.
  *
- * Restores from the pristine copy in tools/grading/starters/ (not from git:
- * that works without a .git folder, and whatever the learner has committed).
- * The learner's current files are backed up to .course-data/backups/ first.
+ * The pristine starter is derived — the chapter's files plus the starter
+ * patch in tools/grading/starters/ (tools/grading/derive.ts) — not taken from
+ * git: that works without a .git folder, and whatever the learner has
+ * committed. The learner's current files are backed up to
+ * .course-data/backups/ first.
  *
  *   npm run reset-exercise 2
  *   npm run reset-exercise -- --record 2    (course authors) make exercises/02-…'s
  *                                           current code the new pristine starter
+ *                                           (its patch over the chapter)
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,8 +26,8 @@ runMain(async () => {
   if (!which) throw new CourseError('Which exercise?', 'usage: npm run reset-exercise N   (course authors: npm run reset-exercise -- --record N)');
   const exercise = findExercise(which);
   if (values.record) {
-    const files = recordStarter(exercise);
-    console.log(`Recorded ${files.join(', ')} of exercises/${exercise.slug} as the pristine starter (tools/grading/starters/${exercise.slug}/).`);
+    const { files, patch } = recordStarter(exercise);
+    console.log(`Recorded ${files.join(', ')} of exercises/${exercise.slug} as the pristine starter: ${path.relative(courseRoot, patch)}, a patch over chapters/${exercise.chapter}/.`);
     return;
   }
   const { restored, backup } = restoreStarter(exercise);

@@ -4,15 +4,20 @@
  * every untouched starter fails at least one. Both must type-check. Graded
  * exactly as a class is graded (workspace, own database, own processes).
  *
- * The starters tested are the pristine copies (tools/grading/starters/), so
- * this stays true on a learner's machine however far their exercises/ has
- * come; in CI, exercises/ must also still BE those starters.
+ * Starters and answers are derived, as reset and the grader derive them: the
+ * chapter + the starter patch (+ the solution patch). So this stays true on a
+ * learner's machine however far their exercises/ has come. Each starter
+ * patch must still fit its chapter where it changes it (a chapter change
+ * there fails here); in CI, exercises/ must also still BE the derived starters
+ * — a chapter change anywhere fails there.
  */
+import fs from 'node:fs';
 import { describe, expect, inject, it } from 'vitest';
 import { listExercises } from './exercises.ts';
 import { gradeSubmission, prepareSubmissions, type GradeSettings } from './grade.ts';
-import { courseRoot } from './impl.ts';
-import { changedFromStarter, startersFolder } from './starters.ts';
+import { chapterDrift, deriveStarter, starterPatchFile } from './derive.ts';
+import { parsePatch } from './patch.ts';
+import { changedFromStarter, pristineStarter, referenceAnswer, startersFolder } from './starters.ts';
 
 const exercises = listExercises();
 const settings: GradeSettings = {
@@ -27,15 +32,17 @@ const settings: GradeSettings = {
 
 describe('the exercises and their tests', () => {
   it('every solution passes all its tests and every untouched starter fails at least one; both type-check', { timeout: 300_000 }, async () => {
-    const pristine = startersFolder();
+    const pristine = startersFolder(exercises);
+    const answers = startersFolder(exercises, { answers: true });
     const [solutions, starters] = await prepareSubmissions(
       [
-        { student: 'solutions', dir: `${courseRoot}/solutions` },
+        { student: 'solutions', dir: answers.dir },
         { student: 'starters', dir: pristine.dir },
       ],
       exercises,
     );
-    pristine.remove(); // the workspace has its own copy
+    pristine.remove(); // the workspaces have their own copies
+    answers.remove();
     try {
       for (const submission of [solutions!, starters!]) {
         expect(submission.compileFailure).toBeUndefined();
@@ -67,7 +74,17 @@ describe('the exercises and their tests', () => {
     }
   });
 
-  it.runIf(process.env.CI)('in CI, exercises/ is exactly the pristine starters (after changing a starter: npm run reset-exercise -- --record N)', () => {
+  it("each exercise follows its chapter: the chapter's files are as its starter patch was made against, and starter and answer derive", () => {
+    for (const exercise of exercises) {
+      // A chapter edit anywhere in a file the exercise extends: derive the exercise again (npx tsx tools/grading/derive.ts --write).
+      expect(chapterDrift(exercise.slug), `chapter files changed under exercises/${exercise.slug}`).toEqual([]);
+      const patch = parsePatch(fs.readFileSync(starterPatchFile(exercise.slug), 'utf8'), exercise.slug);
+      expect(deriveStarter(exercise.slug, { exact: true }).size, exercise.slug).toBe(patch.files.length);
+      expect([...referenceAnswer(exercise).keys()].sort(), exercise.slug).toEqual([...pristineStarter(exercise).keys()].sort());
+    }
+  });
+
+  it.runIf(process.env.CI)('in CI, exercises/ is exactly the derived starters (after a chapter changed: npx tsx tools/grading/derive.ts --write; after changing a starter: npm run reset-exercise -- --record N)', () => {
     for (const exercise of exercises) expect(changedFromStarter(exercise), `exercises/${exercise.slug}`).toEqual([]);
   });
 });

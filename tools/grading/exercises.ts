@@ -4,19 +4,23 @@
  * An exercise exists when its spec exists: `tools/grading/specs/NN-name.spec.ts`
  * (course-owned, never inside a learner's copy). Beside it:
  *
- *   exercises/NN-name/            the starter (README.md, hints.md, points.json, code with TODOs)
+ *   exercises/NN-name/            the starter (README.md, hints.md, points.json, and the
+ *                                 code the exercise changes or adds, with TODOs); the rest
+ *                                 is the chapter's, imported from chapters/NN-name/
+ *   tools/grading/starters/NN-name.patch   the starter's code as a patch over the chapter:
+ *                                 what `npm run reset-exercise` restores and the CI check
+ *                                 grades is derived from it (derive.ts)
  *   solutions/NN-name/            the reference answer, and instructor-only tests:
+ *     solution.patch              the answer as a patch over the starter (none: the chapter is the answer)
  *     *.hidden.spec.ts            run by the grader and the CI check, never by `npm run exercise`
  *     points.hidden.json          their points
- *   tools/grading/starters/NN-name/<file>.starter   pristine copies of the starter's code,
- *                                 for `npm run reset-exercise` and the CI check
  *
  * Points are always read from the course's own copy, never from a submission.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { CourseError } from '../../shared/errors.ts';
-import { courseRoot } from './impl.ts';
+import { chapterOf, courseRoot } from './impl.ts';
 
 export interface Exercise {
   /** 1, 2, 3… (the chapter it extends, so far) */
@@ -34,12 +38,11 @@ export interface Exercise {
   /** Points per test, by the test's full name (`describe > it`). */
   points: Map<string, number>;
   hiddenPoints: Map<string, number>;
-  /** The pristine starter files: name in the exercise folder → pristine copy. */
-  starterFiles: Map<string, string>;
+  /** The chapter it extends: its folder in chapters/, e.g. `06-leasing-workers`. */
+  chapter: string;
 }
 
 const specsDir = path.join(courseRoot, 'tools', 'grading', 'specs');
-const startersDir = path.join(courseRoot, 'tools', 'grading', 'starters');
 
 /** A points file is broken or missing. */
 export class ExerciseDefinitionError extends CourseError {}
@@ -93,11 +96,7 @@ function loadExercise(slug: string): Exercise {
     // The course's points, even when the learner's folder is elsewhere: a copy's points.json is not the course's word.
     points: readPoints(path.join(courseRoot, 'exercises', slug, 'points.json'), true),
     hiddenPoints: readPoints(path.join(solutionDir, 'points.hidden.json'), hiddenSpecs.length > 0),
-    starterFiles: new Map(
-      listFiles(path.join(startersDir, slug))
-        .filter((name) => name.endsWith('.starter'))
-        .map((name) => [name.slice(0, -'.starter'.length), path.join(startersDir, slug, name)]),
-    ),
+    chapter: chapterOf(slug),
   };
 }
 

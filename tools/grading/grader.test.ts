@@ -1,18 +1,21 @@
 /**
  * The grader, run the way an instructor runs it (`npm run grade -- --submissions …`),
  * on a class of made-up students (fixtures/.class, described in
- * fixtures/README.md): the right score and the right message for each, and
- * the three reports on disk. Short time limits keep it quick.
+ * fixtures/README.md, built into a temp folder: their code is derived from
+ * the reference answers and the starters): the right score and the right
+ * message for each, and the three reports on disk. Short time limits keep it quick.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { buildFixtureClass } from './derive.ts';
 import { courseRoot } from './impl.ts';
 import type { ResultsJson } from './reports.ts';
 
 const out = fs.mkdtempSync(path.join(os.tmpdir(), 'grader-test-'));
+const classDir = fs.mkdtempSync(path.join(os.tmpdir(), 'grader-class-'));
 let run: { status: number | null; stdout: string; stderr: string; ms: number };
 const results = (student: string) => JSON.parse(fs.readFileSync(path.join(out, student, 'results.json'), 'utf8')) as ResultsJson;
 const test = (student: string, exercise: string, name: string) => {
@@ -22,12 +25,13 @@ const test = (student: string, exercise: string, name: string) => {
 };
 
 beforeAll(() => {
+  buildFixtureClass(classDir);
   const started = Date.now();
   const result = spawnSync(
     process.execPath,
     [
       '--import', 'tsx', 'tools/bin/grade.ts',
-      '--submissions', 'tools/grading/fixtures/.class',
+      '--submissions', classDir,
       // The made-up class did exercises 1–3 (fixtures/README.md); later exercises would only add "missing" columns.
       '--exercises', '1,2,3',
       '--out', out,
@@ -43,6 +47,7 @@ beforeAll(() => {
 
 afterAll(() => {
   fs.rmSync(out, { recursive: true, force: true });
+  fs.rmSync(classDir, { recursive: true, force: true });
 });
 
 describe('npm run grade on a class', () => {

@@ -14,12 +14,19 @@
  *   GRADE_CRASH_TEST_TIMEOUT   the same for one repetition of a crash test,
  *                        which starts several real processes (default 60 000)
  *
- * In-process, the specs import `…/solutions/NN-name/engine.ts` (so the type
- * checker knows the API) and the grading vitest config swaps that path for
- * IMPL_ROOT. Driver processes (drivers/) import from IMPL_ROOT themselves.
+ * An exercise folder holds only what the exercise changes of the chapter it
+ * extends; everything else is the chapter's own code, imported from
+ * `chapters/NN-name/`. Under test, the exercise's files are laid over the
+ * chapter: wherever a chapter module imports one of them (chapter 6's engine
+ * imports `./worker.ts`), it gets the implementation under test instead. The
+ * grading vitest config does that for the specs (and sends their imports of
+ * `…/exercises/NN-name/…` to IMPL_ROOT); `importImpl` does it for the driver
+ * processes (drivers/), with a module resolution hook (overlay-hooks.mjs).
  * Nothing here imports vitest: the drivers use this file too.
  */
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import { register } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
@@ -33,9 +40,75 @@ export function implRoot(): string {
   return path.resolve(process.env.IMPL_ROOT ?? path.join(courseRoot, 'exercises'));
 }
 
-/** Import one file of the implementation under test, e.g. `importImpl('02-jsonl-log', 'engine.ts')`. */
+/**
+ * The chapter an exercise extends (its folder name, e.g. `06-leasing-workers`):
+ * the chapter its starter patch applies to (tools/grading/starters/NN-name.patch),
+ * else the chapter with the exercise's number.
+ */
+export function chapterOf(exercise: string): string {
+  let patch = '';
+  try {
+    patch = fs.readFileSync(path.join(courseRoot, 'tools', 'grading', 'starters', `${exercise}.patch`), 'utf8');
+  } catch {
+    // no starter patch (yet): go by the number
+  }
+  const named = /^--- chapters\/([^/\s]+)\//m.exec(patch)?.[1];
+  if (named) return named;
+  const byNumber = fs.readdirSync(path.join(courseRoot, 'chapters')).find((name) => name.slice(0, 2) === exercise.slice(0, 2));
+  if (!byNumber) throw new CourseError(`Exercise ${exercise} extends no chapter I can find.`, `Its starter patch, tools/grading/starters/${exercise}.patch, names the chapter's files (--- chapters/NN-name/…).`);
+  return byNumber;
+}
+
+/** A path with every symbolic link resolved (a temp folder may be behind one, as on macOS), or as given. */
+function realPath(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return path.resolve(p);
+  }
+}
+
+/** The exercise's files under test, laid over its chapter: chapter folder, exercise folder, and the files there. */
+export interface Overlay {
+  chapterDir: string;
+  implDir: string;
+  files: string[];
+}
+
+export function overlayOf(exercise: string): Overlay {
+  const implDir = realPath(path.join(implRoot(), exercise));
+  let files: string[] = [];
+  try {
+    files = fs.readdirSync(implDir).filter((name) => fs.statSync(path.join(implDir, name)).isFile());
+  } catch {
+    // no folder: nothing to lay over the chapter
+  }
+  return { chapterDir: realPath(path.join(courseRoot, 'chapters', chapterOf(exercise))), implDir, files };
+}
+
+/** Where a module the chapter resolved to really comes from under test: the exercise's own file, if it has one. */
+export function overlaid(overlay: Overlay, resolved: string): string | undefined {
+  const prefix = `${overlay.chapterDir}${path.sep}`;
+  if (!resolved.startsWith(prefix)) return undefined;
+  const name = resolved.slice(prefix.length);
+  return overlay.files.includes(name) ? path.join(overlay.implDir, name) : undefined;
+}
+
+const registered = new Set<string>();
+
+/**
+ * Import one file of the implementation under test, e.g. `importImpl('02-jsonl-log', 'engine.ts')`:
+ * the exercise's own file, or — when the exercise does not change it — the
+ * chapter's, whose imports of the exercise's files then reach the exercise's.
+ */
 export async function importImpl<Module>(exercise: string, file: string): Promise<Module> {
-  return (await import(pathToFileURL(path.join(implRoot(), exercise, file)).href)) as Module;
+  const overlay = overlayOf(exercise);
+  if (!registered.has(exercise)) {
+    registered.add(exercise);
+    register('./overlay-hooks.mjs', import.meta.url, { data: overlay });
+  }
+  const target = overlay.files.includes(file) ? path.join(overlay.implDir, file) : path.join(overlay.chapterDir, file);
+  return (await import(pathToFileURL(target).href)) as Module;
 }
 
 /** How many times each crash test must pass to earn its points. */

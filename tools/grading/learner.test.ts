@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { listExercises } from './exercises.ts';
 import { courseRoot } from './impl.ts';
-import { startersFolder } from './starters.ts';
+import { pristineStarter, referenceAnswer, startersFolder } from './starters.ts';
 import { buildWorkspace } from './workspace.ts';
 
 const exercise = listExercises()[0]!;
@@ -70,7 +70,7 @@ describe("the learner's commands", () => {
     try {
       await expect.poll(() => output, { timeout: 45_000, interval: 200 }).toContain('Watching exercises/01-failed-steps (polling)');
       expect(output).toContain('2/6 tests pass');
-      fs.copyFileSync(path.join(courseRoot, 'solutions', exercise.slug, 'engine.ts'), mine); // the learner saves their answer
+      fs.writeFileSync(mine, referenceAnswer(exercise).get('engine.ts')!); // the learner saves their answer
       await expect.poll(() => output, { timeout: 45_000, interval: 200 }).toContain('all 6 tests pass — 9/9 points');
     } finally {
       child.kill('SIGINT');
@@ -84,7 +84,7 @@ describe("the learner's commands", () => {
     const { status, output } = npm('reset-exercise', '1');
     expect(status, output).toBe(0);
     expect(output).toContain('exercises/01-failed-steps is the starter again (engine.ts restored)');
-    expect(fs.readFileSync(mine)).toEqual(fs.readFileSync(exercise.starterFiles.get('engine.ts')!));
+    expect(fs.readFileSync(mine, 'utf8')).toBe(pristineStarter(exercise).get('engine.ts'));
     const backups = fs.readdirSync(path.join(stateDir, 'backups'));
     expect(backups).toHaveLength(1);
     expect(fs.readFileSync(path.join(stateDir, 'backups', backups[0]!, 'engine.ts'), 'utf8')).toBe(answer);

@@ -225,6 +225,7 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
     ...baseEnvironment(options.isolate ?? false),
     IMPL_ROOT: options.implRoot,
     GRADE_SPECS: specs.join(','),
+    GRADE_EXERCISE: options.exercise.slug,
     GRADE_RESULTS_FILE: resultsFile,
     GRADE_REPEATS: String(options.repeats),
     GRADE_TEST_TIMEOUT: String(options.testTimeoutMs),

@@ -11,7 +11,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { isLearnerFile, listExercises, parseHints, readHints, type Exercise } from './exercises.ts';
 import type { SubmissionGrade } from './grade.ts';
 import { toCsv, toJunit, toResultsJson } from './reports.ts';
-import { changedFromStarter, restoreStarter } from './starters.ts';
+import { chapterFile } from './derive.ts';
+import { applyFilePatch, diffFiles, formatPatch, parsePatch, PatchError } from './patch.ts';
+import { changedFromStarter, pristineStarter, restoreStarter } from './starters.ts';
 import { watchFolder } from './watch.ts';
 import { findExercisesFolder } from './workspace.ts';
 
@@ -34,7 +36,7 @@ describe('exercises and hints', () => {
       expect(exercise.title, exercise.slug).not.toBe(exercise.slug.slice(3).replace(/-/g, ' '));
       expect(readHints(exercise).length, exercise.slug).toBeGreaterThan(0);
       expect(exercise.points.size, exercise.slug).toBeGreaterThan(0);
-      expect(exercise.starterFiles.size, exercise.slug).toBeGreaterThan(0);
+      expect(pristineStarter(exercise).size, exercise.slug).toBeGreaterThan(0);
     }
   });
 
@@ -138,7 +140,7 @@ describe('reset', () => {
     fs.mkdirSync(dir);
     process.env.COURSE_STATE_DIR = tempDir();
     const exercise: Exercise = { ...real, dir };
-    for (const [name, pristine] of exercise.starterFiles) fs.copyFileSync(pristine, path.join(dir, name));
+    for (const [name, text] of pristineStarter(exercise)) fs.writeFileSync(path.join(dir, name), text);
     expect(changedFromStarter(exercise)).toEqual([]);
 
     fs.writeFileSync(path.join(dir, 'engine.ts'), '// my work');
@@ -150,5 +152,43 @@ describe('reset', () => {
     expect(fs.readFileSync(path.join(backup!, 'engine.ts'), 'utf8')).toBe('// my work');
     expect(fs.readFileSync(path.join(backup!, 'helper.ts'), 'utf8')).toBe('// mine too');
     expect(restoreStarter(exercise).backup).toBeUndefined(); // already the starter: nothing to back up
+  });
+});
+
+describe('patches (the starters, answers and fixtures are derived with them)', () => {
+  const a = 'one\ntwo\nthree\nfour\nfive\nsix\nseven\neight\nnine\nten\n';
+  const b = 'one\ntwo\nTHREE\nfour\nfive\nsix\nseven\neight\nnine\nten\neleven';
+
+  it('a patch made from two texts, written and read back, makes the second from the first', () => {
+    const made = diffFiles('chapters/x/a.ts', 'exercises/01-x/a.ts', a, b);
+    const text = formatPatch({ preamble: 'What this is.\n\n', files: [made] });
+    expect(text).toContain('\\ No newline at end of file');
+    const read = parsePatch(text, 'test.patch');
+    expect(read.preamble).toBe('What this is.\n\n');
+    expect(applyFilePatch(a, read.files[0]!, 'test.patch')).toBe(b);
+    expect(applyFilePatch('', diffFiles('/dev/null', 'new.ts', '', b), 'new')).toBe(b); // a new file
+  });
+
+  it('a removed SQL comment ("--- …" in the patch) is a line of its hunk, and a file with no hunks is the file unchanged', () => {
+    const sql = '-- a comment\nCREATE TABLE t ();\n';
+    const text = formatPatch({ preamble: '', files: [diffFiles('s.sql', 's.sql', sql, 'CREATE TABLE t ();\n'), diffFiles('a', 'b', a, a)] });
+    const read = parsePatch(text, 'sql.patch');
+    expect(read.files).toHaveLength(2);
+    expect(applyFilePatch(sql, read.files[0]!, 'sql.patch')).toBe('CREATE TABLE t ();\n');
+    expect(applyFilePatch(a, read.files[1]!, 'sql.patch')).toBe(a);
+  });
+
+  it('a hunk is found where the file moved it, but never over a line that differs: that is a clear error', () => {
+    const made = diffFiles('a', 'b', a, b);
+    expect(applyFilePatch(`zero\n${a}`, made, 'p')).toBe(`zero\n${b}`);
+    expect(() => applyFilePatch(`zero\n${a}`, made, 'p', { exact: true })).toThrow(PatchError);
+    expect(() => applyFilePatch(a.replace('four', 'FOUR'), made, 'p')).toThrow(/no longer matches it\. Line 4 is "FOUR"; the patch expects "four"/);
+  });
+
+  it("a chapter's file in an exercise folder imports the chapter's other files from the chapter, and the exercise's own from beside it", () => {
+    const text = chapterFile('06-leasing-workers', 'worker.ts', new Set(['worker.ts', 'queries.ts']))!;
+    expect(text).toContain("import type { EngineCore } from '../../chapters/06-leasing-workers/engine.ts';");
+    expect(text).toContain("from './queries.ts';");
+    expect(chapterFile('03-postgres-log', 'queries.ts', new Set(['queries.ts']))).toContain("new URL('../../chapters/03-postgres-log/schema.sql', import.meta.url)");
   });
 });

@@ -1,13 +1,17 @@
 /**
  * A submission's private workspace: a fresh folder under the system's temp
  * folder, holding a copy of the student's exercise code — and nothing else of
- * theirs. The course's `shared/` (the crash harness, the world) and
- * `node_modules/` are linked in, so the student's `../../shared/…` imports
- * reach the course's own harness, whatever their copy of it says.
+ * theirs. The course's `shared/` (the crash harness, the world), `chapters/`
+ * and `node_modules/` are linked in, so the student's `../../shared/…` imports
+ * reach the course's own harness, whatever their copy of it says, and their
+ * `../../chapters/NN-name/…` imports the chapter the exercise extends (an
+ * exercise folder holds only what the exercise changes; the rest is the
+ * chapter's).
  *
  *   <tmp>/course-grade-XXXX/
  *     package.json          {"type":"module"}
  *     shared/               a link to each part of <course>/shared (never tools/)
+ *     chapters/             a link to each chapter of <course>/chapters
  *     node_modules → <course>/node_modules
  *     exercises/NN-name/    the student's code files (isLearnerFile), copied
  *
@@ -51,7 +55,8 @@ export function findExercisesFolder(submission: string): string | undefined {
 export function buildWorkspace(exercisesFolder: string | undefined, exercises: Exercise[]): Workspace {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'course-grade-'));
   fs.writeFileSync(path.join(dir, 'package.json'), '{ "type": "module", "private": true }\n');
-  linkSharedCode(path.join(dir, 'shared'));
+  linkCourseCode('shared', path.join(dir, 'shared'));
+  linkCourseCode('chapters', path.join(dir, 'chapters'));
   fs.symlinkSync(path.join(courseRoot, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
   const implRoot = path.join(dir, 'exercises');
   fs.mkdirSync(implRoot);
@@ -91,13 +96,14 @@ function copyLearnerFiles(from: string, to: string, skipped: string[], budget: {
 }
 
 /**
- * The workspace's `shared/`: a link to each entry of the course's `shared/`.
- * The grader itself lives in `tools/`, which is not linked: its specs, pristine
- * starters and fixture class are nothing a submission needs to import, or to read.
+ * The workspace's `shared/` or `chapters/`: a link to each entry of the
+ * course's. The grader itself lives in `tools/`, which is not linked: its
+ * specs, starter patches and fixture class are nothing a submission needs to
+ * import, or to read.
  */
-function linkSharedCode(target: string): void {
+function linkCourseCode(folder: 'shared' | 'chapters', target: string): void {
   fs.mkdirSync(target);
-  const source = path.join(courseRoot, 'shared');
+  const source = path.join(courseRoot, folder);
   for (const name of fs.readdirSync(source)) {
     fs.symlinkSync(path.join(source, name), path.join(target, name));
   }

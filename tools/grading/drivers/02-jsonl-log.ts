@@ -14,7 +14,7 @@ import path from 'node:path';
 import { CourseError, runMain } from '../../../shared/errors.ts';
 import { importImpl } from '../impl.ts';
 
-type Engine = typeof import('../../../solutions/02-jsonl-log/engine.ts');
+type Engine = typeof import('../../../exercises/02-jsonl-log/engine.ts');
 
 /** An effect that happened: one fsynced line per call, like a payment provider's ledger. */
 function effect(dir: string, what: string, orderId: string): { id: string } {

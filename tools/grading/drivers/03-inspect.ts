@@ -15,8 +15,8 @@ import pg from 'pg';
 import { CourseError, runMain } from '../../../shared/errors.ts';
 import { importImpl } from '../impl.ts';
 
-type Engine = typeof import('../../../solutions/03-inspect/engine.ts');
-type Queries = typeof import('../../../solutions/03-inspect/queries.ts');
+type Engine = typeof import('../../../exercises/03-inspect/engine.ts');
+type Queries = typeof import('../../../exercises/03-inspect/queries.ts');
 
 runMain(async () => {
   const [command, id, arg] = process.argv.slice(2);

@@ -18,9 +18,9 @@
 import fs from 'node:fs';
 import type pg from 'pg';
 import { reserveInventory, type Order } from '../../../shared/world/services.ts';
-import type { Context } from '../../../solutions/04-compensation/engine.ts';
+import type { Context } from '../../../exercises/04-compensation/engine.ts';
 
-const worldSchema = fs.readFileSync(new URL('../../world/schema.sql', import.meta.url), 'utf8');
+const worldSchema = fs.readFileSync(new URL('../../../shared/world/schema.sql', import.meta.url), 'utf8');
 
 /** The business tables, with `onHand` widgets on the shelf (run once per schema, before any process starts). */
 export async function createShop(db: pg.Pool, onHand: number): Promise<void> {

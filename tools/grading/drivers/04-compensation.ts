@@ -16,8 +16,8 @@ import { CourseError, runMain } from '../../../shared/errors.ts';
 import { importImpl } from '../impl.ts';
 import { order, orderWorkflow } from './04-compensation-shop.ts';
 
-type Engine = typeof import('../../../solutions/04-compensation/engine.ts');
-type Queries = typeof import('../../../solutions/04-compensation/queries.ts');
+type Engine = typeof import('../../../exercises/04-compensation/engine.ts');
+type Queries = typeof import('../../../exercises/04-compensation/queries.ts');
 
 runMain(async () => {
   const [command, orderId, qty] = process.argv.slice(2);

@@ -1,7 +1,8 @@
 /**
  * Exercise 5's tests, as a process they can kill and restart: the order
  * workflow (the implementation's workflow.ts, with its outbox) and its relay,
- * on the implementation under test (IMPL_ROOT), against the demo world.
+ * from the implementation under test (IMPL_ROOT), on chapter 5's engine,
+ * against the demo world.
  *
  *   05-outbox.ts start <orderId>   run (or resume) the order, then relay the outbox:
  *                                  `workflow <id> completed: …`, then `relayed <n>`
@@ -21,10 +22,10 @@ import { CourseError, runMain } from '../../../shared/errors.ts';
 import { demoOrder, sendEmail } from '../../../shared/world/services.ts';
 import { importImpl } from '../impl.ts';
 
-type Engine = typeof import('../../../solutions/05-outbox/engine.ts');
-type Queries = typeof import('../../../solutions/05-outbox/queries.ts');
-type Outbox = typeof import('../../../solutions/05-outbox/outbox.ts');
-type OrderWorkflow = typeof import('../../../solutions/05-outbox/workflow.ts');
+type Engine = typeof import('../../../chapters/05-idempotency-keys/engine.ts');
+type Queries = typeof import('../../../chapters/05-idempotency-keys/queries.ts');
+type Outbox = typeof import('../../../exercises/05-outbox/outbox.ts');
+type OrderWorkflow = typeof import('../../../exercises/05-outbox/workflow.ts');
 
 runMain(async () => {
   const [command, orderId] = process.argv.slice(2);
@@ -34,12 +35,13 @@ runMain(async () => {
   if (process.env.GRADE_WORKDIR) process.chdir(process.env.GRADE_WORKDIR);
   const { createEngine } = await importImpl<Engine>('05-outbox', 'engine.ts');
   const { createSchema } = await importImpl<Queries>('05-outbox', 'queries.ts');
-  const { relayOutbox } = await importImpl<Outbox>('05-outbox', 'outbox.ts');
+  const { createOutbox, relayOutbox } = await importImpl<Outbox>('05-outbox', 'outbox.ts');
   const { orderWorkflow } = await importImpl<OrderWorkflow>('05-outbox', 'workflow.ts');
 
   const db = new pg.Pool({ connectionString: process.env.DATABASE_URL });
   try {
     await createSchema(db);
+    await createOutbox(db);
     if (command === 'start') {
       const engine = createEngine({ db, workflows: { order: orderWorkflow() } });
       const receipt = await engine.start('order', demoOrder(orderId!), { id: orderId! });

@@ -16,7 +16,7 @@
  * Course-owned: a submission never supplies this file.
  */
 import { chargeCard, reserveInventory, sendEmail, type Order } from '../../../shared/world/services.ts';
-import type { Workflow } from '../../../solutions/06-heartbeats/engine.ts';
+import type { Workflow } from '../../../chapters/06-leasing-workers/engine.ts';
 
 export interface Receipt {
   chargeId: string;

@@ -19,8 +19,8 @@ import { CourseError, runMain } from '../../../shared/errors.ts';
 import { importImpl } from '../impl.ts';
 import { orderWorkflow } from './06-heartbeats-order.ts';
 
-type Engine = typeof import('../../../solutions/06-heartbeats/engine.ts');
-type Queries = typeof import('../../../solutions/06-heartbeats/queries.ts');
+type Engine = typeof import('../../../chapters/06-leasing-workers/engine.ts');
+type Migrate = typeof import('../../../chapters/06-leasing-workers/migrate.ts');
 
 /** A whole number from the environment, or its default. */
 function fromEnv(name: string, fallback: number): number {
@@ -36,8 +36,10 @@ runMain(async () => {
   const [command] = process.argv.slice(2);
   if (command !== 'worker') throw new CourseError(`bad arguments: ${process.argv.slice(2).join(' ')}`, 'usage: 06-heartbeats.ts worker');
   if (process.env.GRADE_WORKDIR) process.chdir(process.env.GRADE_WORKDIR);
+  // Chapter 6's engine and migrations: the exercise does not change them. Its
+  // engine imports the worker and the queries under test (importImpl sees to it).
   const { createEngine } = await importImpl<Engine>('06-heartbeats', 'engine.ts');
-  const { createSchema } = await importImpl<Queries>('06-heartbeats', 'queries.ts');
+  const { migrate } = await importImpl<Migrate>('06-heartbeats', 'migrate.ts');
   const name = process.env.WORKER_NAME || `worker-${process.pid}`;
 
   const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 });
@@ -46,7 +48,7 @@ runMain(async () => {
   db.on('error', () => {});
   db.on('connect', (client) => client.on('error', () => {}));
   try {
-    await createSchema(db);
+    await migrate(db);
     const workflow = orderWorkflow({ packMs: fromEnv('PACK_MS', 2500), say: (line) => console.log(`${name}: ${line}`) });
     const engine = createEngine({ db, workflows: { order: workflow } });
     const worker = engine.createWorker({

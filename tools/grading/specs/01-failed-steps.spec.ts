@@ -3,13 +3,14 @@
  * the same failure. In process — chapter 1's log lives in memory, so there is
  * no crash for it to survive; the retry loop is what replays the workflow.
  *
- * The import below names the reference answer so the type checker knows the
- * API; the grading config swaps it for the implementation under test
- * (exercises/, solutions/ or a submission). Points: exercises/01-failed-steps/points.json.
+ * The import below names the exercise's starter so the type checker knows the
+ * API; the grading config swaps it for the implementation under test (the
+ * learner's exercises/, a submission, or the reference answer). Points:
+ * exercises/01-failed-steps/points.json.
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { PermanentError, runWorkflow, type Context } from '../../../solutions/01-failed-steps/engine.ts';
+import { PermanentError, runWorkflow, type Context } from '../../../exercises/01-failed-steps/engine.ts';
 
 /** The log is one Map per process: every test uses workflow ids of its own. */
 const newId = (what: string) => `${what}-${randomBytes(3).toString('hex')}`;

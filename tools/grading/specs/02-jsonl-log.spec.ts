@@ -8,7 +8,7 @@
  * point half-way through an append — never an exception pretending to be a
  * crash. Effects are counted in their own file, not in the engine's log.
  *
- * The import names the reference answer for the type checker; the grading
+ * The import names the exercise's starter for the type checker; the grading
  * config swaps it for the implementation under test. Points:
  * exercises/02-jsonl-log/points.json.
  */
@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startChild, type Attempt } from '../../../shared/crash/runner.ts';
-import { CorruptLogError, openLog, runWorkflow, type DurableLog, type Workflow } from '../../../solutions/02-jsonl-log/engine.ts';
+import { CorruptLogError, openLog, runWorkflow, type DurableLog, type Workflow } from '../../../exercises/02-jsonl-log/engine.ts';
 import { childTimeoutMs, crashTest } from '../spec-kit.ts';
 
 const driver = 'tools/grading/drivers/02-jsonl-log.ts';

@@ -4,15 +4,15 @@
  * left half done.
  *
  * Each test gets a fresh schema of the run's database (its own `workflows`
- * and `steps`). The import names the reference answer for the type checker;
+ * and `steps`). The import names the exercise's starter for the type checker;
  * the grading config swaps it for the implementation under test. Points:
  * exercises/03-inspect/points.json.
  */
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startChild, type Attempt } from '../../../shared/crash/runner.ts';
-import { createEngine, type Workflows } from '../../../solutions/03-inspect/engine.ts';
-import { createSchema } from '../../../solutions/03-inspect/queries.ts';
+import { createEngine, type Workflows } from '../../../exercises/03-inspect/engine.ts';
+import { createSchema } from '../../../exercises/03-inspect/queries.ts';
 import { childTimeoutMs, crashTest, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
 
 const driver = 'tools/grading/drivers/03-inspect.ts';

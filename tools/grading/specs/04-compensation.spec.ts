@@ -5,15 +5,15 @@
  *
  * The shop (charges, refunds, inventory) and its order workflow are in
  * drivers/04-compensation-shop.ts. Each test gets a fresh schema of the run's
- * database. The import names the reference answer for the type checker; the
+ * database. The import names the exercise's starter for the type checker; the
  * grading config swaps it for the implementation under test. Points:
  * exercises/04-compensation/points.json.
  */
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startChild, type Attempt } from '../../../shared/crash/runner.ts';
-import { createEngine, type Context, type Workflows } from '../../../solutions/04-compensation/engine.ts';
-import { createSchema } from '../../../solutions/04-compensation/queries.ts';
+import { createEngine, type Context, type Workflows } from '../../../exercises/04-compensation/engine.ts';
+import { createSchema } from '../../../exercises/04-compensation/queries.ts';
 import { createShop, effectsOf, loggedSteps, order, orderWorkflow, restock, workflowRow } from '../drivers/04-compensation-shop.ts';
 import { childTimeoutMs, crashTest, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
 

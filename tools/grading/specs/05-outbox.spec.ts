@@ -6,8 +6,9 @@
  *
  * Each test gets a fresh schema of the run's database; the tests that call
  * the payment or mail service start a world of their own (the world server,
- * with its ledger). The imports name the reference answer for the type
- * checker; the grading config swaps them for the implementation under test.
+ * with its ledger). The engine and the log's queries are chapter 5's own;
+ * the exercise's files are imported through exercises/ for the type checker,
+ * and the grading config swaps them for the implementation under test.
  * Points: exercises/05-outbox/points.json.
  */
 import pg from 'pg';
@@ -15,10 +16,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startChild, type Attempt } from '../../../shared/crash/runner.ts';
 import { startWorld, type World } from '../../../shared/world/world.ts';
 import { demoOrder, type Email, type Order } from '../../../shared/world/services.ts';
-import { createEngine } from '../../../solutions/05-outbox/engine.ts';
-import { createSchema, inTransaction } from '../../../solutions/05-outbox/queries.ts';
-import { enqueueEmail, relayOutbox } from '../../../solutions/05-outbox/outbox.ts';
-import { orderWorkflow } from '../../../solutions/05-outbox/workflow.ts';
+import { createEngine } from '../../../chapters/05-idempotency-keys/engine.ts';
+import { createSchema, inTransaction } from '../../../chapters/05-idempotency-keys/queries.ts';
+import { createOutbox, enqueueEmail, relayOutbox } from '../../../exercises/05-outbox/outbox.ts';
+import { orderWorkflow } from '../../../exercises/05-outbox/workflow.ts';
 import { childTimeoutMs, crashTest, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
 
 const driver = 'tools/grading/drivers/05-outbox.ts';
@@ -46,6 +47,7 @@ async function freshSchema(): Promise<pg.Pool> {
   schema = await scratchSchema('ex05');
   db = new pg.Pool({ connectionString: schema.url });
   await createSchema(db);
+  await createOutbox(db);
   return db;
 }
 

@@ -8,18 +8,21 @@
  *
  * Each test gets a fresh schema of the run's database; the real-process tests
  * start a world of their own. Leases are short (0.9–2 s) so the whole file
- * runs in about half a minute. The imports name the reference answer for the
- * type checker; the grading config swaps them for the implementation under
- * test. Points: exercises/06-heartbeats/points.json.
+ * runs in about half a minute. The engine and the migrations are chapter 6's
+ * own; the exercise's files are imported through exercises/ for the type
+ * checker, and the grading config swaps them for the implementation under
+ * test — in chapter 6's engine too, which runs the worker and the queries
+ * under test. Points: exercises/06-heartbeats/points.json.
  */
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startChild, type Attempt, type ChildRun } from '../../../shared/crash/runner.ts';
 import { demoOrder } from '../../../shared/world/services.ts';
 import { startWorld, type World } from '../../../shared/world/world.ts';
-import { createEngine, type Context, type Engine, type Workflows } from '../../../solutions/06-heartbeats/engine.ts';
-import { claimWorkflows, completeWorkflow, createSchema, renewLease } from '../../../solutions/06-heartbeats/queries.ts';
-import type { RunEndEvent, Worker, WorkerOptions } from '../../../solutions/06-heartbeats/worker.ts';
+import { createEngine, type Context, type Engine, type Workflows } from '../../../chapters/06-leasing-workers/engine.ts';
+import { migrate } from '../../../chapters/06-leasing-workers/migrate.ts';
+import { claimWorkflows, completeWorkflow, renewLease } from '../../../exercises/06-heartbeats/queries.ts';
+import type { RunEndEvent, Worker, WorkerOptions } from '../../../exercises/06-heartbeats/worker.ts';
 import { orderWorkflow, pause } from '../drivers/06-heartbeats-order.ts';
 import { childTimeoutMs, crashTest, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
 
@@ -62,7 +65,7 @@ function newPool(): pg.Pool {
 async function freshSchema(): Promise<pg.Pool> {
   schema = await scratchSchema('ex06');
   const pool = newPool();
-  await createSchema(pool);
+  await migrate(pool);
   return pool;
 }
 
