@@ -43,6 +43,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { CourseError, runMain } from '../../shared/errors.ts';
+import { isLearnerFile } from './exercises.ts';
 import { chapterOf, courseRoot } from './impl.ts';
 import { applyFilePatch, diffFiles, formatPatch, NEW_FILE, parsePatch, PatchError, type FilePatch, type Patch } from './patch.ts';
 
@@ -340,7 +341,7 @@ async function main(): Promise<void> {
     const answer = new Map(
       fs
         .readdirSync(folder)
-        .filter((name) => deriveStarter(slug).has(name) || /\.(ts|sql)$/.test(name))
+        .filter((name) => isLearnerFile(name) && fs.statSync(path.join(folder, name)).isFile())
         .map((name) => [name, fs.readFileSync(path.join(folder, name), 'utf8')] as const),
     );
     console.log(`Recorded ${rel(recordSolutionPatch(slug, answer))} from ${folder}.`);
