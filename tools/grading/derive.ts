@@ -195,7 +195,8 @@ export function recordStarterPatch(slug: string, files: Map<string, string>): st
   const preamble = preambleOf(
     target,
     `Exercise ${Number(slug.slice(0, 2))}'s starter: chapters/${chapter}/ as exercises/${slug}/ changes it.\n\n` +
-      `exercises/${slug}/<file> = the chapter's <file> + this patch; the pristine starter\n` +
+      `exercises/${slug}/<file> = the chapter's <file> (its imports of the chapter's other\n` +
+      `files pointed into the chapter) + this patch; the pristine starter\n` +
       `that npm run reset-exercise ${Number(slug.slice(0, 2))} restores is derived the same way (tools/grading/derive.ts).\n` +
       `After editing exercises/${slug}/: npm run reset-exercise -- --record ${Number(slug.slice(0, 2))}\n\n`,
   );
