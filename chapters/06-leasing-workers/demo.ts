@@ -42,8 +42,9 @@ demo(6, async ({ world, ledger }) => {
     'Chapter 5 could not say who owns a workflow: two processes recovering at once both ran it.\n' +
       'Now a workflow is run by whoever holds its LEASE. Workers claim runnable workflows with one query\n' +
       '(FOR UPDATE SKIP LOCKED); a claim sets lease_expires_at = now() + 2 s on the database clock and a new\n' +
-      'FENCING TOKEN. The holder renews the lease every second. Every write of its run checks, in its own\n' +
-      'transaction, that the token is still the workflow’s and the lease has not run out.\n' +
+      'FENCING TOKEN. The holder renews it every 0.7 to 1 s (a third to a half of the lease, at random).\n' +
+      'Every write of its run checks, in its own transaction, that the token is still the workflow’s and\n' +
+      'the lease has not run out.\n' +
       'Kill a worker and its leases run out: another worker’s next claim takes the workflow over.',
   );
 

@@ -113,6 +113,6 @@ export class Lease {
   }
 
   private expire(): void {
-    this.lose(`not renewed in time: its ${this.leaseMs} ms lease runs out and this worker could not extend it`);
+    this.lose(`not renewed in time: its ${this.leaseMs} ms lease runs out and this worker could not renew it`);
   }
 }

@@ -154,7 +154,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
   });
 
   it('renewing an expired lease fails', async () => {
-    await withWorld('ch07_extend', async (world) => {
+    await withWorld('ch07_renew', async (world) => {
       await withEngine(world, async (engine, db) => {
         await engine.start('order', demoOrder('order-1'), { id: 'order-1' });
         const [claim] = await claimWorkflows(db, { worker: 'A', limit: 1, leaseMs: 300 });
@@ -177,7 +177,7 @@ describe('chapter 6’s fixes hold on the fast path', () => {
     // fails, its run stops, and the workflow comes back to it under a new token. A world of
     // its own: order-1 above is left runnable, and the worker would run it too, freezing
     // at whichever of the two reaches the pause point first.
-    await withWorld('ch07_extend_worker', async (world) => {
+    await withWorld('ch07_renew_worker', async (world) => {
       await withEngine(world, (engine) => engine.start('order', demoOrder('order-2'), { id: 'order-2' }));
       const a = startChild({ script: main, args: ['start', 'order-2'], env: { ...world.env, ...noColourEnv, LEASE_MS: '1000', WORKER_NAME: 'A', PAUSE_AT: 'before-step:send_email' }, timeoutMs: 30_000 });
       await a.waitForLine(/\[pause-point\]/);
