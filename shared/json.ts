@@ -4,11 +4,48 @@
  * vanishes, a `Date` becomes a string, a `Map` becomes `{}` — and the replayed
  * workflow would quietly take another path than the original. So we refuse
  * such values before anything is recorded, and say where they came from.
+ *
+ * One exception, for the log of chapter 6 on: a step that returns nothing
+ * (`undefined`, the most common result of all) is recorded as the tag
+ * {@link UNDEFINED_IN_LOG} and replayed as `undefined` — see {@link encodeForLog}.
+ * Only the whole value: an `undefined` inside an object or array is still refused.
  */
 import { CourseError } from './errors.ts';
 
 /** A step returned something JSON cannot carry faithfully; nothing was recorded. */
 export class UnserializableResultError extends CourseError {}
+
+/** How the log stores a value that is `undefined` as a whole: this JSON object, and nothing else. */
+export const UNDEFINED_IN_LOG: Readonly<{ $undefined: true }> = Object.freeze({ $undefined: true });
+
+/** True for `{ "$undefined": true }` and nothing else: the log's tag for `undefined`. */
+function isUndefinedTag(value: unknown): boolean {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return false;
+  const keys = Object.keys(value);
+  return keys.length === 1 && keys[0] === '$undefined' && (value as { $undefined: unknown }).$undefined === true;
+}
+
+/**
+ * The value as the log stores it: `undefined` becomes {@link UNDEFINED_IN_LOG},
+ * anything else is itself — after {@link assertJsonSafe}. A value that *is* the
+ * tag (`{ $undefined: true }`) would replay as `undefined`, so it is refused.
+ */
+export function encodeForLog(value: unknown, where: string): unknown {
+  if (value === undefined) return UNDEFINED_IN_LOG;
+  if (isUndefinedTag(value)) {
+    throw new UnserializableResultError(
+      `${where} returned { "$undefined": true }, which is how the log records undefined: it would replay as undefined. Nothing was recorded.`,
+      'Return another shape (the key $undefined is the engine\'s), or undefined itself.',
+    );
+  }
+  assertJsonSafe(value, where);
+  return value;
+}
+
+/** A value read from the log, as the code gave it: {@link UNDEFINED_IN_LOG} back to `undefined`. */
+export function decodeFromLog(value: unknown): unknown {
+  return isUndefinedTag(value) ? undefined : value;
+}
 
 /**
  * Throw {@link UnserializableResultError} unless `value` survives

@@ -90,7 +90,32 @@ export function ledgerTable(ledger: Ledger, orderIds: string[]): string {
   return [paint.dim(`  ${'order'.padEnd(14)} ${'charges'.padEnd(9)} ${'stock −'.padEnd(17)} emails`), ...rows].join('\n');
 }
 
-function short(value: unknown): string {
-  const text = value === undefined ? 'undefined' : JSON.stringify(value);
+/**
+ * A value as one short line of JSON, for a log line. Never throws: a log line
+ * must not change what the engine does. What JSON cannot print (a BigInt, a
+ * cycle, a function) is shown as `[unprintable: BigInt]` and so on.
+ */
+export function short(value: unknown): string {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch {
+    text = undefined;
+  }
+  if (text === undefined) text = value === undefined ? 'undefined' : `[unprintable: ${kindOf(value)}]`;
   return text.length > 60 ? `${text.slice(0, 57)}…` : text;
+}
+
+/** What a value is, in a word: `BigInt`, `function`, `Object`, `Map`, … (never throws). */
+function kindOf(value: unknown): string {
+  try {
+    if (typeof value === 'bigint') return 'BigInt';
+    if (typeof value === 'object' && value !== null) {
+      const name: unknown = Object.getPrototypeOf(value)?.constructor?.name;
+      return typeof name === 'string' && name !== '' ? name : 'object';
+    }
+    return typeof value;
+  } catch {
+    return 'value';
+  }
 }

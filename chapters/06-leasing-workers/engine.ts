@@ -32,9 +32,10 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { crashPoint } from '../../shared/crash/failpoints.ts';
 import { CourseError, DatabaseUnavailableError, toError } from '../../shared/errors.ts';
-import { assertJsonSafe, UnserializableResultError } from '../../shared/json.ts';
+import { decodeFromLog, encodeForLog, UnserializableResultError } from '../../shared/json.ts';
 import { trace } from '../../shared/narrate.ts';
 import { Lease, LeaseLostError } from './lease.ts';
+import { checkConnectionString, explainMissingSchema } from './migrate.ts';
 import {
   admitWorkflow,
   completeWorkflow,
@@ -235,6 +236,23 @@ export class StepAlreadyRecordedError extends CourseError {
   }
 }
 
+/** The largest workflow id `start()` accepts, in bytes of UTF-8 (PostgreSQL's index refuses rows over about 2.7 kB). */
+export const MAX_WORKFLOW_ID_BYTES = 1024;
+
+/** `start()` was given an id that cannot name a run: empty, blank, too long, or with a NUL character. Nothing was written. */
+export class InvalidWorkflowIdError extends CourseError {}
+
+/** Throw {@link InvalidWorkflowIdError} unless `id` can be a workflow's id. */
+function checkWorkflowId(id: string): void {
+  const shown = brief(id);
+  const hint = 'Use an id that names the business operation, e.g. order-1: printable text, at most 1024 bytes.';
+  if (typeof id !== 'string') throw new InvalidWorkflowIdError(`workflow id ${shown} is a ${typeof id}, not a string`, hint);
+  if (id.trim() === '') throw new InvalidWorkflowIdError(`workflow id ${shown} is empty or only whitespace: it would name no run`, hint);
+  if (id.includes('\u0000')) throw new InvalidWorkflowIdError(`workflow id ${shown} contains a NUL character (\\u0000), which PostgreSQL cannot store`, hint);
+  const bytes = Buffer.byteLength(id);
+  if (bytes > MAX_WORKFLOW_ID_BYTES) throw new InvalidWorkflowIdError(`workflow id ${shown} is ${bytes} bytes, over the ${MAX_WORKFLOW_ID_BYTES}-byte limit`, hint);
+}
+
 /** The workflow failed on every attempt; its error is in the log. */
 export class WorkflowFailedError extends CourseError {}
 
@@ -245,7 +263,7 @@ export const DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
  * A step result, workflow output or workflow input is larger, as JSON, than
  * the engine's `maxRecordBytes`. Nothing was recorded. A kind of
  * {@link UnserializableResultError}: the engine treats it the same way (a
- * step's result is not retried in-process, the workflow stays running).
+ * step result or output fails its workflow at once, an input is refused by `start()`).
  */
 export class RecordTooLargeError extends UnserializableResultError {
   constructor(
@@ -442,12 +460,20 @@ export function createEngine<W extends Workflows>({
 }: EngineOptions<W>): Engine<W> {
   if (stepTimeoutMs !== undefined && !(stepTimeoutMs > 0)) throw new RangeError(`stepTimeoutMs must be a positive number of milliseconds, got ${stepTimeoutMs}`);
   if (!(maxRecordBytes > 0)) throw new RangeError(`maxRecordBytes must be a positive number of bytes, got ${maxRecordBytes}`);
+  // A pool made from a connection string that is not a PostgreSQL URL fails here, not at its first query.
+  const { connectionString } = db.options;
+  if (connectionString !== undefined) checkConnectionString(connectionString, "the pool's connection string");
 
-  /** Refuse what JSON cannot carry, or what is too large to record: before anything is written. */
-  function assertRecordable(value: unknown, where: string): void {
-    assertJsonSafe(value, where);
-    const bytes = Buffer.byteLength(JSON.stringify(value));
+  /**
+   * The value as the log records it (`undefined` as its tag, see encodeForLog
+   * in shared/json.ts) — or a refusal of what JSON cannot carry, or what is too
+   * large to record: before anything is written.
+   */
+  function toRecordable(value: unknown, where: string): unknown {
+    const encoded = encodeForLog(value, where);
+    const bytes = Buffer.byteLength(JSON.stringify(encoded));
     if (bytes > maxRecordBytes) throw new RecordTooLargeError(where, bytes, maxRecordBytes);
+    return encoded;
   }
 
   /** The code registered under `name`, or a clear error. */
@@ -470,12 +496,15 @@ export function createEngine<W extends Workflows>({
   /** See {@link Engine.start}. */
   async function start<N extends keyof W & string>(name: N, input: InputOf<W[N]>, options: StartOptions = {}): Promise<RunHandle<OutputOf<W[N]>>> {
     const id = options.id ?? randomUUID();
+    checkWorkflowId(id);
     lookUp(name, id); // a typo in the name fails here, before it reaches the log
-    assertRecordable(input, `the input of workflow ${id}`);
-    const { created, row, sameName, sameInput, differentFields } = await admitWorkflow(db, { id, name, input });
+    const recordable = toRecordable(input, `the input of workflow ${id}`);
+    const { created, row, sameName, sameInput, differentFields } = await admitWorkflow(db, { id, name, input: recordable }).catch((thrown: unknown) =>
+      Promise.reject(explainMissingSchema(thrown)),
+    );
     if (!sameName || !sameInput) {
       const differs = [...(sameName ? [] : ['name' as const]), ...(sameInput ? [] : ['input' as const])];
-      throw new WorkflowIdConflictError(id, differs, { name: row.name, input: row.input }, { name, input }, sameInput ? null : differentFields);
+      throw new WorkflowIdConflictError(id, differs, { name: row.name, input: decodeFromLog(row.input) }, { name, input }, sameInput ? null : differentFields);
     }
     if (created) wakeWorkers();
     return { id, created, result: (resultOptions) => result(id, resultOptions) as Promise<OutputOf<W[N]>> };
@@ -546,12 +575,16 @@ export function createEngine<W extends Workflows>({
         try {
           rows = await workflowOutcomes(db, ids);
         } catch (thrown) {
-          const error = new CourseError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
+          const missing = explainMissingSchema(thrown);
+          const error =
+            missing instanceof Error && missing !== thrown
+              ? missing
+              : new CourseError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
           for (const id of ids) settleWaiters(id, error);
           return;
         }
         const found = new Set(rows.map((row) => row.id));
-        for (const row of rows) if (row.status !== 'running') settleWaiters(row.id, row);
+        for (const row of rows) if (row.status !== 'running') settleWaiters(row.id, { ...row, output: decodeFromLog(row.output) });
         for (const id of ids) {
           if (!found.has(id)) settleWaiters(id, new CourseError(`workflow ${id} is not in the log`, 'Start it first: start(name, input, { id }).'));
         }
@@ -631,16 +664,17 @@ export function createEngine<W extends Workflows>({
         lease.check();
         // 1. Read what the log knows about this workflow: every recorded step, in one query.
         const recorded = await loadSteps(db, claim.id).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
+        for (const step of recorded) step.output = decodeFromLog(step.output);
         if (recorded.length > 0) trace.info(`workflow ${claim.id}: ${recorded.length} step(s) in the log, replaying (fencing token ${claim.fencingToken})`);
         // 2. Run the code from the top. Recorded steps come back from the log;
         //    the rest run for real and are recorded (see `contextFor`).
         const replay = contextFor(claim.id, recorded, lease);
-        const output = await workflow(replay.ctx, claim.input);
+        const output = await workflow(replay.ctx, decodeFromLog(claim.input));
         replay.checkAllRecordedStepsWereCalled();
         // 3. Record the end — fenced like a step.
-        assertRecordable(output, `the output of workflow ${claim.id}`);
+        const recordable = toRecordable(output, `the output of workflow ${claim.id}`);
         await inLease(lease, async (tx) => {
-          if (!(await completeWorkflow(tx, fence, output))) throw new Refused();
+          if (!(await completeWorkflow(tx, fence, recordable))) throw new Refused();
           crashPoint('during-record:complete');
         });
         crashPoint('after-record:complete');
@@ -654,10 +688,10 @@ export function createEngine<W extends Workflows>({
         if (error instanceof DatabaseUnavailableError) throw error;
         // A bug in the code, not a hiccup in the world: another attempt would
         // meet it again (and, for a refused result, repeat the step's effect).
-        // Leave the workflow `running`: its lease runs out and a worker tries
-        // again then (a lease's worth of back-off), e.g. once the code is fixed.
-        if (error instanceof NonDeterminismError || error instanceof UnserializableResultError) throw error;
-        if (attempt >= attempts) {
+        // So it is the last attempt: the workflow fails now, once, with that
+        // message — never a replay of its effects every lease.
+        const final = error instanceof NonDeterminismError || error instanceof UnserializableResultError;
+        if (final || attempt >= attempts) {
           const failed = await failWorkflow(db, fence, error.message).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
           if (!failed) throw await lost(lease, error);
           settleWaiters(claim.id, { status: 'failed', output: null, error: error.message });
@@ -717,11 +751,10 @@ export function createEngine<W extends Workflows>({
      * still the workflow's and its lease holds. Until COMMIT, neither the
      * record nor (for `transaction` steps) the business writes exist for anyone.
      */
-    async function record(tx: pg.PoolClient, seq: number, name: string, result: unknown): Promise<void> {
-      assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
+    async function record(tx: pg.PoolClient, seq: number, name: string, recordable: unknown): Promise<void> {
       let written: boolean;
       try {
-        written = await recordStep(tx, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
+        written = await recordStep(tx, { workflowId, seq, name, output: recordable, fencingToken: lease.fencingToken });
       } catch (thrown) {
         // 23505 unique_violation on (workflow_id, seq).
         if ((thrown as { code?: string }).code === '23505') throw new StepAlreadyRecordedError(workflowId, seq, name, { cause: thrown });
@@ -742,12 +775,14 @@ export function createEngine<W extends Workflows>({
         lease.check(); // a run that knows it lost the lease starts no new effect
         crashPoint(`before-step:${name}`);
         const result = await withTimeout(seq, name, options.timeoutMs ?? stepTimeoutMs, fn);
+        // The engine's check first, then the trace line: what a log line can print never decides what happens.
+        const recordable = toRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
         trace.ran(name, result);
         // The effect happened outside the database: the log does not know yet.
         // A crash here runs fn again, with the same key. A freeze here past the
         // lease: another worker runs fn again (same key), and this record is refused.
         crashPoint(`after-effect:${name}`);
-        await inLease(lease, (tx) => record(tx, seq, name, result));
+        await inLease(lease, (tx) => record(tx, seq, name, recordable));
         crashPoint(`after-record:${name}`);
         return result;
       },
@@ -764,11 +799,12 @@ export function createEngine<W extends Workflows>({
         const result = await inLease(lease, async (tx) => {
           if (!(await fenceTransaction(tx, fenceOf(lease)))) throw new Refused();
           const result = await fn(tx, infoFor(seq, name));
+          const recordable = toRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
           trace.ran(name, result);
           // The stock is updated — but only inside this transaction. A crash
           // here rolls it back; so does a refused record below.
           crashPoint(`after-effect:${name}`);
-          await record(tx, seq, name, result);
+          await record(tx, seq, name, recordable);
           return result;
         });
         // Committed: the writes and the record exist together, for good.
@@ -789,14 +825,21 @@ export function createEngine<W extends Workflows>({
   // ── looking at the log ─────────────────────────────────────────────────────
 
   async function status(ids: string[]): Promise<Record<string, WorkflowStatus | 'missing'>> {
-    const known = await workflowStatuses(db, ids);
+    const known = await workflowStatuses(db, ids).catch((thrown: unknown) => Promise.reject(explainMissingSchema(thrown)));
     return Object.fromEntries(ids.map((id) => [id, known.get(id) ?? 'missing']));
   }
 
   async function inspect(id: string): Promise<WorkflowInfo | undefined> {
-    const [row, steps]: [WorkflowRow | undefined, StepRow[]] = await Promise.all([getWorkflow(db, id), loadSteps(db, id)]);
+    const [row, steps]: [WorkflowRow | undefined, StepRow[]] = await Promise.all([getWorkflow(db, id), loadSteps(db, id)]).catch((thrown: unknown) =>
+      Promise.reject(explainMissingSchema(thrown)),
+    );
     if (!row) return undefined;
-    return { ...row, steps: steps.map(({ workflowId: _id, ...step }) => step) };
+    return {
+      ...row,
+      input: decodeFromLog(row.input),
+      output: decodeFromLog(row.output),
+      steps: steps.map(({ workflowId: _id, ...step }) => ({ ...step, output: decodeFromLog(step.output) })),
+    };
   }
 
   const core: EngineCore = { db, names: Object.keys(workflows), execute, wakeUps };

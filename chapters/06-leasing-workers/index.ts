@@ -26,6 +26,8 @@ export {
   createEngine,
   stepKey,
   DEFAULT_MAX_RECORD_BYTES,
+  InvalidWorkflowIdError,
+  MAX_WORKFLOW_ID_BYTES,
   NonDeterminismError,
   RecordTooLargeError,
   StepAlreadyRecordedError,
@@ -49,7 +51,14 @@ export {
   type Workflows,
 } from './engine.ts';
 export { LeaseLostError } from './lease.ts';
-export { listMigrations, migrate, SchemaTooNewError } from './migrate.ts';
+export {
+  checkConnectionString,
+  InvalidConnectionStringError,
+  listMigrations,
+  migrate,
+  SchemaMissingError,
+  SchemaTooNewError,
+} from './migrate.ts';
 export type { WorkflowStatus } from './queries.ts';
 export type { RunEndEvent, Worker, WorkerOptions } from './worker.ts';
-export { UnserializableResultError } from '../../shared/json.ts';
+export { UNDEFINED_IN_LOG, UnserializableResultError } from '../../shared/json.ts';
