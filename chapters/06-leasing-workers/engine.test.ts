@@ -383,8 +383,9 @@ describe('bad input gets a clear error, and nothing is lost', () => {
     };
     const engine = createEngine({ db, workflows: { changed } });
     await engine.start('changed', null, { id: 'changed-1' });
-    // The log of the code as it was: another step at position 0.
-    await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('changed-1', 0, 'reserve_stock', '1', 0)`);
+    // The log the code as it was left, under its first claim: another step at position 0.
+    await db.query(`UPDATE workflows SET fencing_token = 1 WHERE id = 'changed-1'`);
+    await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('changed-1', 0, 'reserve_stock', '1', 1)`);
     const ends: RunEndEvent[] = [];
     await engine.createWorker({ leaseMs: 1000, onRunEnd: (e) => ends.push(e) }).drain();
     await sleep(1500); // past a lease: nothing claims it again

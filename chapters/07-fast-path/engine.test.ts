@@ -12,14 +12,18 @@ import { freshPool, withFreshDatabase, type TestPool } from '../../shared/testin
 import { sleep } from '../../shared/testing/waiting.ts';
 import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import {
+  checkConnectionString,
   createEngine,
+  InvalidConnectionStringError,
+  InvalidWorkflowIdError,
   LeaseLostError,
   listMigrations,
+  MAX_WORKFLOW_ID_BYTES,
   migrate,
-  RecordTooLargeError,
+  SchemaMissingError,
   SchemaTooNewError,
   StepTimeoutError,
-  UnserializableResultError,
+  UNDEFINED_IN_LOG,
   WorkflowFailedError,
   WorkflowIdConflictError,
   type RunEndEvent,
@@ -440,38 +444,150 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
 });
 
 describe('bad input gets a clear error, and nothing is lost', () => {
-  it('a step result JSON cannot carry is refused before it is recorded, naming the workflow and step; the workflow stays running', async () => {
-    const ends: RunEndEvent[] = [];
-    const engine = createEngine({ db, workflows: { dated: async (ctx) => ctx.step('when', async () => ({ at: new Date(0) })) } });
-    await engine.start('dated', null, { id: 'dated-1' });
-    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
-    expect(ends[0]?.outcome).toBe('error');
-    expect(ends[0]?.error).toBeInstanceOf(UnserializableResultError);
-    expect(ends[0]?.error?.message).toBe(
-      'the result of workflow dated-1, step #0 when returned a value JSON cannot record faithfully: $.at is a Date, not a plain object. Nothing was recorded.',
-    );
-    expect(await engine.inspect('dated-1')).toMatchObject({ status: 'running', steps: [] });
+  it('a step that returns nothing is recorded as undefined and replayed as undefined: its effect runs once, and result() settles', async () => {
+    let sends = 0;
+    let failures = 0;
+    const engine = createEngine({
+      db,
+      workflows: {
+        mail: async (ctx) => {
+          const sent = await ctx.step('send', async () => {
+            sends++;
+          });
+          // Fails once after the send is recorded: the replay takes the send from the log.
+          await ctx.step('flaky', async () => {
+            if (failures++ === 0) throw new Error('once');
+            return 1;
+          });
+          return { sentWasUndefined: sent === undefined };
+        },
+      },
+    });
+    const run = await engine.start('mail', undefined, { id: 'mail-1' });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    await expect(run.result()).resolves.toEqual({ sentWasUndefined: true });
+    expect(sends).toBe(1);
+    const info = await engine.inspect('mail-1');
+    expect(info).toMatchObject({ status: 'completed', input: undefined });
+    expect(info?.steps[0]).toMatchObject({ name: 'send', output: undefined });
+    const stored = await db.query(`SELECT output FROM steps WHERE workflow_id = 'mail-1' AND seq = 0`);
+    expect(stored.rows[0].output).toEqual(UNDEFINED_IN_LOG); // the stated encoding
   });
 
-  it('a step result over the record limit (1 MiB of JSON by default) is a RecordTooLargeError naming workflow and step; nothing is recorded', async () => {
-    const ends: RunEndEvent[] = [];
-    const big = 'x'.repeat(1024 * 1024); // 1 MiB of characters, plus two quotes as JSON
-    const engine = createEngine({ db, workflows: { big: async (ctx) => ctx.step('download', async () => big) } });
-    await engine.start('big', null, { id: 'big-1' });
-    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
-    const error = ends[0]?.error;
-    expect(error).toBeInstanceOf(RecordTooLargeError);
-    expect(error).toMatchObject({ where: 'the result of workflow big-1, step #0 download', bytes: 1024 * 1024 + 2, limitBytes: 1024 * 1024 });
-    expect(error?.message).toBe(
-      'the result of workflow big-1, step #0 download is 1048578 bytes of JSON, over the 1048576-byte limit of what the log records. Nothing was recorded.',
-    );
-    expect(await engine.inspect('big-1')).toMatchObject({ status: 'running', steps: [] });
+  // What JSON cannot carry, and what is over the limit: each fails the step's workflow at once,
+  // with the engine's own error — the same with the trace lines on (the default) and off.
+  const badResults: Array<[string, () => unknown, string]> = [
+    ['a Date', () => ({ at: new Date(0) }), '$.at is a Date, not a plain object'],
+    ['NaN', () => NaN, '$ is NaN'],
+    ['a Map', () => new Map([['a', 1]]), '$ is a Map, not a plain object'],
+    ['a BigInt', () => 10n, '$ is a BigInt'],
+    ['a function', () => () => 1, '$ is a function'],
+    ['a cyclic object', () => { const cyclic: Record<string, unknown> = {}; cyclic.self = cyclic; return cyclic; }, '$.self refers back to itself (a cycle)'],
+    ['the log\'s own tag for undefined', () => ({ $undefined: true }), 'which is how the log records undefined'],
+    ['a result over maxRecordBytes', () => 'x'.repeat(200), 'is 202 bytes of JSON, over the 100-byte limit'],
+  ];
+  for (const traceSetting of ['1', '0']) {
+    it.each(badResults)(`a step returning %s fails its workflow once, with the engine's error, COURSE_TRACE=${traceSetting}: the effect ran once, result() rejects with that message`, async (label, make, problem) => {
+      vi.stubEnv('COURSE_TRACE', traceSetting);
+      try {
+        let effects = 0;
+        const id = `bad-${traceSetting}-${label.replace(/\W+/g, '-')}`;
+        const ends: RunEndEvent[] = [];
+        const engine = createEngine({ db, maxRecordBytes: 100, workflows: { bad: async (ctx) => ctx.step('compute', async () => (effects++, make())) } });
+        const run = await engine.start('bad', null, { id });
+        await engine.createWorker({ leaseMs: 1000, onRunEnd: (e) => ends.push(e) }).drain();
+        expect(effects).toBe(1);
+        expect(ends.map((e) => e.outcome)).toEqual(['failed']);
+        const failure = await run.result().catch((error: unknown) => error);
+        expect(failure).toBeInstanceOf(WorkflowFailedError);
+        expect((failure as Error).message).toContain(`the result of workflow ${id}, step #0 compute`);
+        expect((failure as Error).message).toContain(problem);
+        expect(await engine.inspect(id)).toMatchObject({ status: 'failed', steps: [] });
+      } finally {
+        vi.unstubAllEnvs();
+      }
+    });
+  }
 
-    const strict = createEngine({ db, maxRecordBytes: 100, workflows: { big: async () => 'ok' } });
-    await expect(strict.start('big', { blob: 'y'.repeat(200) }, { id: 'big-2' })).rejects.toThrow(
-      'the input of workflow big-2 is 211 bytes of JSON, over the 100-byte limit of what the log records. Nothing was recorded.',
-    );
-    expect(await strict.status(['big-2'])).toEqual({ 'big-2': 'missing' });
+  it('a workflow whose code no longer matches its log is failed once, naming the position, the logged step and the called one; no step of it runs again', async () => {
+    let charges = 0;
+    const changed: Workflow<null, string> = async (ctx) => {
+      await ctx.step('charge_card', async () => ++charges);
+      return 'done';
+    };
+    const engine = createEngine({ db, workflows: { changed } });
+    await engine.start('changed', null, { id: 'changed-1' });
+    // The log the code as it was left, under its first claim: another step at position 0.
+    await db.query(`UPDATE workflows SET fencing_token = 1 WHERE id = 'changed-1'`);
+    await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('changed-1', 0, 'reserve_stock', '1', 1)`);
+    const ends: RunEndEvent[] = [];
+    await engine.createWorker({ leaseMs: 1000, onRunEnd: (e) => ends.push(e) }).drain();
+    await sleep(1500); // past a lease: nothing claims it again
+    await engine.createWorker({ leaseMs: 1000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(ends.map((e) => e.outcome)).toEqual(['failed']);
+    expect(charges).toBe(0);
+    const message = 'workflow changed-1 step #0: the log says reserve_stock, the code now calls charge_card';
+    expect(await engine.inspect('changed-1')).toMatchObject({ status: 'failed', error: message });
+    await expect(engine.result('changed-1')).rejects.toThrow(message);
+  });
+
+  it('start() refuses an id that is empty, only whitespace, over 1024 bytes or holds a NUL character, with InvalidWorkflowIdError, and writes nothing', async () => {
+    const engine = createEngine({ db, workflows: { plain: async () => 'ok' } });
+    const before = await db.query('SELECT count(*)::int AS n FROM workflows');
+    for (const [id, problem] of [
+      ['', 'is empty or only whitespace'],
+      ['  \t', 'is empty or only whitespace'],
+      ['x'.repeat(10_000), 'is 10000 bytes, over the 1024-byte limit'],
+      ['order\u00001', 'contains a NUL character'],
+    ] as const) {
+      const refused = await engine.start('plain', null, { id }).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(InvalidWorkflowIdError);
+      expect((refused as Error).message).toContain(problem);
+    }
+    expect((await engine.start('plain', null, { id: 'x'.repeat(MAX_WORKFLOW_ID_BYTES) })).created).toBe(true); // the limit itself is fine
+    const after = await db.query('SELECT count(*)::int AS n FROM workflows');
+    expect(after.rows[0].n).toBe(before.rows[0].n + 1);
+  });
+
+  it('on a database migrate() never ran on, the engine\'s calls fail with SchemaMissingError saying to run migrate(db) first, and a worker says so once', async () => {
+    await withFreshDatabase('ch07_unmigrated', async (_url, bare) => {
+      const engine = createEngine({ db: bare, workflows: { plain: async () => 'ok' } });
+      const log = vi.mocked(console.log);
+      log.mockClear();
+      for (const call of [() => engine.start('plain', null, { id: 'p-1' }), () => engine.result('p-1'), () => engine.status(['p-1']), () => engine.inspect('p-1')]) {
+        const refused = await call().catch((error: unknown) => error);
+        expect(refused).toBeInstanceOf(SchemaMissingError);
+        expect((refused as SchemaMissingError).hint).toContain('Run migrate(db) first');
+        expect((refused as Error).cause).toMatchObject({ code: '42P01' });
+      }
+      const worker = engine.createWorker({ pollMs: 20, leaseMs: 1000 });
+      await worker.start();
+      await sleep(300); // several claims, each refused
+      await worker.stop();
+      const said = log.mock.calls.flat().filter((line) => String(line).includes('Run migrate(db) first'));
+      expect(said).toHaveLength(1);
+    });
+  });
+
+  it('createEngine refuses a pool whose connection string is not a PostgreSQL URL, before any query, naming the fix', () => {
+    for (const [url, problem] of [
+      ['not a url', "the pool's connection string is not a PostgreSQL connection string (Invalid URL)."],
+      ['mysql://user@localhost/shop', "the pool's connection string is not a PostgreSQL connection string: it starts with mysql://."],
+    ]) {
+      const pool = new pg.Pool({ connectionString: url });
+      const refused = (() => {
+        try {
+          createEngine({ db: pool, workflows: {} });
+        } catch (error) {
+          return error;
+        }
+      })();
+      expect(refused).toBeInstanceOf(InvalidConnectionStringError);
+      expect((refused as Error).message).toBe(problem);
+      expect((refused as InvalidConnectionStringError).hint).toBe('It should look like postgres://user:password@localhost:5432/dbname');
+      void pool.end();
+    }
+    expect(() => checkConnectionString('postgresql://user@localhost:5432/shop')).not.toThrow();
   });
 
   it('a workflow no worker here has code for stays running, is deferred rather than claimed again at once, is logged once, and runs where its code is', async () => {

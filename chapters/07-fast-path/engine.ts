@@ -45,9 +45,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { assertJsonSafe } from '../../shared/json.ts';
+import { decodeFromLog, encodeForLog } from '../../shared/json.ts';
 import { DEFAULT_MAX_RECORD_BYTES, RecordTooLargeError, UnknownWorkflowError } from './errors.ts';
 import type { Lease } from './lease.ts';
+import { checkConnectionString, explainMissingSchema } from './migrate.ts';
 import { getWorkflow, loadSteps, workflowStatuses, type Claim, type StepRow, type WorkflowRow, type WorkflowStatus } from './queries.ts';
 import { createResults } from './results.ts';
 import { createRunner } from './run.ts';
@@ -92,11 +93,20 @@ export function createEngine<W extends Workflows>({
   if (stepTimeoutMs !== undefined && !(stepTimeoutMs > 0)) throw new RangeError(`stepTimeoutMs must be a positive number of milliseconds, got ${stepTimeoutMs}`);
   if (!(maxRecordBytes > 0)) throw new RangeError(`maxRecordBytes must be a positive number of bytes, got ${maxRecordBytes}`);
 
-  /** Refuse what JSON cannot carry, or what is too large to record: before anything is written. */
-  function assertRecordable(value: unknown, where: string): void {
-    assertJsonSafe(value, where);
-    const bytes = Buffer.byteLength(JSON.stringify(value));
+  // A pool made from a connection string that is not a PostgreSQL URL fails here, not at its first query.
+  const { connectionString } = db.options;
+  if (connectionString !== undefined) checkConnectionString(connectionString, "the pool's connection string");
+
+  /**
+   * The value as the log records it (`undefined` as its tag, see encodeForLog
+   * in shared/json.ts) — or a refusal of what JSON cannot carry, or what is too
+   * large to record: before anything is written.
+   */
+  function toRecordable(value: unknown, where: string): unknown {
+    const encoded = encodeForLog(value, where);
+    const bytes = Buffer.byteLength(JSON.stringify(encoded));
     if (bytes > maxRecordBytes) throw new RecordTooLargeError(where, bytes, maxRecordBytes);
+    return encoded;
   }
 
   /** The code registered under `name`, or a clear error. */
@@ -118,20 +128,27 @@ export function createEngine<W extends Workflows>({
   const processTag = randomUUID();
 
   const results = createResults(db, resultPollMs);
-  const start = createStart<W>({ db, lookUp, assertRecordable, results, localWorkers, processTag });
-  const execute = createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecordable, settleWaiters: results.settleWaiters });
+  const start = createStart<W>({ db, lookUp, toRecordable, results, localWorkers, processTag });
+  const execute = createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable, settleWaiters: results.settleWaiters });
 
   // ── looking at the log ─────────────────────────────────────────────────────
 
   async function status(ids: string[]): Promise<Record<string, WorkflowStatus | 'missing'>> {
-    const known = await workflowStatuses(db, ids);
+    const known = await workflowStatuses(db, ids).catch((thrown: unknown) => Promise.reject(explainMissingSchema(thrown)));
     return Object.fromEntries(ids.map((id) => [id, known.get(id) ?? 'missing']));
   }
 
   async function inspect(id: string): Promise<WorkflowInfo | undefined> {
-    const [row, steps]: [WorkflowRow | undefined, StepRow[]] = await Promise.all([getWorkflow(db, id), loadSteps(db, id)]);
+    const [row, steps]: [WorkflowRow | undefined, StepRow[]] = await Promise.all([getWorkflow(db, id), loadSteps(db, id)]).catch((thrown: unknown) =>
+      Promise.reject(explainMissingSchema(thrown)),
+    );
     if (!row) return undefined;
-    return { ...row, steps: steps.map(({ workflowId: _id, ...step }) => step) };
+    return {
+      ...row,
+      input: decodeFromLog(row.input),
+      output: decodeFromLog(row.output),
+      steps: steps.map(({ workflowId: _id, ...step }) => ({ ...step, output: decodeFromLog(step.output) })),
+    };
   }
 
   const core: EngineCore = { db, names: Object.keys(workflows), execute, localWorkers, processTag };

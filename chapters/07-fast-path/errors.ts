@@ -96,6 +96,23 @@ export class StepAlreadyRecordedError extends CourseError {
   }
 }
 
+/** The largest workflow id `start()` accepts, in bytes of UTF-8 (PostgreSQL's index refuses rows over about 2.7 kB). */
+export const MAX_WORKFLOW_ID_BYTES = 1024;
+
+/** `start()` was given an id that cannot name a run: empty, blank, too long, or with a NUL character. Nothing was written. */
+export class InvalidWorkflowIdError extends CourseError {}
+
+/** Throw {@link InvalidWorkflowIdError} unless `id` can be a workflow's id. */
+export function checkWorkflowId(id: string): void {
+  const shown = brief(id);
+  const hint = 'Use an id that names the business operation, e.g. order-1: printable text, at most 1024 bytes.';
+  if (typeof id !== 'string') throw new InvalidWorkflowIdError(`workflow id ${shown} is a ${typeof id}, not a string`, hint);
+  if (id.trim() === '') throw new InvalidWorkflowIdError(`workflow id ${shown} is empty or only whitespace: it would name no run`, hint);
+  if (id.includes('\u0000')) throw new InvalidWorkflowIdError(`workflow id ${shown} contains a NUL character (\\u0000), which PostgreSQL cannot store`, hint);
+  const bytes = Buffer.byteLength(id);
+  if (bytes > MAX_WORKFLOW_ID_BYTES) throw new InvalidWorkflowIdError(`workflow id ${shown} is ${bytes} bytes, over the ${MAX_WORKFLOW_ID_BYTES}-byte limit`, hint);
+}
+
 /** The workflow failed on every attempt; its error is in the log. */
 export class WorkflowFailedError extends CourseError {}
 
@@ -106,7 +123,7 @@ export const DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
  * A step result, workflow output or workflow input is larger, as JSON, than
  * the engine's `maxRecordBytes`. Nothing was recorded. A kind of
  * {@link UnserializableResultError}: the engine treats it the same way (a
- * step's result is not retried in-process, the workflow stays running).
+ * step result or output fails its workflow at once, an input is refused by `start()`).
  */
 export class RecordTooLargeError extends UnserializableResultError {
   constructor(

@@ -26,6 +26,8 @@ export { createEngine } from './engine.ts';
 export { stepKey } from './run.ts';
 export {
   DEFAULT_MAX_RECORD_BYTES,
+  InvalidWorkflowIdError,
+  MAX_WORKFLOW_ID_BYTES,
   NonDeterminismError,
   RecordTooLargeError,
   StepAlreadyRecordedError,
@@ -51,7 +53,14 @@ export type {
   Workflows,
 } from './types.ts';
 export { LeaseLostError } from './lease.ts';
-export { listMigrations, migrate, SchemaTooNewError } from './migrate.ts';
+export {
+  checkConnectionString,
+  InvalidConnectionStringError,
+  listMigrations,
+  migrate,
+  SchemaMissingError,
+  SchemaTooNewError,
+} from './migrate.ts';
 export type { WorkflowStatus } from './queries.ts';
 export type { RunEndEvent, Worker, WorkerOptions } from './worker.ts';
-export { UnserializableResultError } from '../../shared/json.ts';
+export { UNDEFINED_IN_LOG, UnserializableResultError } from '../../shared/json.ts';

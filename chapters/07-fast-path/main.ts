@@ -32,7 +32,7 @@ import { redact } from '../../shared/db/server.ts';
 import { CourseError, DatabaseUnavailableError, runMain, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
 import { demoOrder, type Order } from '../../shared/world/services.ts';
-import { createEngine, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
+import { checkConnectionString, createEngine, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
 import { isConnectionFailure } from './queries.ts';
 import { orderWorkflow } from './workflow.ts';
 
@@ -74,15 +74,7 @@ function databaseUrl(): string {
   if (!url) {
     throw new CourseError('DATABASE_URL is not set: chapter 7 keeps its log in PostgreSQL.', 'Run it through the demo (npm run chapter 7) or the tests, which set it.');
   }
-  let protocol: string;
-  try {
-    protocol = new URL(url).protocol;
-  } catch (thrown) {
-    throw new CourseError(`DATABASE_URL is not a PostgreSQL connection string (${toError(thrown).message}).`, 'It should look like postgres://user:password@localhost:5432/dbname', { cause: thrown });
-  }
-  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
-    throw new CourseError(`DATABASE_URL is not a PostgreSQL connection string: it starts with ${protocol}//.`, 'It should look like postgres://user:password@localhost:5432/dbname');
-  }
+  checkConnectionString(url, 'DATABASE_URL');
   return url;
 }
 

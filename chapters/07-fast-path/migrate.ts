@@ -10,12 +10,52 @@
  */
 import fs from 'node:fs';
 import type pg from 'pg';
-import { CourseError } from '../../shared/errors.ts';
+import { CourseError, toError } from '../../shared/errors.ts';
 
 const directory = new URL('./migrations/', import.meta.url);
 
 /** The schema in the database is newer than this code: an older deploy is running against it. */
 export class SchemaTooNewError extends CourseError {}
+
+/** The engine's tables are not in the database: `migrate(db)` has not run on it. Nothing was written. */
+export class SchemaMissingError extends CourseError {
+  constructor(options?: { cause?: unknown }) {
+    super(
+      'the engine\'s tables are not in this database (relation "workflows" does not exist)',
+      'Run migrate(db) first — once per database, before createEngine is used (main.ts does it at every start).',
+      options,
+    );
+  }
+}
+
+/** `thrown` as a {@link SchemaMissingError} when PostgreSQL said 42P01 (undefined_table); otherwise `thrown` itself. */
+export function explainMissingSchema(thrown: unknown): unknown {
+  return (thrown as { code?: unknown } | null)?.code === '42P01' ? new SchemaMissingError({ cause: thrown }) : thrown;
+}
+
+/** A connection string that is not a PostgreSQL URL. Nothing was connected to. */
+export class InvalidConnectionStringError extends CourseError {}
+
+/**
+ * Throw {@link InvalidConnectionStringError} unless `url` is a `postgres://` or
+ * `postgresql://` URL; `source` names it in the message (`DATABASE_URL`). Without
+ * this, pg reads `not a url` as a socket path and a host (`getaddrinfo
+ * ENOTFOUND base`), and `mysql://…` as a local PostgreSQL. createEngine checks
+ * its pool's connection string with it.
+ */
+export function checkConnectionString(url: string, source = 'the connection string'): void {
+  let protocol: string;
+  try {
+    protocol = new URL(url).protocol;
+  } catch (thrown) {
+    throw new InvalidConnectionStringError(`${source} is not a PostgreSQL connection string (${toError(thrown).message}).`, HOW_A_URL_LOOKS, { cause: thrown });
+  }
+  if (protocol !== 'postgres:' && protocol !== 'postgresql:') {
+    throw new InvalidConnectionStringError(`${source} is not a PostgreSQL connection string: it starts with ${protocol}//.`, HOW_A_URL_LOOKS);
+  }
+}
+
+const HOW_A_URL_LOOKS = 'It should look like postgres://user:password@localhost:5432/dbname';
 
 /** The migrations this code knows, in order: `001_log.sql`, `002_leases.sql`, … */
 export function listMigrations(): string[] {

@@ -13,7 +13,9 @@
  */
 import type pg from 'pg';
 import { CourseError, toError } from '../../shared/errors.ts';
+import { decodeFromLog } from '../../shared/json.ts';
 import { WorkflowFailedError } from './errors.ts';
+import { explainMissingSchema } from './migrate.ts';
 import { workflowOutcomes, type WorkflowStatus } from './queries.ts';
 import type { ResultOptions } from './types.ts';
 
@@ -101,12 +103,16 @@ export function createResults(db: pg.Pool, resultPollMs: number): Results {
         try {
           rows = await workflowOutcomes(db, ids);
         } catch (thrown) {
-          const error = new CourseError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
+          const missing = explainMissingSchema(thrown);
+          const error =
+            missing instanceof Error && missing !== thrown
+              ? missing
+              : new CourseError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
           for (const id of ids) settleWaiters(id, error);
           return;
         }
         const found = new Set(rows.map((row) => row.id));
-        for (const row of rows) if (row.status !== 'running') settleWaiters(row.id, row);
+        for (const row of rows) if (row.status !== 'running') settleWaiters(row.id, { ...row, output: decodeFromLog(row.output) });
         for (const id of ids) {
           if (!found.has(id)) settleWaiters(id, new CourseError(`workflow ${id} is not in the log`, 'Start it first: start(name, input, { id }).'));
         }

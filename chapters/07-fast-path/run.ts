@@ -26,7 +26,7 @@
 import type pg from 'pg';
 import { crashPoint } from '../../shared/crash/failpoints.ts';
 import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
-import { UnserializableResultError } from '../../shared/json.ts';
+import { decodeFromLog, UnserializableResultError } from '../../shared/json.ts';
 import { trace } from '../../shared/narrate.ts';
 import { createBatcher } from './batcher.ts';
 import { NonDeterminismError, StepAlreadyRecordedError, StepTimeoutError } from './errors.ts';
@@ -81,14 +81,14 @@ export interface RunParts {
   stepTimeoutMs: number | undefined;
   /** The code registered under a name, or an UnknownWorkflowError. */
   lookUp(name: string, workflowId: string): Workflow<unknown, unknown>;
-  /** Refuse what JSON cannot carry, or what is too large to record: before anything is written. */
-  assertRecordable(value: unknown, where: string): void;
+  /** The value as the log records it; or a refusal of what JSON cannot carry, or what is too large to record: before anything is written. */
+  toRecordable(value: unknown, where: string): unknown;
   /** Answer this process's waiters for a workflow whose end this run recorded (results.ts). */
   settleWaiters(id: string, outcome: Finished): void;
 }
 
 /** `execute(claim, lease)`: run a claimed workflow. One per engine, shared by all its workers. */
-export function createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecordable, settleWaiters }: RunParts) {
+export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable, settleWaiters }: RunParts) {
   /**
    * Plain steps' records and completions are each ONE fenced statement, sent
    * outside BEGIN … COMMIT: PostgreSQL runs it as a transaction of its own, so
@@ -136,15 +136,16 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecord
         //    from chapters 3–5 too). A second attempt reads it: the first may have written.
         const recorded =
           claim.fencingToken === 1 && attempt === 1 ? [] : await loadSteps(db, claim.id).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
+        for (const step of recorded) step.output = decodeFromLog(step.output);
         if (recorded.length > 0) trace.info(`workflow ${claim.id}: ${recorded.length} step(s) in the log, replaying (fencing token ${claim.fencingToken})`);
         // 2. Run the code from the top. Recorded steps come back from the log;
         //    the rest run for real and are recorded (see `contextFor`).
         const replay = contextFor(claim.id, recorded, lease);
-        const output = await workflow(replay.ctx, claim.input);
+        const output = await workflow(replay.ctx, decodeFromLog(claim.input));
         replay.checkAllRecordedStepsWereCalled();
         // 3. Record the end — fenced like a step, and like a step one statement.
-        assertRecordable(output, `the output of workflow ${claim.id}`);
-        if (!(await fenced(lease, () => completions.write({ ...fence, output })))) throw await lost(lease);
+        const recordable = toRecordable(output, `the output of workflow ${claim.id}`);
+        if (!(await fenced(lease, () => completions.write({ ...fence, output: recordable })))) throw await lost(lease);
         crashPoint('after-record:complete');
         // The slot frees before the waiters hear: a caller that starts its next
         // workflow the moment result() returns finds the local worker free.
@@ -159,10 +160,10 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecord
         if (error instanceof DatabaseUnavailableError) throw error;
         // A bug in the code, not a hiccup in the world: another attempt would
         // meet it again (and, for a refused result, repeat the step's effect).
-        // Leave the workflow `running`: its lease runs out and a worker tries
-        // again then (a lease's worth of back-off), e.g. once the code is fixed.
-        if (error instanceof NonDeterminismError || error instanceof UnserializableResultError) throw error;
-        if (attempt >= attempts) {
+        // So it is the last attempt: the workflow fails now, once, with that
+        // message — never a replay of its effects every lease.
+        const final = error instanceof NonDeterminismError || error instanceof UnserializableResultError;
+        if (final || attempt >= attempts) {
           const failed = await failWorkflow(db, fence, error.message).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
           if (!failed) throw await lost(lease, error);
           lease.finished();
@@ -218,8 +219,8 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecord
       return entry;
     }
 
-    function assertStepRecordable(seq: number, name: string, result: unknown): void {
-      assertRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
+    function toStepRecordable(seq: number, name: string, result: unknown): unknown {
+      return toRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
     }
 
     /**
@@ -228,9 +229,9 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecord
      * Until COMMIT, neither the record nor the business writes exist for
      * anyone. False: the fence refused.
      */
-    async function record(tx: pg.PoolClient, seq: number, name: string, result: unknown): Promise<boolean> {
+    async function record(tx: pg.PoolClient, seq: number, name: string, recordable: unknown): Promise<boolean> {
       try {
-        return await recordStep(tx, { workflowId, seq, name, output: result, fencingToken: lease.fencingToken });
+        return await recordStep(tx, { workflowId, seq, name, output: recordable, fencingToken: lease.fencingToken });
       } catch (thrown) {
         // 23505 unique_violation on (workflow_id, seq).
         if ((thrown as { code?: string }).code === '23505') throw new StepAlreadyRecordedError(workflowId, seq, name, { cause: thrown });
@@ -271,14 +272,15 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecord
         lease.check(); // a run that knows it lost the lease starts no new effect
         crashPoint(`before-step:${name}`);
         const result = await withTimeout(seq, name, options.timeoutMs ?? stepTimeoutMs, fn);
+        // The engine's check first, then the trace line: what a log line can print never decides what happens.
+        const recordable = toStepRecordable(seq, name, result);
         trace.ran(name, result);
         // The effect happened outside the database: the log does not know yet.
         // A crash here runs fn again, with the same key. A freeze here past the
         // lease: another worker runs fn again (same key), and this record is refused.
         crashPoint(`after-effect:${name}`);
-        assertStepRecordable(seq, name, result);
         // One statement, so there is no "during" to crash in: it committed, or it never happened.
-        const step = { workflowId, seq, name, output: result, fencingToken: lease.fencingToken };
+        const step = { workflowId, seq, name, output: recordable, fencingToken: lease.fencingToken };
         if (!(await fenced(lease, () => stepRecords.write(step)))) throw await refusedRecord(seq, name);
         crashPoint(`after-record:${name}`);
         return result;
@@ -297,12 +299,12 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, assertRecord
         const result = await inLease(lease, async (tx) => {
           if (!(await fenceTransaction(tx, fenceOf(lease)))) throw new Refused();
           const result = await fn(tx, infoFor(seq, name));
+          const recordable = toStepRecordable(seq, name, result);
           trace.ran(name, result);
           // The step's writes are made — but only inside this transaction. A
           // crash here rolls them back; so does a refused record below.
           crashPoint(`after-effect:${name}`);
-          assertStepRecordable(seq, name, result);
-          if (!(await record(tx, seq, name, result))) throw new Refused();
+          if (!(await record(tx, seq, name, recordable))) throw new Refused();
           // Written, not committed: a crash here rolls back the record AND the step's writes.
           crashPoint(`during-record:${name}`);
           return result;

@@ -21,7 +21,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { WorkflowIdConflictError } from './errors.ts';
+import { decodeFromLog } from '../../shared/json.ts';
+import { checkWorkflowId, WorkflowIdConflictError } from './errors.ts';
+import { explainMissingSchema } from './migrate.ts';
 import { admitWorkflow, notifyWorkers, type Admission, type Claim } from './queries.ts';
 import type { Results } from './results.ts';
 import type { Engine, InputOf, OutputOf, RunHandle, StartOptions, Workflow, Workflows } from './types.ts';
@@ -49,8 +51,8 @@ export interface StartParts {
   db: pg.Pool;
   /** The code registered under a name, or an UnknownWorkflowError. */
   lookUp(name: string, workflowId: string): Workflow<unknown, unknown>;
-  /** Refuse what JSON cannot carry, or what is too large to record. */
-  assertRecordable(value: unknown, where: string): void;
+  /** The value as the log records it; or a refusal of what JSON cannot carry, or what is too large to record. */
+  toRecordable(value: unknown, where: string): unknown;
   results: Results;
   /** This process's running workers. */
   localWorkers: Set<LocalWorker>;
@@ -61,7 +63,7 @@ export interface StartParts {
 /** How long one NOTIFY covers: the starts of a 5 ms window share it. */
 const NOTIFY_WINDOW_MS = 5;
 
-export function createStart<W extends Workflows>({ db, lookUp, assertRecordable, results, localWorkers, processTag }: StartParts): Engine<W>['start'] {
+export function createStart<W extends Workflows>({ db, lookUp, toRecordable, results, localWorkers, processTag }: StartParts): Engine<W>['start'] {
   /** When the last NOTIFY went out (performance.now()), and whether one is due at the end of its window. */
   let lastNotifyAt = -Infinity;
   let trailingNotify = false;
@@ -69,8 +71,9 @@ export function createStart<W extends Workflows>({ db, lookUp, assertRecordable,
   /** See {@link Engine.start}. */
   async function start<N extends keyof W & string>(name: N, input: InputOf<W[N]>, options: StartOptions = {}): Promise<RunHandle<OutputOf<W[N]>>> {
     const id = options.id ?? randomUUID();
+    checkWorkflowId(id);
     lookUp(name, id); // a typo in the name fails here, before it reaches the log
-    assertRecordable(input, `the input of workflow ${id}`);
+    const recordable = toRecordable(input, `the input of workflow ${id}`);
     // A worker of this process with a free slot? Then the INSERT claims the
     // workflow for it (token 1, a lease), and it runs here at once: no claim,
     // no NOTIFY, one commit fewer — the dispatch DBOS does by running a
@@ -82,13 +85,13 @@ export function createStart<W extends Workflows>({ db, lookUp, assertRecordable,
     const sentAt = performance.now();
     let admission: Admission;
     try {
-      admission = await admitWorkflow(db, { id, name, input }, {
+      admission = await admitWorkflow(db, { id, name, input: recordable }, {
         claimFor: local && { worker: local.name, leaseMs: local.leaseMs },
         notify: notify ? processTag : undefined,
       });
     } catch (thrown) {
       local?.unreserve();
-      throw thrown;
+      throw explainMissingSchema(thrown);
     }
     const { created, row, sameName, sameInput, differentFields } = admission;
     if (local && created) {
@@ -100,7 +103,7 @@ export function createStart<W extends Workflows>({ db, lookUp, assertRecordable,
     }
     if (!sameName || !sameInput) {
       const differs = [...(sameName ? [] : ['name' as const]), ...(sameInput ? [] : ['input' as const])];
-      throw new WorkflowIdConflictError(id, differs, { name: row.name, input: row.input }, { name, input }, sameInput ? null : differentFields);
+      throw new WorkflowIdConflictError(id, differs, { name: row.name, input: decodeFromLog(row.input) }, { name, input }, sameInput ? null : differentFields);
     }
     return { id, created, result: (resultOptions) => results.result(id, resultOptions) as Promise<OutputOf<W[N]>> };
   }
