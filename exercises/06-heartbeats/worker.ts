@@ -36,6 +36,7 @@ import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
 import { trace } from '../../shared/narrate.ts';
 import type { EngineCore } from '../../chapters/06-leasing-workers/engine.ts';
 import { Lease, LeaseLostError } from '../../chapters/06-leasing-workers/lease.ts';
+import { explainMissingSchema, SchemaMissingError } from '../../chapters/06-leasing-workers/migrate.ts';
 import {
   claimWorkflows,
   deferWorkflow,
@@ -146,10 +147,19 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   let outageSince: number | undefined;
   /** Consecutive failed claims: the back-off doubles with each, up to 5 s. */
   let failedClaims = 0;
+  /** The engine's tables were missing (migrate not run) and this worker said so: it says it once. */
+  let schemaMissingSaid = false;
 
   /** A failure reaching the database: the first of an outage is logged, the rest are the same news. */
   function databaseFailed(what: string, thrown: unknown): void {
     const error = toError(thrown);
+    const missing = explainMissingSchema(error);
+    if (missing instanceof SchemaMissingError) {
+      // Every poll would say it again, until someone migrates: said once, then the back-off.
+      if (!schemaMissingSaid) trace.info(`worker ${name}: ${what} failed: ${missing.message}. ${missing.hint} (said once; retrying with back-off)`);
+      schemaMissingSaid = true;
+      return;
+    }
     if (!isConnectionFailure(error)) {
       trace.info(`worker ${name}: ${what} failed (${error.message})`);
       return;
