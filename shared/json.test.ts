@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { assertJsonSafe, UnserializableResultError } from './json.ts';
+import { assertJsonSafe, decodeFromLog, encodeForLog, UNDEFINED_IN_LOG, UnserializableResultError } from './json.ts';
 
 describe('step results must survive JSON unchanged', () => {
   it('accepts plain data', () => {
@@ -28,5 +28,22 @@ describe('step results must survive JSON unchanged', () => {
   it('accepts the same object twice (a shared reference is not a cycle)', () => {
     const shared = { a: 1 };
     expect(() => assertJsonSafe([shared, shared], 'step x')).not.toThrow();
+  });
+});
+
+describe('the log records undefined as a tag, and nothing else that JSON cannot carry', () => {
+  it('encodes undefined as { "$undefined": true } and decodes it back; any other value is itself', () => {
+    expect(encodeForLog(undefined, 'step x')).toEqual(UNDEFINED_IN_LOG);
+    expect(JSON.stringify(encodeForLog(undefined, 'step x'))).toBe('{"$undefined":true}');
+    expect(decodeFromLog(JSON.parse('{"$undefined":true}'))).toBeUndefined();
+    for (const value of [null, 0, '', { a: 1 }, [1], { $undefined: false }, { $undefined: true, other: 1 }]) {
+      expect(decodeFromLog(encodeForLog(value, 'step x'))).toEqual(value);
+    }
+  });
+
+  it('refuses a value that is the tag itself (it would replay as undefined), and undefined inside a value', () => {
+    expect(() => encodeForLog({ $undefined: true }, 'step x')).toThrow(UnserializableResultError);
+    expect(() => encodeForLog({ $undefined: true }, 'step x')).toThrow('step x returned { "$undefined": true }, which is how the log records undefined');
+    expect(() => encodeForLog({ a: undefined }, 'step x')).toThrow('$.a is undefined');
   });
 });

@@ -56,6 +56,14 @@ export interface Context {
   /**
    * A step whose effect is outside the database (an HTTP call): run, then
    * record. A crash in between runs `fn` again, with the same `idempotencyKey`.
+   *
+   * What it returns is recorded as JSON and replayed as it was: plain data, or
+   * `undefined` (a step that returns nothing; the log stores the tag
+   * `{"$undefined": true}`). Anything else JSON cannot carry faithfully — a
+   * `Date`, a `Map`, `NaN`, a `BigInt`, a function, a cycle — or larger than
+   * `maxRecordBytes` is not recorded: the workflow fails at once with that
+   * `UnserializableResultError` (or `RecordTooLargeError`) as its error, and
+   * the step's effect is not repeated. Return a `Date` as `toISOString()`.
    */
   step<T>(name: string, fn: (info: StepInfo) => Promise<T>, options?: StepOptions): Promise<T>;
   /**
@@ -145,7 +153,9 @@ export interface WorkflowInfo {
 /** Options of {@link createEngine}. */
 export interface EngineOptions<W extends Workflows> {
   /**
-   * The database. Run `migrate(db)` on it first. Its pool needs a
+   * The database. Run `migrate(db)` on it first (until then every call is a
+   * `SchemaMissingError`). A pool made from a connection string that is not
+   * a `postgres://` URL is refused here (`InvalidConnectionStringError`). Its pool needs a
    * connection per concurrently executing workflow, plus three per worker
    * (LISTEN; claims and heartbeats; result polling).
    */
@@ -179,6 +189,9 @@ export interface Engine<W extends Workflows> {
    * the same name and input is that run: nothing is written (`created: false`),
    * and `result()` gives its output. With another name or input it is a
    * {@link WorkflowIdConflictError}; an unregistered name is an {@link UnknownWorkflowError}.
+   * An id that is empty, blank, over 1024 bytes or holds a NUL character is an
+   * `InvalidWorkflowIdError`, and an input that cannot be recorded (see
+   * `Context.step`) an `UnserializableResultError`: nothing is written.
    */
   start<N extends keyof W & string>(name: N, input: InputOf<W[N]>, options?: StartOptions): Promise<RunHandle<OutputOf<W[N]>>>;
   /**
