@@ -35,7 +35,7 @@ import { CourseError, DatabaseUnavailableError, toError } from '../../shared/err
 import { decodeFromLog, encodeForLog, UnserializableResultError } from '../../shared/json.ts';
 import { trace } from '../../shared/narrate.ts';
 import { Lease, LeaseLostError } from './lease.ts';
-import { checkConnectionString, explainMissingSchema } from './migrate.ts';
+import { checkPoolConnectionString, explainMissingSchema } from './migrate.ts';
 import {
   admitWorkflow,
   completeWorkflow,
@@ -474,8 +474,7 @@ export function createEngine<W extends Workflows>({
   if (stepTimeoutMs !== undefined && !(stepTimeoutMs > 0)) throw new RangeError(`stepTimeoutMs must be a positive number of milliseconds, got ${stepTimeoutMs}`);
   if (!(maxRecordBytes > 0)) throw new RangeError(`maxRecordBytes must be a positive number of bytes, got ${maxRecordBytes}`);
   // A pool made from a connection string that is not a PostgreSQL URL fails here, not at its first query.
-  const { connectionString } = db.options;
-  if (connectionString !== undefined) checkConnectionString(connectionString, "the pool's connection string");
+  checkPoolConnectionString(db);
 
   /**
    * The value as the log records it (`undefined` as its tag, see encodeForLog
@@ -551,6 +550,7 @@ export function createEngine<W extends Workflows>({
   async function result(id: string, options: ResultOptions = {}): Promise<unknown> {
     const { signal } = options;
     signal?.throwIfAborted();
+    checkWorkflowId(id); // no such id can be in the log, and PostgreSQL would refuse a NUL in the query
     const finished = await new Promise<Finished>((resolve, reject) => {
       let listeners = waiting.get(id);
       if (!listeners) waiting.set(id, (listeners = new Set()));
@@ -838,11 +838,13 @@ export function createEngine<W extends Workflows>({
   // ── looking at the log ─────────────────────────────────────────────────────
 
   async function status(ids: string[]): Promise<Record<string, WorkflowStatus | 'missing'>> {
+    for (const id of ids) checkWorkflowId(id);
     const known = await workflowStatuses(db, ids).catch((thrown: unknown) => Promise.reject(explainMissingSchema(thrown)));
     return Object.fromEntries(ids.map((id) => [id, known.get(id) ?? 'missing']));
   }
 
   async function inspect(id: string): Promise<WorkflowInfo | undefined> {
+    checkWorkflowId(id);
     const [row, steps]: [WorkflowRow | undefined, StepRow[]] = await Promise.all([getWorkflow(db, id), loadSteps(db, id)]).catch((thrown: unknown) =>
       Promise.reject(explainMissingSchema(thrown)),
     );

@@ -57,6 +57,12 @@ export function checkConnectionString(url: string, source = 'the connection stri
 
 const HOW_A_URL_LOOKS = 'It should look like postgres://user:password@localhost:5432/dbname';
 
+/** {@link checkConnectionString} on the string `db` was made from, if it was made from one (migrate and createEngine call it). */
+export function checkPoolConnectionString(db: pg.Pool): void {
+  const { connectionString } = db.options;
+  if (connectionString !== undefined) checkConnectionString(connectionString, "the pool's connection string");
+}
+
 /** The migrations this code knows, in order: `001_log.sql`, `002_leases.sql`, … */
 export function listMigrations(): string[] {
   return fs
@@ -79,9 +85,11 @@ export function listMigrations(): string[] {
  *     statements that refuse to run in a transaction (CREATE INDEX
  *     CONCURRENTLY); such a step would need a file of its own, outside it.
  *
- * @throws {@link SchemaTooNewError} when the database has had migrations this code does not know.
+ * @throws {@link SchemaTooNewError} when the database has had migrations this code does not know;
+ *   {@link InvalidConnectionStringError} when `db` was made from a connection string that is not PostgreSQL's.
  */
 export async function migrate(db: pg.Pool): Promise<string[]> {
+  checkPoolConnectionString(db);
   const known = listMigrations();
   const client = await db.connect();
   // The server ending this connection is reported as an 'error' event, which would crash the process unheard.

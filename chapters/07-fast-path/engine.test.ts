@@ -531,7 +531,7 @@ describe('bad input gets a clear error, and nothing is lost', () => {
     await expect(engine.result('changed-1')).rejects.toThrow(message);
   });
 
-  it('start() refuses an id that is empty, only whitespace, over 1024 bytes or holds a NUL character, with InvalidWorkflowIdError, and writes nothing', async () => {
+  it('start() refuses an id that is empty, only whitespace, over 1024 bytes or holds a NUL character, with InvalidWorkflowIdError, and writes nothing; result(), status() and inspect() refuse it too', async () => {
     const engine = createEngine({ db, workflows: { plain: async () => 'ok' } });
     const before = await db.query('SELECT count(*)::int AS n FROM workflows');
     for (const [id, problem] of [
@@ -543,6 +543,9 @@ describe('bad input gets a clear error, and nothing is lost', () => {
       const refused = await engine.start('plain', null, { id }).catch((error: unknown) => error);
       expect(refused).toBeInstanceOf(InvalidWorkflowIdError);
       expect((refused as Error).message).toContain(problem);
+      await expect(engine.result(id)).rejects.toThrow(InvalidWorkflowIdError);
+      await expect(engine.status(['plain-ok', id])).rejects.toThrow(InvalidWorkflowIdError);
+      await expect(engine.inspect(id)).rejects.toThrow(InvalidWorkflowIdError);
     }
     expect((await engine.start('plain', null, { id: 'x'.repeat(MAX_WORKFLOW_ID_BYTES) })).created).toBe(true); // the limit itself is fine
     const after = await db.query('SELECT count(*)::int AS n FROM workflows');
@@ -569,7 +572,7 @@ describe('bad input gets a clear error, and nothing is lost', () => {
     });
   });
 
-  it('createEngine refuses a pool whose connection string is not a PostgreSQL URL, before any query, naming the fix', () => {
+  it('createEngine and migrate refuse a pool whose connection string is not a PostgreSQL URL, before any query, naming the fix', async () => {
     for (const [url, problem] of [
       ['not a url', "the pool's connection string is not a PostgreSQL connection string (Invalid URL)."],
       ['mysql://user@localhost/shop', "the pool's connection string is not a PostgreSQL connection string: it starts with mysql://."],
@@ -585,6 +588,7 @@ describe('bad input gets a clear error, and nothing is lost', () => {
       expect(refused).toBeInstanceOf(InvalidConnectionStringError);
       expect((refused as Error).message).toBe(problem);
       expect((refused as InvalidConnectionStringError).hint).toBe('It should look like postgres://user:password@localhost:5432/dbname');
+      await expect(migrate(pool)).rejects.toThrow(problem);
       void pool.end();
     }
     expect(() => checkConnectionString('postgresql://user@localhost:5432/shop')).not.toThrow();

@@ -46,9 +46,9 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { decodeFromLog, encodeForLog } from '../../shared/json.ts';
-import { DEFAULT_MAX_RECORD_BYTES, RecordTooLargeError, UnknownWorkflowError } from './errors.ts';
+import { checkWorkflowId, DEFAULT_MAX_RECORD_BYTES, RecordTooLargeError, UnknownWorkflowError } from './errors.ts';
 import type { Lease } from './lease.ts';
-import { checkConnectionString, explainMissingSchema } from './migrate.ts';
+import { checkPoolConnectionString, explainMissingSchema } from './migrate.ts';
 import { getWorkflow, loadSteps, workflowStatuses, type Claim, type StepRow, type WorkflowRow, type WorkflowStatus } from './queries.ts';
 import { createResults } from './results.ts';
 import { createRunner } from './run.ts';
@@ -94,8 +94,7 @@ export function createEngine<W extends Workflows>({
   if (!(maxRecordBytes > 0)) throw new RangeError(`maxRecordBytes must be a positive number of bytes, got ${maxRecordBytes}`);
 
   // A pool made from a connection string that is not a PostgreSQL URL fails here, not at its first query.
-  const { connectionString } = db.options;
-  if (connectionString !== undefined) checkConnectionString(connectionString, "the pool's connection string");
+  checkPoolConnectionString(db);
 
   /**
    * The value as the log records it (`undefined` as its tag, see encodeForLog
@@ -134,11 +133,13 @@ export function createEngine<W extends Workflows>({
   // ── looking at the log ─────────────────────────────────────────────────────
 
   async function status(ids: string[]): Promise<Record<string, WorkflowStatus | 'missing'>> {
+    for (const id of ids) checkWorkflowId(id);
     const known = await workflowStatuses(db, ids).catch((thrown: unknown) => Promise.reject(explainMissingSchema(thrown)));
     return Object.fromEntries(ids.map((id) => [id, known.get(id) ?? 'missing']));
   }
 
   async function inspect(id: string): Promise<WorkflowInfo | undefined> {
+    checkWorkflowId(id);
     const [row, steps]: [WorkflowRow | undefined, StepRow[]] = await Promise.all([getWorkflow(db, id), loadSteps(db, id)]).catch((thrown: unknown) =>
       Promise.reject(explainMissingSchema(thrown)),
     );

@@ -14,7 +14,7 @@
 import type pg from 'pg';
 import { CourseError, toError } from '../../shared/errors.ts';
 import { decodeFromLog } from '../../shared/json.ts';
-import { WorkflowFailedError } from './errors.ts';
+import { checkWorkflowId, WorkflowFailedError } from './errors.ts';
 import { explainMissingSchema } from './migrate.ts';
 import { workflowOutcomes, type WorkflowStatus } from './queries.ts';
 import type { ResultOptions } from './types.ts';
@@ -52,6 +52,7 @@ export function createResults(db: pg.Pool, resultPollMs: number): Results {
   async function result(id: string, options: ResultOptions = {}): Promise<unknown> {
     const { signal } = options;
     signal?.throwIfAborted();
+    checkWorkflowId(id); // no such id can be in the log, and PostgreSQL would refuse a NUL in the query
     const finished = await new Promise<Finished>((resolve, reject) => {
       let listeners = waiting.get(id);
       if (!listeners) waiting.set(id, (listeners = new Set()));
