@@ -552,7 +552,7 @@ describe('bad input gets a clear error, and nothing is lost', () => {
     expect(after.rows[0].n).toBe(before.rows[0].n + 1);
   });
 
-  it('on a database migrate() never ran on, the engine\'s calls fail with SchemaMissingError saying to run migrate(db) first, and a worker says so once', async () => {
+  it('on a database migrate() never ran on, the engine\'s calls fail with SchemaMissingError saying to run migrate(db) first, a worker says so once, and a drain fails with it', async () => {
     await withFreshDatabase('ch07_unmigrated', async (_url, bare) => {
       const engine = createEngine({ db: bare, workflows: { plain: async () => 'ok' } });
       const log = vi.mocked(console.log);
@@ -569,6 +569,8 @@ describe('bad input gets a clear error, and nothing is lost', () => {
       await worker.stop();
       const said = log.mock.calls.flat().filter((line) => String(line).includes('Run migrate(db) first'));
       expect(said).toHaveLength(1);
+      // A drain would wait for ever: it fails instead.
+      await expect(engine.createWorker({ pollMs: 20, leaseMs: 1000 }).drain()).rejects.toThrow(SchemaMissingError);
     });
   });
 

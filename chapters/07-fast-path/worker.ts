@@ -103,7 +103,8 @@ export interface Worker {
    * Run until a claim finds nothing runnable and nothing is held, then stop:
    * for batch jobs and tests. Workflows another live worker holds are its
    * business; a dead worker's come back once their lease runs out — a later
-   * drain (or any running worker) takes them then.
+   * drain (or any running worker) takes them then. Rejects with a
+   * `SchemaMissingError` on a database `migrate()` has not run on.
    */
   drain(): Promise<void>;
 }
@@ -135,6 +136,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   let nextListenAt = 0;
   let lastClaimWasFull = false;
   let draining: (() => void) | undefined;
+  /** Ends a drain with an error it cannot wait out (the engine's tables are missing). */
+  let drainFailed: ((error: Error) => void) | undefined;
   let firstClaim: () => void = () => {};
   /** Workflow names met in a claim without code here: each is logged once. */
   const unknownNames = new Set<string>();
@@ -261,6 +264,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       const free = concurrency - held.size - reserved;
       let claims: Claim[] = [];
       let failed = false;
+      let schemaMissing: SchemaMissingError | undefined;
       if (free > 0) {
         woken = false;
         missedLocalStart = false;
@@ -273,6 +277,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
           failed = true;
           failedClaims++;
           databaseFailed('claim', thrown);
+          const missing = explainMissingSchema(thrown);
+          if (missing instanceof SchemaMissingError) schemaMissing = missing;
         }
         lastClaimWasFull = claims.length === free;
         for (const claim of claims) {
@@ -281,6 +287,12 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         }
       }
       firstClaim();
+      // A drain (a batch job, a test) would wait for ever for a migrate nobody runs: it fails, saying so.
+      // A started worker keeps polling, with its back-off: in a rolling deploy another process may migrate.
+      if (drainFailed && schemaMissing) {
+        drainFailed(schemaMissing);
+        break;
+      }
       if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0) {
         draining();
         break;
@@ -521,10 +533,16 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   }
 
   async function drain(): Promise<void> {
-    const drained = new Promise<void>((resolve) => (draining = resolve));
+    const drained = new Promise<void>((resolve, reject) => {
+      draining = resolve;
+      drainFailed = reject;
+    });
     if (state === 'new') await start();
-    await drained;
-    await stop();
+    try {
+      await drained;
+    } finally {
+      await stop();
+    }
   }
 
   return {
