@@ -85,7 +85,7 @@ export interface RunEndEvent {
   workflowId: string;
   /** The token it was claimed with. */
   fencingToken: number;
-  /** `completed`/`failed`: recorded in the log. `lease-lost`: stopped, another run owns it. `error`: left running (e.g. a non-determinism error); retried after its lease. */
+  /** `completed`/`failed`: recorded in the log. `lease-lost`: stopped, another run owns it. `error`: stopped with nothing recorded (e.g. its database connection failed); left running, and retried. */
   outcome: 'completed' | 'failed' | 'lease-lost' | 'error';
   /** Why, unless it completed. */
   error?: Error;
