@@ -35,7 +35,7 @@ import { CourseError, DatabaseUnavailableError, toError } from '../../shared/err
 import { decodeFromLog, encodeForLog, UnserializableResultError } from '../../shared/json.ts';
 import { trace } from '../../shared/narrate.ts';
 import { Lease, LeaseLostError } from './lease.ts';
-import { checkPoolConnectionString, explainMissingSchema } from './migrate.ts';
+import { checkPoolConnectionString, explainMissingSchema, SchemaMissingError } from './migrate.ts';
 import {
   admitWorkflow,
   completeWorkflow,
@@ -590,7 +590,7 @@ export function createEngine<W extends Workflows>({
         } catch (thrown) {
           const missing = explainMissingSchema(thrown);
           const error =
-            missing instanceof Error && missing !== thrown
+            missing instanceof SchemaMissingError
               ? missing
               : new CourseError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
           for (const id of ids) settleWaiters(id, error);

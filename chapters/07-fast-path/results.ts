@@ -15,7 +15,7 @@ import type pg from 'pg';
 import { CourseError, toError } from '../../shared/errors.ts';
 import { decodeFromLog } from '../../shared/json.ts';
 import { checkWorkflowId, WorkflowFailedError } from './errors.ts';
-import { explainMissingSchema } from './migrate.ts';
+import { explainMissingSchema, SchemaMissingError } from './migrate.ts';
 import { workflowOutcomes, type WorkflowStatus } from './queries.ts';
 import type { ResultOptions } from './types.ts';
 
@@ -106,7 +106,7 @@ export function createResults(db: pg.Pool, resultPollMs: number): Results {
         } catch (thrown) {
           const missing = explainMissingSchema(thrown);
           const error =
-            missing instanceof Error && missing !== thrown
+            missing instanceof SchemaMissingError
               ? missing
               : new CourseError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
           for (const id of ids) settleWaiters(id, error);
