@@ -105,7 +105,7 @@ export class InvalidWorkflowIdError extends CourseError {}
 /** Throw {@link InvalidWorkflowIdError} unless `id` can be a workflow's id. */
 export function checkWorkflowId(id: string): void {
   const shown = brief(id);
-  const hint = 'Use an id that names the business operation, e.g. order-1: printable text, at most 1024 bytes.';
+  const hint = 'Use an id that names the business operation, e.g. order-1: not blank, no NUL character, at most 1024 bytes.';
   if (typeof id !== 'string') throw new InvalidWorkflowIdError(`workflow id ${shown} is a ${typeof id}, not a string`, hint);
   if (id.trim() === '') throw new InvalidWorkflowIdError(`workflow id ${shown} is empty or only whitespace: it would name no run`, hint);
   if (id.includes('\u0000')) throw new InvalidWorkflowIdError(`workflow id ${shown} contains a NUL character (\\u0000), which PostgreSQL cannot store`, hint);
