@@ -33,10 +33,15 @@ export class CourseError extends Error {
 /** The database could not be reached, started or used. */
 export class DatabaseUnavailableError extends CourseError {}
 
-/** Message plus hint, the way a command-line tool should show an error. */
+/**
+ * Message plus hint, the way a command-line tool should show an error. Any
+ * error with a string `hint` has one: chapter 7's engine is a package that
+ * imports nothing from the course, so its errors are not CourseErrors.
+ */
 export function explain(thrown: unknown): string {
   const error = toError(thrown);
-  const hint = error instanceof CourseError && error.hint ? `\n  → ${error.hint}` : '';
+  const given: unknown = (error as { hint?: unknown }).hint;
+  const hint = typeof given === 'string' && given !== '' ? `\n  → ${given}` : '';
   return `${error.name === 'Error' ? 'error' : error.name}: ${error.message}${hint}`;
 }
 

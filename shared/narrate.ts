@@ -51,6 +51,26 @@ export const trace = {
   },
 };
 
+/**
+ * The engine of chapter 7 on prints nothing: it hands each event to the `log`
+ * function it is given (a library's output is its application's choice). The
+ * course gives it this one, which prints the same trace lines as the earlier
+ * chapters' engines. Structural, so shared/ needs nothing from a chapter.
+ */
+export function narrateEngineLog(entry: {
+  event: string;
+  message: string;
+  step?: { name: string };
+  output?: unknown;
+  workflowId?: string;
+  error?: Error;
+}): void {
+  if (entry.event === 'step-ran' && entry.step) trace.ran(entry.step.name, entry.output);
+  else if (entry.event === 'step-replayed' && entry.step) trace.replayed(entry.step.name, entry.output);
+  else if (entry.event === 'workflow-failed' && entry.error) trace.failed(`workflow ${entry.workflowId ?? '?'}`, entry.error);
+  else trace.info(entry.message);
+}
+
 /** Narration for the demo scripts (the parent process). */
 export const say = {
   title(text: string): void {

@@ -7,6 +7,7 @@
 import fs from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { narrateEngineLog } from '../../shared/narrate.ts';
 import { silenceConsoleLog } from '../../shared/testing/console.ts';
 import { freshPool, withFreshDatabase, type TestPool } from '../../shared/testing/database.ts';
 import { sleep } from '../../shared/testing/waiting.ts';
@@ -14,6 +15,7 @@ import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import {
   checkConnectionString,
   createEngine,
+  DatabaseUnavailableError,
   InvalidConnectionStringError,
   InvalidWorkflowIdError,
   LeaseLostError,
@@ -26,7 +28,9 @@ import {
   UNDEFINED_IN_LOG,
   WorkflowFailedError,
   WorkflowIdConflictError,
+  type LogEntry,
   type RunEndEvent,
+  type StepInfo,
   type Workflow,
 } from './index.ts';
 
@@ -43,7 +47,7 @@ afterAll(async () => {
   await database?.drop();
 });
 
-silenceConsoleLog(); // the engine's trace lines
+silenceConsoleLog(); // the course's trace lines, where a test passes narrateEngineLog
 
 describe('the schema is migrated', () => {
   it('numbered migrations are applied once, in order, even by four processes at once', async () => {
@@ -277,11 +281,106 @@ describe('start, workers, result', () => {
       workflows: { broken: async (ctx) => ctx.step('only', async () => { calls++; throw new Error('the service is down'); }) },
     });
     const run = await engine.start('broken', null, { id: 'broken-1' });
-    await engine.createWorker({ leaseMs: 5000 }).drain();
+    const ends: RunEndEvent[] = [];
+    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
     await expect(run.result()).rejects.toThrow(WorkflowFailedError);
     await expect(run.result()).rejects.toThrow('workflow broken-1 failed: the service is down');
     expect(calls).toBe(2);
+    // The run's end says what failed it: the code's own error, as recorded.
+    expect(ends).toMatchObject([{ workflowId: 'broken-1', outcome: 'failed', error: { message: 'the service is down' } }]);
     expect(await engine.status(['broken-1', 'nobody'])).toEqual({ 'broken-1': 'failed', nobody: 'missing' });
+  });
+});
+
+describe('a library does not print: what it says goes to the application\'s logger', () => {
+  it('with no logger the engine writes nothing to stdout or stderr, even for a failing workflow', async () => {
+    const out = vi.spyOn(process.stdout, 'write');
+    const err = vi.spyOn(process.stderr, 'write');
+    vi.mocked(console.log).mockClear();
+    const logged = vi.spyOn(console, 'error');
+    try {
+      const engine = createEngine({ db, attempts: 2, workflows: { noisy: async (ctx) => ctx.step('boom', async () => { throw new Error('boom'); }) } });
+      const run = await engine.start('noisy', null, { id: 'quiet-1' });
+      await engine.createWorker({ leaseMs: 5000 }).drain();
+      await expect(run.result()).rejects.toThrow('boom');
+      expect([out.mock.calls, err.mock.calls, vi.mocked(console.log).mock.calls, logged.mock.calls]).toEqual([[], [], [], []]);
+    } finally {
+      out.mockRestore();
+      err.mockRestore();
+      logged.mockRestore();
+    }
+  });
+
+  it('every entry has a time, a level, an event and the workflow it is about; a logger that throws changes nothing', async () => {
+    const entries: LogEntry[] = [];
+    let calls = 0;
+    const engine = createEngine({
+      db,
+      attempts: 2,
+      log: (entry) => {
+        entries.push(entry);
+        throw new Error('a broken logger');
+      },
+      workflows: {
+        flaky: async (ctx) => {
+          await ctx.step('first', async () => 1);
+          return ctx.step('second', async () => {
+            if (calls++ === 0) throw new Error('not yet');
+            return 2;
+          });
+        },
+      },
+    });
+    const before = Date.now();
+    const run = await engine.start('flaky', null, { id: 'logged-1' });
+    await engine.createWorker({ name: 'logger-test', leaseMs: 5000 }).drain();
+    expect(await run.result()).toBe(2);
+    const about = entries.filter((entry) => entry.workflowId === 'logged-1');
+    expect(about.map((entry) => [entry.level, entry.event, entry.step?.name])).toEqual([
+      ['debug', 'claimed', undefined],
+      ['debug', 'step-ran', 'first'],
+      ['warn', 'attempt-failed', undefined],
+      ['info', 'replaying', undefined],
+      ['debug', 'step-replayed', 'first'],
+      ['debug', 'step-ran', 'second'],
+    ]);
+    for (const entry of about) {
+      expect(entry.time.getTime()).toBeGreaterThanOrEqual(before);
+      expect(entry.message).toContain('logged-1');
+      expect(entry.fencingToken).toBe(1);
+    }
+    expect(about[1]).toMatchObject({ step: { seq: 0, name: 'first' }, output: 1 });
+    expect(about[2]?.error?.message).toBe('not yet');
+  });
+
+  it('a step is told the fencing token of the run executing it: 1 on the first claim, larger after a takeover', async () => {
+    const seen: Array<Pick<StepInfo, 'seq' | 'fencingToken' | 'idempotencyKey'>> = [];
+    let takeover = true;
+    const engine = createEngine({
+      db,
+      workflows: {
+        fenced: async (ctx) => {
+          await ctx.step('a', async ({ seq, fencingToken, idempotencyKey }) => (seen.push({ seq, fencingToken, idempotencyKey }), 'a'));
+          return ctx.step('b', async ({ seq, fencingToken, idempotencyKey }) => {
+            seen.push({ seq, fencingToken, idempotencyKey });
+            if (takeover) {
+              takeover = false;
+              // Another claim of the workflow (a takeover, in one process): this run's next write is refused.
+              await db.query(`UPDATE workflows SET fencing_token = fencing_token + 1, lease_expires_at = now() WHERE id = $1`, [ctx.workflowId]);
+            }
+            return 'b';
+          });
+        },
+      },
+    });
+    const run = await engine.start('fenced', null, { id: 'token-1' });
+    await engine.createWorker({ leaseMs: 5000, pollMs: 50 }).drain();
+    expect(await run.result()).toBe('b');
+    expect(seen).toEqual([
+      { seq: 0, fencingToken: 1, idempotencyKey: 'token-1:0' },
+      { seq: 1, fencingToken: 1, idempotencyKey: 'token-1:1' },
+      { seq: 1, fencingToken: 3, idempotencyKey: 'token-1:1' }, // the takeover's bump was 2; the claim after it, 3
+    ]);
   });
 });
 
@@ -341,7 +440,9 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
     const run = await engine.start('cut', null, { id: 'cut-1' });
     await engine.createWorker({ leaseMs: 30_000, pollMs: 50, onRunEnd: (e) => ends.push(e) }).drain();
     expect(await run.result()).toBe('written');
-    expect(ends.map((e) => [e.fencingToken, e.outcome])).toEqual([[1, 'error'], [2, 'completed']]); // taken again at once, not after 30 s
+    // An outage, told apart from a bug: taken again at once, not after 30 s.
+    expect(ends.map((e) => [e.fencingToken, e.outcome])).toEqual([[1, 'database-unavailable'], [2, 'completed']]);
+    expect(ends[0]?.error).toBeInstanceOf(DatabaseUnavailableError);
     expect(ends[0]?.error?.message).toMatch(/^workflow cut-1: the database connection failed/);
     expect((await db.query(`SELECT what FROM effects WHERE workflow_id = 'cut-1'`)).rows).toEqual([{ what: 'write' }]); // the cut transaction rolled back
   });
@@ -384,7 +485,8 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
       await ctx.step('first', async () => (entered(), await gate, 1));
       return 'done';
     };
-    const engine = createEngine({ db, workflows: { intruded: workflow } });
+    const entries: LogEntry[] = [];
+    const engine = createEngine({ db, workflows: { intruded: workflow }, log: (entry) => entries.push(entry) });
     const ends: RunEndEvent[] = [];
     const worker = engine.createWorker({ name: 'intruded', pollMs: 60_000, leaseMs: 5000, onRunEnd: (e) => ends.push(e) });
     await worker.start();
@@ -393,11 +495,10 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
       await running; // claimed in its INSERT (a first claim loads no log), the step under way
       // Not the engine: a row at the position the running step is about to record.
       await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('intruded-1', 0, 'first', '1', 1)`);
-      const log = vi.mocked(console.log);
-      log.mockClear();
+      entries.length = 0;
       release();
       await vi.waitFor(() => expect(ends).toHaveLength(1), { timeout: 5000 });
-      const said = log.mock.calls.flat().join('\n');
+      const said = entries.map((entry) => entry.message).join('\n');
       expect(said).toContain('workflow intruded-1 step #0 first was recorded by another process first');
       expect(said).not.toMatch(/lease lost/);
       // The next attempt loads the log, finds the row, and replays it: same token, no takeover.
@@ -475,7 +576,7 @@ describe('bad input gets a clear error, and nothing is lost', () => {
   });
 
   // What JSON cannot carry, and what is over the limit: each fails the step's workflow at once,
-  // with the engine's own error — the same with the trace lines on (the default) and off.
+  // with the engine's own error — the same with the course's trace lines on and off (no logger).
   const badResults: Array<[string, () => unknown, string]> = [
     ['a Date', () => ({ at: new Date(0) }), '$.at is a Date, not a plain object'],
     ['NaN', () => NaN, '$ is NaN'],
@@ -493,7 +594,8 @@ describe('bad input gets a clear error, and nothing is lost', () => {
         let effects = 0;
         const id = `bad-${traceSetting}-${label.replace(/\W+/g, '-')}`;
         const ends: RunEndEvent[] = [];
-        const engine = createEngine({ db, maxRecordBytes: 100, workflows: { bad: async (ctx) => ctx.step('compute', async () => (effects++, make())) } });
+        const log = traceSetting === '1' ? narrateEngineLog : undefined;
+        const engine = createEngine({ db, maxRecordBytes: 100, log, workflows: { bad: async (ctx) => ctx.step('compute', async () => (effects++, make())) } });
         const run = await engine.start('bad', null, { id });
         await engine.createWorker({ leaseMs: 1000, onRunEnd: (e) => ends.push(e) }).drain();
         expect(effects).toBe(1);
@@ -554,9 +656,8 @@ describe('bad input gets a clear error, and nothing is lost', () => {
 
   it('on a database migrate() never ran on, the engine\'s calls fail with SchemaMissingError saying to run migrate(db) first, a worker says so once, and a drain fails with it', async () => {
     await withFreshDatabase('ch07_unmigrated', async (_url, bare) => {
-      const engine = createEngine({ db: bare, workflows: { plain: async () => 'ok' } });
-      const log = vi.mocked(console.log);
-      log.mockClear();
+      const entries: LogEntry[] = [];
+      const engine = createEngine({ db: bare, workflows: { plain: async () => 'ok' }, log: (entry) => entries.push(entry) });
       for (const call of [() => engine.start('plain', null, { id: 'p-1' }), () => engine.result('p-1'), () => engine.status(['p-1']), () => engine.inspect('p-1')]) {
         const refused = await call().catch((error: unknown) => error);
         expect(refused).toBeInstanceOf(SchemaMissingError);
@@ -567,8 +668,8 @@ describe('bad input gets a clear error, and nothing is lost', () => {
       await worker.start();
       await sleep(300); // several claims, each refused
       await worker.stop();
-      const said = log.mock.calls.flat().filter((line) => String(line).includes('Run migrate(db) first'));
-      expect(said).toHaveLength(1);
+      const said = entries.filter((entry) => entry.message.includes('Run migrate(db) first'));
+      expect(said).toMatchObject([{ level: 'error', event: 'schema-missing', error: { name: 'SchemaMissingError' } }]);
       // A drain would wait for ever: it fails instead.
       await expect(engine.createWorker({ pollMs: 20, leaseMs: 1000 }).drain()).rejects.toThrow(SchemaMissingError);
     });
@@ -597,13 +698,13 @@ describe('bad input gets a clear error, and nothing is lost', () => {
   });
 
   it('a workflow no worker here has code for stays running, is deferred rather than claimed again at once, is logged once, and runs where its code is', async () => {
-    const log = vi.mocked(console.log);
+    const entries: LogEntry[] = [];
     const { workflow } = countedWorkflow();
     const newDeploy = createEngine({ db, workflows: { counted: workflow, refund: async (ctx, n: number) => ctx.step('refund', async () => n * 2) } });
     await newDeploy.start('refund', 1, { id: 'refund-1' });
     await newDeploy.start('refund', 2, { id: 'refund-2' });
 
-    const oldDeploy = createEngine({ db, workflows: { counted: workflow } });
+    const oldDeploy = createEngine({ db, workflows: { counted: workflow }, log: (entry) => entries.push(entry) });
     const ends: RunEndEvent[] = [];
     await oldDeploy.createWorker({ name: 'old', leaseMs: 5000, unknownWorkflowDelayMs: 60_000, onRunEnd: (e) => ends.push(e) }).drain();
     expect(ends).toEqual([]); // nothing ran, nothing failed
@@ -612,9 +713,10 @@ describe('bad input gets a clear error, and nothing is lost', () => {
       expect(info).toMatchObject({ status: 'running', leaseOwner: 'old', fencingToken: 1, steps: [] });
       expect(info?.leaseMsLeft).toBeGreaterThan(40_000); // deferred: 60 s ± 20 %
     }
-    const said = log.mock.calls.map((args) => String(args[0])).filter((line) => line.includes('"refund" workflow'));
+    // (Earlier tests' unfinished workflows of other names are deferred too: each of those is said once as well.)
+    const said = entries.filter((entry) => entry.event === 'unknown-workflow' && entry.message.includes('"refund" workflow'));
     expect(said).toHaveLength(1);
-    expect(said[0]).toContain('is a "refund" workflow, which this worker has no code for (it has: counted); left running and deferred');
+    expect(said[0]?.message).toContain('is a "refund" workflow, which this worker has no code for (it has: counted); left running and deferred');
 
     // Later (here: now), a worker of the new deploy takes them.
     await db.query(`UPDATE workflows SET lease_expires_at = now() WHERE id LIKE 'refund-%'`);

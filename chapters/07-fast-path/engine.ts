@@ -45,13 +45,14 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { decodeFromLog, encodeForLog } from '../../shared/json.ts';
 import { checkWorkflowId, DEFAULT_MAX_RECORD_BYTES, RecordTooLargeError, UnknownWorkflowError } from './errors.ts';
+import { decodeFromLog, encodeForLog } from './json.ts';
 import type { Lease } from './lease.ts';
+import { createSay, type Say } from './log.ts';
 import { checkPoolConnectionString, explainMissingSchema } from './migrate.ts';
 import { getWorkflow, loadSteps, workflowStatuses, type Claim, type StepRow, type WorkflowRow, type WorkflowStatus } from './queries.ts';
 import { createResults } from './results.ts';
-import { createRunner } from './run.ts';
+import { createRunner, type RunOutcome } from './run.ts';
 import { createStart, type LocalWorker } from './start.ts';
 import type { Engine, EngineOptions, Workflow, WorkflowInfo, Workflows } from './types.ts';
 import { createWorker } from './worker.ts';
@@ -64,11 +65,13 @@ import { createWorker } from './worker.ts';
 export interface EngineCore {
   db: pg.Pool;
   names: string[];
-  execute(claim: Claim, lease: Lease): Promise<'completed' | 'failed'>;
+  execute(claim: Claim, lease: Lease): Promise<RunOutcome>;
   /** This process's running workers: start() hands new workflows straight to one with a free slot. */
   localWorkers: Set<LocalWorker>;
   /** This process's NOTIFY payload: a worker ignores the NOTIFYs its own process sent. */
   processTag: string;
+  /** Where the worker's log entries go (log.ts). */
+  say: Say;
 }
 
 /**
@@ -89,6 +92,8 @@ export function createEngine<W extends Workflows>({
   resultPollMs = 100,
   stepTimeoutMs,
   maxRecordBytes = DEFAULT_MAX_RECORD_BYTES,
+  log,
+  crashPoint = () => {},
 }: EngineOptions<W>): Engine<W> {
   if (stepTimeoutMs !== undefined && !(stepTimeoutMs > 0)) throw new RangeError(`stepTimeoutMs must be a positive number of milliseconds, got ${stepTimeoutMs}`);
   if (!(maxRecordBytes > 0)) throw new RangeError(`maxRecordBytes must be a positive number of bytes, got ${maxRecordBytes}`);
@@ -98,7 +103,7 @@ export function createEngine<W extends Workflows>({
 
   /**
    * The value as the log records it (`undefined` as its tag, see encodeForLog
-   * in shared/json.ts) — or a refusal of what JSON cannot carry, or what is too
+   * in json.ts) — or a refusal of what JSON cannot carry, or what is too
    * large to record: before anything is written.
    */
   function toRecordable(value: unknown, where: string): unknown {
@@ -128,7 +133,8 @@ export function createEngine<W extends Workflows>({
 
   const results = createResults(db, resultPollMs);
   const start = createStart<W>({ db, lookUp, toRecordable, results, localWorkers, processTag });
-  const execute = createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable, settleWaiters: results.settleWaiters });
+  const say = createSay(log);
+  const execute = createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable, settleWaiters: results.settleWaiters, say, crashPoint });
 
   // ── looking at the log ─────────────────────────────────────────────────────
 
@@ -152,7 +158,7 @@ export function createEngine<W extends Workflows>({
     };
   }
 
-  const core: EngineCore = { db, names: Object.keys(workflows), execute, localWorkers, processTag };
+  const core: EngineCore = { db, names: Object.keys(workflows), execute, localWorkers, processTag, say };
 
   return {
     start,

@@ -2,19 +2,56 @@
  * The errors a caller of the engine can meet, each with what happened and what
  * to do. (LeaseLostError, a run's loss of its lease, is in lease.ts: the worker
  * meets it, rarely the caller.)
+ *
+ * Chapters 1–6 raise the course's CourseError. This engine is a package of
+ * its own (package.json beside it) and imports nothing from the course, so it
+ * has its own base class of the same shape: a message, a one-sentence `hint`
+ * for the person at the keyboard, and the `cause` kept.
  */
-import { CourseError } from '../../shared/errors.ts';
-import { UnserializableResultError } from '../../shared/json.ts';
+
+/** Every error the engine raises: what happened (`message`) and what to do next (`hint`). */
+export class EngineError extends Error {
+  constructor(
+    message: string,
+    /** One sentence: what to do next. */
+    readonly hint?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Turn whatever was thrown (a string, `undefined`, an object) into an `Error`. */
+export function toError(thrown: unknown): Error {
+  if (thrown instanceof Error) return thrown;
+  if (typeof thrown === 'string') return new Error(thrown);
+  try {
+    return new Error(`non-Error thrown: ${JSON.stringify(thrown)}`);
+  } catch {
+    return new Error(`non-Error thrown: ${String(thrown)}`);
+  }
+}
+
+/**
+ * The database could not be reached or used: a restart, a failover, a dropped
+ * connection (`isConnectionFailure(error)` tells these apart). Weather, not a bug: what was
+ * committed stays, and a run it stopped is claimed again and replayed.
+ */
+export class DatabaseUnavailableError extends EngineError {}
+
+/** A step returned something JSON cannot carry faithfully; nothing was recorded. See json.ts. */
+export class UnserializableResultError extends EngineError {}
 
 /** The log names a workflow this process has no code for. */
-export class UnknownWorkflowError extends CourseError {}
+export class UnknownWorkflowError extends EngineError {}
 
 /**
  * `start(name, input, { id })` with an id the log already holds, but under
  * another workflow name or with another input. The id names one run; this call
  * describes a different one. Nothing was written.
  */
-export class WorkflowIdConflictError extends CourseError {
+export class WorkflowIdConflictError extends EngineError {
   constructor(
     /** The id both runs claim. */
     readonly workflowId: string,
@@ -60,7 +97,7 @@ function brief(value: unknown): string {
  * the log recorded there: the workflow's code changed while it was running.
  * Going on would hand one step's recorded result to another step.
  */
-export class NonDeterminismError extends CourseError {
+export class NonDeterminismError extends EngineError {
   constructor(
     /** The workflow whose replay stopped. */
     readonly workflowId: string,
@@ -86,7 +123,7 @@ export class NonDeterminismError extends CourseError {
  * something wrote to `steps` behind the engine's back. This run's writes were
  * rolled back.
  */
-export class StepAlreadyRecordedError extends CourseError {
+export class StepAlreadyRecordedError extends EngineError {
   constructor(workflowId: string, seq: number, name: string, options?: { cause?: unknown }) {
     super(
       `workflow ${workflowId} step #${seq} ${name} was recorded by another process first; this attempt's writes were rolled back`,
@@ -100,7 +137,7 @@ export class StepAlreadyRecordedError extends CourseError {
 export const MAX_WORKFLOW_ID_BYTES = 1024;
 
 /** `start()` was given an id that cannot name a run: empty, blank, too long, or with a NUL character. Nothing was written. */
-export class InvalidWorkflowIdError extends CourseError {}
+export class InvalidWorkflowIdError extends EngineError {}
 
 /** Throw {@link InvalidWorkflowIdError} unless `id` can be a workflow's id. */
 export function checkWorkflowId(id: string): void {
@@ -114,7 +151,7 @@ export function checkWorkflowId(id: string): void {
 }
 
 /** The workflow failed on every attempt; its error is in the log. */
-export class WorkflowFailedError extends CourseError {}
+export class WorkflowFailedError extends EngineError {}
 
 /** The largest step result, workflow input or output the engine records by default: 1 MiB of JSON. */
 export const DEFAULT_MAX_RECORD_BYTES = 1024 * 1024;
@@ -145,7 +182,7 @@ export class RecordTooLargeError extends UnserializableResultError {
  * A step ran longer than its `timeoutMs`. Its signal was aborted; whatever it
  * returns later is ignored. Counted as one of the workflow's attempts.
  */
-export class StepTimeoutError extends CourseError {
+export class StepTimeoutError extends EngineError {
   constructor(
     /** The workflow whose step timed out. */
     readonly workflowId: string,

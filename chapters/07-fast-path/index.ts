@@ -4,7 +4,7 @@
  *
  * ```ts
  * import pg from 'pg';
- * import { createEngine, migrate } from './index.ts';
+ * import { createEngine, migrate } from '@durable-course/engine';
  *
  * const db = new pg.Pool({ connectionString: process.env.DATABASE_URL });
  * await migrate(db);
@@ -18,14 +18,20 @@
  * process.once('SIGTERM', () => void worker.stop().then(() => db.end()));
  * ```
  *
+ * The engine logs nothing unless given `log` (see {@link LogEntry}); its
+ * crash points are inert unless a test passes `crashPoint`.
+ *
  * The guide is docs/guide.md; how it works is chapters/07-fast-path/README.md.
+ * This folder is also the package: `npm pack` here builds dist/ and packs it.
  *
  * @module
  */
 export { createEngine } from './engine.ts';
 export { stepKey } from './run.ts';
 export {
+  DatabaseUnavailableError,
   DEFAULT_MAX_RECORD_BYTES,
+  EngineError,
   InvalidWorkflowIdError,
   MAX_WORKFLOW_ID_BYTES,
   NonDeterminismError,
@@ -33,6 +39,7 @@ export {
   StepAlreadyRecordedError,
   StepTimeoutError,
   UnknownWorkflowError,
+  UnserializableResultError,
   WorkflowFailedError,
   WorkflowIdConflictError,
 } from './errors.ts';
@@ -61,6 +68,7 @@ export {
   SchemaMissingError,
   SchemaTooNewError,
 } from './migrate.ts';
-export type { WorkflowStatus } from './queries.ts';
+export { isConnectionFailure, type WorkflowStatus } from './queries.ts';
+export type { LogEntry, LogEvent, Logger, LogLevel } from './log.ts';
 export type { RunEndEvent, Worker, WorkerOptions } from './worker.ts';
-export { UNDEFINED_IN_LOG, UnserializableResultError } from '../../shared/json.ts';
+export { UNDEFINED_IN_LOG } from './json.ts';

@@ -7,7 +7,7 @@
  * local copy exists so a worker can stop *before* its lease runs out when it
  * cannot renew it, instead of finding out at its next write.
  */
-import { CourseError } from '../../shared/errors.ts';
+import { EngineError } from './errors.ts';
 
 /**
  * This worker no longer holds the workflow's lease: it expired, another worker
@@ -15,7 +15,7 @@ import { CourseError } from '../../shared/errors.ts';
  * shutdown. The run stops; nothing it had not committed was written, and the
  * workflow's new holder carries on from the log.
  */
-export class LeaseLostError extends CourseError {
+export class LeaseLostError extends EngineError {
   constructor(
     /** The workflow this run no longer owns. */
     readonly workflowId: string,

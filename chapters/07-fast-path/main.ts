@@ -30,10 +30,10 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { redact } from '../../shared/db/server.ts';
 import { CourseError, DatabaseUnavailableError, runMain, toError } from '../../shared/errors.ts';
-import { trace } from '../../shared/narrate.ts';
+import { crashPoint } from '../../shared/crash/failpoints.ts';
+import { narrateEngineLog, trace } from '../../shared/narrate.ts';
 import { demoOrder, type Order } from '../../shared/world/services.ts';
-import { checkConnectionString, createEngine, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
-import { isConnectionFailure } from './queries.ts';
+import { checkConnectionString, createEngine, isConnectionFailure, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
 import { orderWorkflow } from './workflow.ts';
 
 const usage = 'usage: main.ts start <orderId>… [--amount <cents>] | recover | worker | status <orderId>…';
@@ -108,6 +108,8 @@ runMain(async () => {
   const stepTimeoutMs = fromEnv('STEP_TIMEOUT_MS', 0) || undefined;
   const db = new pg.Pool({
     connectionString: url,
+    // One per workflow run at once, three for the worker (LISTEN; claims and
+    // heartbeats; result polling), one for this process's own start() calls.
     max: concurrency + 4,
     // A server that vanished without closing its sockets (a failover, a cut
     // network) must still fail our queries: TCP keepalives find the dead peer,
@@ -123,7 +125,8 @@ runMain(async () => {
   db.on('connect', (client) => client.on('error', () => {}));
   try {
     await whenDatabaseAnswers(url, () => migrate(db));
-    const engine = createEngine({ db, workflows: { order: orderWorkflow() }, stepTimeoutMs });
+    // The engine prints nothing and crashes nowhere on its own: the course gives it its trace lines and its crash points.
+    const engine = createEngine({ db, workflows: { order: orderWorkflow() }, stepTimeoutMs, log: narrateEngineLog, crashPoint });
     if (command === 'status') {
       console.log(`STATUS ${JSON.stringify(await engine.status(orderIds))}`);
       return;
@@ -137,7 +140,7 @@ runMain(async () => {
       shutdownGraceMs: fromEnv('SHUTDOWN_GRACE_MS', 5000),
       name: process.env.WORKER_NAME || `worker-${process.pid}`,
       onRunEnd: (event: RunEndEvent) => {
-        if (event.outcome === 'error' || event.outcome === 'failed') failures.push(`${event.workflowId}: ${event.error?.message ?? event.outcome}`);
+        if (event.outcome !== 'completed' && event.outcome !== 'lease-lost') failures.push(`${event.workflowId}: ${event.error.message}`);
       },
     });
 

@@ -10,15 +10,15 @@
  */
 import fs from 'node:fs';
 import type pg from 'pg';
-import { CourseError, toError } from '../../shared/errors.ts';
+import { EngineError, toError } from './errors.ts';
 
 const directory = new URL('./migrations/', import.meta.url);
 
 /** The schema in the database is newer than this code: an older deploy is running against it. */
-export class SchemaTooNewError extends CourseError {}
+export class SchemaTooNewError extends EngineError {}
 
 /** The engine's tables are not in the database: `migrate(db)` has not run on it. Nothing was written. */
-export class SchemaMissingError extends CourseError {
+export class SchemaMissingError extends EngineError {
   constructor(options?: { cause?: unknown }) {
     super(
       'the engine\'s tables are not in this database (relation "workflows" does not exist)',
@@ -34,7 +34,7 @@ export function explainMissingSchema(thrown: unknown): unknown {
 }
 
 /** A connection string that is not a PostgreSQL URL. Nothing was connected to. */
-export class InvalidConnectionStringError extends CourseError {}
+export class InvalidConnectionStringError extends EngineError {}
 
 /**
  * Throw {@link InvalidConnectionStringError} unless `url` is a `postgres://` or

@@ -12,9 +12,8 @@
  * or elsewhere, must not wait a poll interval for nothing.
  */
 import type pg from 'pg';
-import { CourseError, toError } from '../../shared/errors.ts';
-import { decodeFromLog } from '../../shared/json.ts';
-import { checkWorkflowId, WorkflowFailedError } from './errors.ts';
+import { checkWorkflowId, EngineError, toError, WorkflowFailedError } from './errors.ts';
+import { decodeFromLog } from './json.ts';
 import { explainMissingSchema, SchemaMissingError } from './migrate.ts';
 import { workflowOutcomes, type WorkflowStatus } from './queries.ts';
 import type { ResultOptions } from './types.ts';
@@ -108,14 +107,14 @@ export function createResults(db: pg.Pool, resultPollMs: number): Results {
           const error =
             missing instanceof SchemaMissingError
               ? missing
-              : new CourseError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
+              : new EngineError(`could not read the results of ${ids.length} workflow(s): ${toError(thrown).message}`, 'Is the database reachable? Ask for the result again.', { cause: thrown });
           for (const id of ids) settleWaiters(id, error);
           return;
         }
         const found = new Set(rows.map((row) => row.id));
         for (const row of rows) if (row.status !== 'running') settleWaiters(row.id, { ...row, output: decodeFromLog(row.output) });
         for (const id of ids) {
-          if (!found.has(id)) settleWaiters(id, new CourseError(`workflow ${id} is not in the log`, 'Start it first: start(name, input, { id }).'));
+          if (!found.has(id)) settleWaiters(id, new EngineError(`workflow ${id} is not in the log`, 'Start it first: start(name, input, { id }).'));
         }
       }
     } finally {

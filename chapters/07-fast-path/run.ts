@@ -24,12 +24,9 @@
  * claim, and start.ts's local handover is a claim like any other.
  */
 import type pg from 'pg';
-import { crashPoint } from '../../shared/crash/failpoints.ts';
-import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
-import { decodeFromLog, UnserializableResultError } from '../../shared/json.ts';
-import { trace } from '../../shared/narrate.ts';
 import { createBatcher } from './batcher.ts';
-import { NonDeterminismError, StepAlreadyRecordedError, StepTimeoutError } from './errors.ts';
+import { DatabaseUnavailableError, NonDeterminismError, StepAlreadyRecordedError, StepTimeoutError, toError, UnserializableResultError } from './errors.ts';
+import { decodeFromLog } from './json.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
   completeWorkflow,
@@ -48,6 +45,7 @@ import {
   type Refusal,
   type StepRow,
 } from './queries.ts';
+import type { Say } from './log.ts';
 import type { Finished } from './results.ts';
 import type { Context, StepInfo, StepOptions, Workflow } from './types.ts';
 
@@ -85,10 +83,17 @@ export interface RunParts {
   toRecordable(value: unknown, where: string): unknown;
   /** Answer this process's waiters for a workflow whose end this run recorded (results.ts). */
   settleWaiters(id: string, outcome: Finished): void;
+  /** Where log entries go (log.ts): nowhere unless the application gave a logger. */
+  say: Say;
+  /** The crash-test hook (EngineOptions.crashPoint): a no-op unless a test injects one. */
+  crashPoint(name: string): void;
 }
 
+/** How a run ended and was recorded: completed, or failed with the error recorded as the workflow's. */
+export type RunOutcome = { outcome: 'completed' } | { outcome: 'failed'; error: Error };
+
 /** `execute(claim, lease)`: run a claimed workflow. One per engine, shared by all its workers. */
-export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable, settleWaiters }: RunParts) {
+export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable, settleWaiters, say, crashPoint }: RunParts) {
   /**
    * Plain steps' records and completions are each ONE fenced statement, sent
    * outside BEGIN … COMMIT: PostgreSQL runs it as a transaction of its own, so
@@ -124,7 +129,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
    * lease's token. Throws {@link LeaseLostError} the moment a fence refuses it
    * (or the worker finds it could not renew); nothing after that is written.
    */
-  async function execute(claim: Claim, lease: Lease): Promise<'completed' | 'failed'> {
+  async function execute(claim: Claim, lease: Lease): Promise<RunOutcome> {
     const workflow = lookUp(claim.name, claim.id);
     const fence = fenceOf(lease);
     for (let attempt = 1; ; attempt++) {
@@ -137,7 +142,10 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
         const recorded =
           claim.fencingToken === 1 && attempt === 1 ? [] : await loadSteps(db, claim.id).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
         for (const step of recorded) step.output = decodeFromLog(step.output);
-        if (recorded.length > 0) trace.info(`workflow ${claim.id}: ${recorded.length} step(s) in the log, replaying (fencing token ${claim.fencingToken})`);
+        if (recorded.length > 0) {
+          const message = `workflow ${claim.id}: ${recorded.length} step(s) in the log, replaying (fencing token ${claim.fencingToken})`;
+          say('info', 'replaying', message, { workflowId: claim.id, fencingToken: claim.fencingToken });
+        }
         // 2. Run the code from the top. Recorded steps come back from the log;
         //    the rest run for real and are recorded (see `contextFor`).
         const replay = contextFor(claim.id, recorded, lease);
@@ -151,7 +159,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
         // workflow the moment result() returns finds the local worker free.
         lease.finished();
         settleWaiters(claim.id, { status: 'completed', output, error: null });
-        return 'completed';
+        return { outcome: 'completed' };
       } catch (thrown) {
         const error = toError(thrown);
         if (error instanceof LeaseLostError) throw error;
@@ -168,10 +176,11 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
           if (!failed) throw await lost(lease, error);
           lease.finished();
           settleWaiters(claim.id, { status: 'failed', output: null, error: error.message });
-          trace.failed(`workflow ${claim.id}`, error);
-          return 'failed';
+          say('warn', 'workflow-failed', `workflow ${claim.id} failed: ${error.message}`, { workflowId: claim.id, fencingToken: claim.fencingToken, error });
+          return { outcome: 'failed', error };
         }
-        trace.info(`attempt ${attempt} failed (${error.message}); replaying — finished steps come from the log`);
+        const message = `workflow ${claim.id}: attempt ${attempt} failed (${error.message}); replaying — finished steps come from the log`;
+        say('warn', 'attempt-failed', message, { workflowId: claim.id, fencingToken: claim.fencingToken, error });
       }
     }
   }
@@ -184,7 +193,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
 
     /** What the step at `seq` is told about itself: where it is, its key, this run's signal. */
     function infoFor(seq: number, name: string): StepInfo {
-      return { workflowId, seq, name, idempotencyKey: stepKey(workflowId, seq), signal: lease.signal };
+      return { workflowId, seq, name, idempotencyKey: stepKey(workflowId, seq), fencingToken: lease.fencingToken, signal: lease.signal };
     }
 
     /**
@@ -215,8 +224,17 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
     function replay(seq: number, name: string): StepRow | undefined {
       const entry = log.get(seq);
       if (entry && entry.name !== name) throw new NonDeterminismError(workflowId, seq, entry.name, name);
-      if (entry) trace.replayed(name, entry.output);
+      if (entry) {
+        const fields = { workflowId, fencingToken: lease.fencingToken, step: { seq, name }, output: entry.output };
+        say('debug', 'step-replayed', `workflow ${workflowId}: step #${seq} ${name} replayed from the log`, fields);
+      }
       return entry;
+    }
+
+    /** The step's code returned: said at `debug`, and not yet recorded (a zombie's record may still be refused). */
+    function ran(seq: number, name: string, output: unknown): void {
+      const fields = { workflowId, fencingToken: lease.fencingToken, step: { seq, name }, output };
+      say('debug', 'step-ran', `workflow ${workflowId}: step #${seq} ${name} ran; recording its result`, fields);
     }
 
     function toStepRecordable(seq: number, name: string, result: unknown): unknown {
@@ -272,9 +290,9 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
         lease.check(); // a run that knows it lost the lease starts no new effect
         crashPoint(`before-step:${name}`);
         const result = await withTimeout(seq, name, options.timeoutMs ?? stepTimeoutMs, fn);
-        // The engine's check first, then the trace line: what a log line can print never decides what happens.
+        // The engine's check first, then the log entry: what a logger can print never decides what happens.
         const recordable = toStepRecordable(seq, name, result);
-        trace.ran(name, result);
+        ran(seq, name, result);
         // The effect happened outside the database: the log does not know yet.
         // A crash here runs fn again, with the same key. A freeze here past the
         // lease: another worker runs fn again (same key), and this record is refused.
@@ -300,7 +318,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
           if (!(await fenceTransaction(tx, fenceOf(lease)))) throw new Refused();
           const result = await fn(tx, infoFor(seq, name));
           const recordable = toStepRecordable(seq, name, result);
-          trace.ran(name, result);
+          ran(seq, name, result);
           // The step's writes are made — but only inside this transaction. A
           // crash here rolls them back; so does a refused record below.
           crashPoint(`after-effect:${name}`);

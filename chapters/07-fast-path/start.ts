@@ -21,8 +21,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { decodeFromLog } from '../../shared/json.ts';
 import { checkWorkflowId, WorkflowIdConflictError } from './errors.ts';
+import { decodeFromLog } from './json.ts';
 import { explainMissingSchema } from './migrate.ts';
 import { admitWorkflow, notifyWorkers, type Admission, type Claim } from './queries.ts';
 import type { Results } from './results.ts';

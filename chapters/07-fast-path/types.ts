@@ -5,13 +5,15 @@
  * meaning is engine.ts (createEngine), start.ts, results.ts and run.ts.
  */
 import type pg from 'pg';
+import type { Logger } from './log.ts';
 import type { WorkflowStatus } from './queries.ts';
 import type { Worker, WorkerOptions } from './worker.ts';
 
 /**
  * What the engine tells a step's code about the step it is running. The same
  * values on every replay of that step: in another attempt, another process,
- * after any number of crashes — except `signal`, which belongs to this run.
+ * after any number of crashes — except `fencingToken` and `signal`, which
+ * belong to this run.
  */
 export interface StepInfo {
   /** The workflow this step belongs to. */
@@ -26,6 +28,14 @@ export interface StepInfo {
    * step's call to the outside world.
    */
   idempotencyKey: string;
+  /**
+   * The fencing token of the run executing this step: larger for every later
+   * claim of the workflow. A downstream system that accepts fencing tokens
+   * (refusing a write with a smaller token than one it has seen for the key)
+   * can stop a zombie run that the engine's own fence cannot reach: its call
+   * from outside the database. The one field that differs between attempts.
+   */
+  fencingToken: number;
   /**
    * Aborted when this run loses its lease, or when the step overruns its
    * `timeoutMs` (the reason is then a {@link StepTimeoutError}). Pass it to
@@ -173,6 +183,22 @@ export interface EngineOptions<W extends Workflows> {
    * JSON (default 1 MiB); larger is a {@link RecordTooLargeError}.
    */
   maxRecordBytes?: number;
+  /**
+   * Where the engine's log entries go: each is data (time, level, event,
+   * workflow id, message, error), see {@link LogEntry}. Default: nowhere — a
+   * library does not print; the application decides.
+   */
+  log?: Logger;
+  /**
+   * For crash tests: called with the name of each point where a crash matters,
+   * e.g. `after-effect:charge_card` (the step's effect happened, its record is
+   * not written). A test kills the process there, for real (the course's
+   * shared/crash/failpoints.ts does, when its environment asks). Default:
+   * nothing. Names: `before-step:<step>`, `after-effect:<step>`,
+   * `during-record:<step>` (transaction steps: written, not committed),
+   * `after-record:<step>`, and `after-record:complete`.
+   */
+  crashPoint?: (name: string) => void;
 }
 
 /** The engine: start workflows, wait for them, look at them, and run workers. Made by {@link createEngine}. */

@@ -25,9 +25,8 @@
  */
 import os from 'node:os';
 import type pg from 'pg';
-import { DatabaseUnavailableError, toError } from '../../shared/errors.ts';
-import { trace } from '../../shared/narrate.ts';
 import type { EngineCore } from './engine.ts';
+import { DatabaseUnavailableError, toError } from './errors.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import { explainMissingSchema, SchemaMissingError } from './migrate.ts';
 import {
@@ -73,17 +72,26 @@ export interface WorkerOptions {
   unknownWorkflowDelayMs?: number;
 }
 
-/** How one run on this worker ended. */
-export interface RunEndEvent {
-  /** The workflow the run was for. */
-  workflowId: string;
-  /** The token it was claimed with. */
-  fencingToken: number;
-  /** `completed`/`failed`: recorded in the log. `lease-lost`: stopped, another run owns it. `error`: stopped with nothing recorded (e.g. its database connection failed); left running, and retried. */
-  outcome: 'completed' | 'failed' | 'lease-lost' | 'error';
-  /** Why, unless it completed. */
-  error?: Error;
-}
+/**
+ * How one run on this worker ended. `completed` and `failed` are recorded in
+ * the log; the others stopped the run with its end unrecorded — the workflow
+ * stays `running`, and is claimed again and replayed:
+ *
+ * - `failed`: the workflow's code failed (on every attempt, or in a way
+ *   another attempt cannot fix: a result the log cannot record,
+ *   non-determinism); `error` is what was recorded as its error;
+ * - `lease-lost`: another run owns the workflow now (`LeaseLostError`);
+ * - `database-unavailable`: the database failed under the run (a restart, a
+ *   dropped connection; `DatabaseUnavailableError`): weather, not a bug, and
+ *   not one of its `attempts`; its lease is given back for a prompt retry;
+ * - `error`: anything else — an error from the engine's own queries that is
+ *   not a connection failure (a permission, a constraint): look at it.
+ *   Retried once its lease runs out.
+ */
+export type RunEndEvent = { workflowId: string; fencingToken: number } & (
+  | { outcome: 'completed'; error?: undefined }
+  | { outcome: 'failed' | 'lease-lost' | 'database-unavailable' | 'error'; error: Error }
+);
 
 /** A running worker, from `engine.createWorker()`. */
 export interface Worker {
@@ -119,7 +127,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   const unknownWorkflowDelayMs = options.unknownWorkflowDelayMs ?? 10_000;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a whole number ≥ 1, got ${concurrency}`);
   if (!Number.isInteger(leaseMs) || leaseMs < 100) throw new RangeError(`leaseMs must be a whole number ≥ 100, got ${leaseMs}`);
-  const { db } = core;
+  const { db, say } = core;
 
   /** What this worker holds: one lease per workflow. */
   const held = new Map<string, { lease: Lease }>();
@@ -157,25 +165,29 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     const missing = explainMissingSchema(error);
     if (missing instanceof SchemaMissingError) {
       // Every poll would say it again, until someone migrates: said once, then the back-off.
-      if (!schemaMissingSaid) trace.info(`worker ${name}: ${what} failed: ${missing.message}. ${missing.hint} (said once; retrying with back-off)`);
+      const message = `worker ${name}: ${what} failed: ${missing.message}. ${missing.hint} (said once; retrying with back-off)`;
+      if (!schemaMissingSaid) say('error', 'schema-missing', message, { worker: name, error: missing });
       schemaMissingSaid = true;
       return;
     }
     if (!isConnectionFailure(error)) {
-      trace.info(`worker ${name}: ${what} failed (${error.message})`);
+      say('error', 'database-error', `worker ${name}: ${what} failed (${error.message})`, { worker: name, error });
       return;
     }
     if (outageSince !== undefined) return;
     outageSince = Date.now();
-    trace.info(
+    say(
+      'warn',
+      'database-unavailable',
       `worker ${name}: the database is not answering (${error.message}); retrying with back-off, ` +
         'runs that cannot renew their leases stop before they run out',
+      { worker: name, error },
     );
   }
 
   function databaseAnswered(): void {
     if (outageSince === undefined) return;
-    trace.info(`worker ${name}: the database answers again (after ${((Date.now() - outageSince) / 1000).toFixed(1)} s)`);
+    say('info', 'database-back', `worker ${name}: the database answers again (after ${((Date.now() - outageSince) / 1000).toFixed(1)} s)`, { worker: name });
     outageSince = undefined;
   }
 
@@ -245,7 +257,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         if (listener !== connection) return; // already given back (stop), or never installed
         listener = undefined;
         connection.release(error);
-        if (outageSince === undefined) trace.info(`worker ${name}: lost its LISTEN connection (${error.message}); polling until it is back`);
+        const message = `worker ${name}: lost its LISTEN connection (${error.message}); polling until it is back`;
+        if (outageSince === undefined) say('warn', 'listen-lost', message, { worker: name, error });
       });
       connection.on('notification', onNotification);
       await connection.query(`LISTEN ${WAKE_CHANNEL}`);
@@ -309,10 +322,13 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     const delayMs = unknownWorkflowDelayMs * (0.8 + Math.random() * 0.4);
     if (!unknownNames.has(claim.name)) {
       unknownNames.add(claim.name);
-      trace.info(
+      say(
+        'warn',
+        'unknown-workflow',
         `worker ${name}: workflow ${claim.id} is a "${claim.name}" workflow, which this worker has no code for ` +
           `(it has: ${core.names.join(', ') || 'none'}); left running and deferred ~${unknownWorkflowDelayMs} ms for a worker that has ` +
           '(said once per name)',
+        { worker: name, workflowId: claim.id, fencingToken: claim.fencingToken },
       );
     }
     try {
@@ -325,29 +341,30 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
 
   function launch(claim: Claim, sentAt: number): void {
     const lease = new Lease(claim.id, claim.fencingToken, sentAt, leaseMs);
-    trace.info(`worker ${name} claimed ${claim.id} (fencing token ${claim.fencingToken}, lease ${leaseMs} ms)`);
-    const report = (outcome: RunEndEvent['outcome'], error?: Error) => {
+    const about = { worker: name, workflowId: claim.id, fencingToken: claim.fencingToken };
+    say('debug', 'claimed', `worker ${name} claimed ${claim.id} (fencing token ${claim.fencingToken}, lease ${leaseMs} ms)`, about);
+    const report = (event: RunEndEvent) => {
       try {
-        options.onRunEnd?.({ workflowId: claim.id, fencingToken: claim.fencingToken, outcome, error });
+        options.onRunEnd?.(event);
       } catch (thrown) {
-        trace.info(`worker ${name}: onRunEnd threw (${toError(thrown).message})`);
+        say('error', 'on-run-end-threw', `worker ${name}: onRunEnd threw (${toError(thrown).message})`, { ...about, error: toError(thrown) });
       }
     };
     const run = core.execute(claim, lease).then(
-      (outcome) => report(outcome),
+      (ended) => report({ workflowId: claim.id, fencingToken: claim.fencingToken, ...ended }),
       async (thrown: unknown) => {
         const error = toError(thrown);
         if (error instanceof LeaseLostError) {
-          trace.info(error.message);
-          report('lease-lost', error);
+          say('warn', 'lease-lost', error.message, { ...about, error });
+          report({ workflowId: claim.id, fencingToken: claim.fencingToken, outcome: 'lease-lost', error });
         } else if (error instanceof DatabaseUnavailableError) {
-          trace.info(error.message);
+          say('warn', 'run-stopped', error.message, { ...about, error });
           // Back to the queue now rather than after the lease (if the database answers; else the lease runs out).
           await releaseLeases(db, [lease]).catch(() => {});
-          report('error', error);
+          report({ workflowId: claim.id, fencingToken: claim.fencingToken, outcome: 'database-unavailable', error });
         } else {
-          trace.info(`workflow ${claim.id}: ${error.name}: ${error.message} (left running; retried once its lease runs out)`);
-          report('error', error);
+          say('error', 'run-error', `workflow ${claim.id}: ${error.name}: ${error.message} (left running; retried once its lease runs out)`, { ...about, error });
+          report({ workflowId: claim.id, fencingToken: claim.fencingToken, outcome: 'error', error });
         }
       },
     );
@@ -502,7 +519,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       // So does a start() inserting a workflow claimed for us: it is then held too.
       if (reserved > 0) await new Promise<void>((resolve) => (reservationsSettled = resolve));
       if (unsettled.size > 0) {
-        if (held.size > 0) trace.info(`worker ${name} stopping: no new claims; finishing ${held.size} held workflow(s) (up to ${graceMs} ms)`);
+        const message = `worker ${name} stopping: no new claims; finishing ${held.size} held workflow(s) (up to ${graceMs} ms)`;
+        if (held.size > 0) say('info', 'stopping', message, { worker: name });
         // Abandoned runs too: their last (refused) write should meet an open pool, not one being closed.
         let timer: NodeJS.Timeout | undefined;
         await Promise.race([Promise.all([...unsettled]), new Promise((resolve) => (timer = setTimeout(resolve, graceMs)))]);
@@ -513,9 +531,10 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         for (const lease of left) lease.lose('released: the worker is shutting down');
         try {
           const released = await releaseLeases(db, left);
-          trace.info(`worker ${name} released ${released.length} lease(s): ${released.join(', ')}`);
+          say('info', 'leases-released', `worker ${name} released ${released.length} lease(s): ${released.join(', ')}`, { worker: name });
         } catch (thrown) {
-          trace.info(`worker ${name}: could not release its leases (${toError(thrown).message}); they run out on their own`);
+          const error = toError(thrown);
+          say('warn', 'release-failed', `worker ${name}: could not release its leases (${error.message}); they run out on their own`, { worker: name, error });
         }
       }
       clearTimeout(heartbeat);
