@@ -17,6 +17,8 @@
  *   --exercises 1,3          grade only these exercises
  *   --students ada,brook     grade only these subfolders
  *   --no-hidden              leave out the instructor-only tests
+ *   --no-isolation           as root, still run submissions as yourself (only to compare:
+ *                            see "What a hostile submission can and cannot do" in the guide)
  *
  * One PostgreSQL server for the run (DATABASE_URL, COURSE_DB=docker, or the
  * embedded one), a fresh database per submission. docs/instructor-guide.md
@@ -30,12 +32,13 @@ import { CourseError, runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
 import { findExercise, listExercises, type Exercise } from '../grading/exercises.ts';
 import { gradeAll } from '../grading/grade.ts';
+import { detectIsolation } from '../grading/isolation.ts';
 import { stopAllRuns } from '../grading/run-specs.ts';
 import { writeReports } from '../grading/reports.ts';
 import { startersFolder } from '../grading/starters.ts';
 import { ProgressBar, problemsList, summaryTable } from '../grading/terminal.ts';
 
-const usage = 'usage: npm run grade -- --submissions DIR | --solutions | --starters  [--out DIR] [--parallel N] [--repeats N] [--test-timeout S] [--crash-test-timeout S] [--submission-timeout S] [--exercises 1,3] [--students a,b] [--no-hidden]';
+const usage = 'usage: npm run grade -- --submissions DIR | --solutions | --starters  [--out DIR] [--parallel N] [--repeats N] [--test-timeout S] [--crash-test-timeout S] [--submission-timeout S] [--exercises 1,3] [--students a,b] [--no-hidden] [--no-isolation]';
 
 const options = {
   submissions: { type: 'string' },
@@ -50,6 +53,7 @@ const options = {
   exercises: { type: 'string' },
   students: { type: 'string' },
   'no-hidden': { type: 'boolean', default: false },
+  'no-isolation': { type: 'boolean', default: false },
 } as const;
 type Options = ReturnType<typeof parseArgs<{ options: typeof options }>>['values'];
 
@@ -77,6 +81,7 @@ async function grade(values: Options, exercises: Exercise[], derivedDir: string 
     testTimeoutMs: positive(values['test-timeout']!, '--test-timeout', true) * 1000,
     crashTestTimeoutMs: positive(values['crash-test-timeout']!, '--crash-test-timeout', true) * 1000,
     submissionTimeoutMs: positive(values['submission-timeout']!, '--submission-timeout', true) * 1000,
+    isolation: values['no-isolation'] ? ({ kind: 'none', summary: 'none: turned off (--no-isolation)' } as const) : detectIsolation(),
   };
   console.log(
     paint.dim(
@@ -112,7 +117,9 @@ async function grade(values: Options, exercises: Exercise[], derivedDir: string 
   const problems = problemsList(grades);
   if (problems) console.log(`\n${paint.bold('Why')}\n${problems}`);
   const rel = (p: string) => (p.startsWith(process.cwd() + path.sep) ? path.relative(process.cwd(), p) : p);
-  console.log(paint.dim(`\nReports: ${rel(written.csv)}, ${rel(written.junit)}, ${rel(path.join(outDir, '<student>', 'results.json'))}`));
+  console.log(paint.dim(`\nReports: ${rel(written.csv)}, ${rel(written.junit)}, ${rel(path.join(outDir, '<student>', 'results.json'))}; checksums in ${rel(written.checksums)} (cd ${rel(outDir)} && sha256sum -c grades.sha256)`));
+  const isolation = grades[0]?.isolation;
+  if (isolation) console.log(paint.dim(`Isolation: ${isolation}`));
 }
 
 /** The submissions to grade: the subfolders of --submissions, or the course's own solutions or starters (derived into `derivedDir`). */

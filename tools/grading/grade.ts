@@ -13,6 +13,7 @@ import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { toError } from '../../shared/errors.ts';
 import { diagnosticsUnder, typeCheck } from './compile.ts';
 import { testsOf, type Exercise } from './exercises.ts';
+import { cleanUpUser, detectIsolation, handOver, newSubmissionUser, type Isolation, type SubmissionUser } from './isolation.ts';
 import { runSpecs, type TestOutcome } from './run-specs.ts';
 import { buildWorkspace, findExercisesFolder, type Workspace } from './workspace.ts';
 
@@ -44,6 +45,8 @@ export interface SubmissionGrade {
   maxScore: number;
   exercises: ExerciseGrade[];
   durationMs: number;
+  /** How this submission was kept apart from the grader and the others (isolation.ts). */
+  isolation: string;
 }
 
 export interface GradeSettings {
@@ -58,6 +61,8 @@ export interface GradeSettings {
   submissionTimeoutMs: number;
   /** Stop each exercise at its first failing test (enough to prove a starter fails). */
   bail?: boolean;
+  /** What isolation this machine allows (default: detected, see isolation.ts). */
+  isolation?: Isolation;
 }
 
 /** One submission, ready to grade. */
@@ -100,21 +105,29 @@ export async function prepareSubmissions(submissions: Array<{ student: string; d
 export async function gradeSubmission(submission: PreparedSubmission, settings: GradeSettings): Promise<SubmissionGrade> {
   const started = Date.now();
   const deadline = started + settings.submissionTimeoutMs;
+  const isolation = settings.isolation ?? detectIsolation();
   let databaseUrl: string | undefined;
+  let user: SubmissionUser | undefined;
   const exercises: ExerciseGrade[] = [];
   try {
+    if (isolation.kind === 'user') {
+      user = newSubmissionUser();
+      handOver(submission.workspace.dir, user);
+    }
     databaseUrl = await createDatabase(settings.adminUrl, `grade_${submission.student}`);
     for (const exercise of settings.exercises) {
-      exercises.push(await gradeExercise(submission, exercise, settings, databaseUrl, deadline));
+      exercises.push(await gradeExercise(submission, exercise, settings, databaseUrl, deadline, user));
     }
   } catch (thrown) {
     // The grader's own trouble (the database went away): say so for what is left, and go on with the class.
     const message = `The grader could not test this submission: ${toError(thrown).message}`;
     for (const exercise of settings.exercises.slice(exercises.length)) exercises.push(notTested(exercise, settings, 'error', message));
   } finally {
+    // Nothing of the submission's may outlive its grading: its processes go before its database.
+    if (user) cleanUpUser(user);
     if (databaseUrl) await dropDatabase(databaseUrl, settings.adminUrl).catch(() => {});
   }
-  return summarize(submission.student, exercises, Date.now() - started);
+  return { ...summarize(submission.student, exercises, Date.now() - started), isolation: isolation.summary };
 }
 
 async function gradeExercise(
@@ -123,6 +136,7 @@ async function gradeExercise(
   settings: GradeSettings,
   databaseUrl: string,
   deadline: number,
+  user: SubmissionUser | undefined,
 ): Promise<ExerciseGrade> {
   const notes = submission.workspace.notes.get(exercise.slug);
   const noted = (message: string | undefined) => [message, notes?.length ? `Not copied from the submission: ${notes.join('; ')}.` : undefined].filter(Boolean).join('\n') || undefined;
@@ -149,6 +163,7 @@ async function gradeExercise(
     deadline,
     bail: settings.bail,
     isolate: true,
+    user,
   });
   const points = new Map(testsOf(exercise, { hidden: settings.hidden }).map((t) => [t.name, t.points]));
   const tests: GradedTest[] = run.tests.map((test) => {
@@ -184,7 +199,7 @@ function identify(exercise: Exercise) {
   return { number: exercise.number, slug: exercise.slug, title: exercise.title };
 }
 
-function summarize(student: string, exercises: ExerciseGrade[], durationMs: number): SubmissionGrade {
+function summarize(student: string, exercises: ExerciseGrade[], durationMs: number): Omit<SubmissionGrade, 'isolation'> {
   const errors = exercises.filter((e) => e.status === 'error');
   const status = errors.length > 0 ? 'error' : exercises.every((e) => e.status === 'pass') ? 'pass' : 'fail';
   return {
@@ -207,6 +222,8 @@ export async function gradeAll(
   events: { onStart?: (student: string) => void; onDone?: (grade: SubmissionGrade) => void } = {},
 ): Promise<SubmissionGrade[]> {
   const prepared = await prepareSubmissions(submissions, settings.exercises);
+  const isolation = settings.isolation ?? detectIsolation();
+  settings = { ...settings, isolation };
   const grades: SubmissionGrade[] = new Array(prepared.length);
   let next = 0;
   const worker = async () => {

@@ -6,12 +6,14 @@
  * message for each, and the three reports on disk. Short time limits keep it quick.
  */
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { buildFixtureClass } from './derive.ts';
 import { courseRoot } from './impl.ts';
+import { processesOf } from './isolation.ts';
 import type { ResultsJson } from './reports.ts';
 
 const out = fs.mkdtempSync(path.join(os.tmpdir(), 'grader-test-'));
@@ -63,15 +65,17 @@ describe('npm run grade on a class', () => {
     expect(row('fay')).toBe('fay 2/9 — missing — missing 2/34 fail');
     expect(row('gus')).toBe('gus 9/9 — missing — missing 9/34 fail');
     expect(row('hal')).toBe('hal — missing — missing 8/11 8/34 fail');
+    expect(row('jade')).toBe('jade 2/9 — missing — missing 2/34 fail');
+    expect(row('kai')).toBe('kai 2/9 — missing — missing 2/34 fail');
 
     const csv = fs.readFileSync(path.join(out, 'grades.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('student,exercise,points,max');
     expect(csv).toContain('ada,02-jsonl-log,14,14');
     expect(csv).toContain('hal,03-inspect,8,11');
-    expect(csv).toHaveLength(1 + 8 * 3);
+    expect(csv).toHaveLength(1 + 11 * 3);
 
     const junit = fs.readFileSync(path.join(out, 'junit.xml'), 'utf8');
-    expect(junit.match(/<testsuite /g)).toHaveLength(8);
+    expect(junit.match(/<testsuite /g)).toHaveLength(11);
     expect(junit).toContain('<testsuite name="ada" tests="21" failures="0" errors="0"');
     expect(fs.readFileSync(path.join(out, '.gitignore'), 'utf8')).toContain('*');
     expect(run.ms).toBeLessThan(120_000);
@@ -121,6 +125,71 @@ describe('npm run grade on a class', () => {
     const output = test('gus', '01-failed-steps', 'is recorded').output ?? '';
     expect(output.length).toBeGreaterThan(0);
     expect(output.length).toBeLessThanOrEqual(500);
+  });
+
+  const asRoot = process.getuid?.() === 0;
+
+  it.skipIf(!asRoot)('graded as root, each submission runs as a user of its own, and the report says so', () => {
+    expect(results('ada').isolation).toMatch(/^user: each submission runs as a user of its own/);
+    expect(run.stdout).toContain('Isolation: user:');
+  });
+
+  it.skipIf(!asRoot)('a submission that writes "passed" into every channel it can reach, then kills its process, earns no more than its honest code', () => {
+    // ivan's code is the starter (2/9) plus the forgery: the results file is out of his user's reach, and what
+    // he wrote to the progress channel is not a verdict — each test he forged is run again, and dies again.
+    expect(results('ivan').score).toBeLessThanOrEqual(2);
+    expect(results('ivan').tests.filter((t) => t.status === 'pass').length).toBeLessThanOrEqual(2);
+    expect(run.stdout).toMatch(/ivan 01-failed-steps: the test process wrote \d+ line\(s\) to its progress channel that are not the grader's/);
+  });
+
+  it.skipIf(!asRoot)('…and the same forgery earns full marks where his code runs as the grader\'s own user (--no-isolation): the failure this fixes', () => {
+    const alone = fs.mkdtempSync(path.join(os.tmpdir(), 'grader-test-ivan-'));
+    try {
+      const result = spawnSync(
+        process.execPath,
+        ['--import', 'tsx', 'tools/bin/grade.ts', '--submissions', classDir, '--students', 'ivan', '--exercises', '1', '--out', alone, '--test-timeout', '3', '--no-isolation'],
+        { cwd: courseRoot, env: { ...process.env, DATABASE_URL: inject('adminDatabaseUrl'), FORCE_COLOR: '0' }, encoding: 'utf8', timeout: 120_000 },
+      );
+      expect(result.stdout).toContain('Isolation: none: turned off (--no-isolation)');
+      const forged = JSON.parse(fs.readFileSync(path.join(alone, 'ivan', 'results.json'), 'utf8')) as ResultsJson;
+      expect(forged.score).toBeGreaterThan(2); // his honest code earns 2 (the starter's)
+    } finally {
+      fs.rmSync(alone, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it('junk in the grader\'s channels is that submission\'s problem: the grader goes on, and the honest score stands', () => {
+    expect(results('jade')).toMatchObject({ score: 2 });
+    expect(run.stdout).toMatch(/jade 01-failed-steps: the test process wrote 7 line\(s\) to its progress channel that are not the grader's \(the first: "this is not JSON"\)/);
+  });
+
+  it('a detached child outlives nothing: no process of the class is left, and the reports are the grader\'s, as their checksums say', () => {
+    // kai's child would write this file every 200 ms for 30 s; it is gone, and has been since his grading ended.
+    expect(spawnSync('pgrep', ['-f', 'kai-outlived-grading'], { encoding: 'utf8' }).stdout.trim()).toBe('');
+    const note = '/tmp/kai-outlived-grading';
+    if (fs.existsSync(note)) expect(Date.now() - Number(fs.readFileSync(note, 'utf8'))).toBeGreaterThan(1000);
+    expect(fs.readFileSync(path.join(out, 'grades.csv'), 'utf8')).toContain('kai,01-failed-steps,2,9');
+    // Every report is what grades.sha256 says it is.
+    const sums = fs.readFileSync(path.join(out, 'grades.sha256'), 'utf8').trim().split('\n');
+    expect(sums).toHaveLength(2 + 11);
+    for (const line of sums) {
+      const [sum, file] = line.split('  ');
+      expect(createHash('sha256').update(fs.readFileSync(path.join(out, file!))).digest('hex'), file).toBe(sum);
+    }
+  });
+
+  it.skipIf(!asRoot)('no process of any submission user outlives the run', () => {
+    const users = new Set<number>();
+    for (const pid of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
+      try {
+        const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+        const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
+        if (uid >= 200_000 && !/^State:\s+Z/m.test(status)) users.add(uid); // a zombie has ended: it only waits to be reaped
+      } catch {
+        // ended
+      }
+    }
+    expect([...users].flatMap((uid) => processesOf(uid))).toEqual([]);
   });
 
   it('a crash test that passes once and then fails earns nothing under --repeats 2', () => {

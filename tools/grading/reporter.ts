@@ -3,7 +3,9 @@
  * GRADE_RESULTS_FILE as it arrives — not a report at the end — so the runner
  * (run-specs.ts) can read results while the tests run. It runs in vitest's
  * main process and hears from the test process in batches; the test process
- * writes its own start and end lines to the same file, unbatched (setup.ts).
+ * writes its own start and end lines to another file, unbatched (setup.ts).
+ * Only this file scores a test: the code under test runs in the test process,
+ * never here, and (graded as root) as a user who cannot open this file.
  *
  *   {"event":"result","name":"describe > it","state":"passed"|"failed"|"skipped","errors":[…],"durationMs":…,"output":"…","line":…}
  *   {"event":"module-error","file":"…","errors":[…]}      the spec could not even load (e.g. the code under test throws on import)
@@ -48,8 +50,15 @@ function serialize(errors: ReadonlyArray<ErrorLike> | undefined): ReportedError[
   }));
 }
 
+/** The results file's path, taken out of the environment before vitest starts a test process: it inherits none. */
+function takeResultsFile(): string | undefined {
+  const file = process.env.GRADE_RESULTS_FILE;
+  delete process.env.GRADE_RESULTS_FILE;
+  return file;
+}
+
 export default class JsonLinesReporter implements Reporter {
-  private readonly file = process.env.GRADE_RESULTS_FILE;
+  private readonly file = takeResultsFile();
   private readonly output = new Map<string, { text: string; dropped: number }>();
 
   private write(event: ReporterEvent): void {

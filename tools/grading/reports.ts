@@ -4,12 +4,19 @@
  *   grades.csv                 student,exercise,points,max — one row per student and exercise
  *   <student>/results.json     exercism's test-runner format, version 3, plus score and max_score
  *   junit.xml                  one <testsuite> per student, for CI dashboards
+ *   grades.sha256              the SHA-256 of each of them: `sha256sum -c grades.sha256` in the folder
+ *
+ * Written by the grader alone, after every process of every submission is
+ * gone; each file is written beside its place and renamed into it, so a
+ * report is whole or not there — never half of one — and the checksums are
+ * written last, over what was written.
  *
  * results.json follows https://exercism.org/docs/building/tooling/test-runners/interface:
  * `status` is pass | fail | error, `message` says why a submission is an error
  * (the compiler's output, say), each test has name, status, message, output
  * (≤ 500 characters) and test_code, and `task_id` is the exercise's number.
  */
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ExerciseGrade, GradedTest, SubmissionGrade } from './grade.ts';
@@ -18,23 +25,35 @@ import { courseRoot } from './impl.ts';
 /** exercism truncates a test's output to 500 characters. */
 const OUTPUT_LIMIT = 500;
 
-export function writeReports(grades: SubmissionGrade[], outDir: string): { csv: string; junit: string; results: string[] } {
+export function writeReports(grades: SubmissionGrade[], outDir: string): { csv: string; junit: string; results: string[]; checksums: string } {
   fs.mkdirSync(outDir, { recursive: true });
   // The folder ignores itself: reports hold students' names and must never be committed by accident.
   const ignore = path.join(outDir, '.gitignore');
   if (!fs.existsSync(ignore)) fs.writeFileSync(ignore, '# Written by npm run grade: reports hold students\' names and work.\n*\n');
 
+  const sums: string[] = [];
+  /** Write whole, then rename into place; remember its checksum. */
+  const put = (file: string, text: string) => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    const partial = `${file}.partial-${process.pid}`;
+    fs.writeFileSync(partial, text);
+    fs.renameSync(partial, file);
+    sums.push(`${createHash('sha256').update(text).digest('hex')}  ${path.relative(outDir, file).split(path.sep).join('/')}`);
+  };
   const csv = path.join(outDir, 'grades.csv');
-  fs.writeFileSync(csv, toCsv(grades));
+  put(csv, toCsv(grades));
   const junit = path.join(outDir, 'junit.xml');
-  fs.writeFileSync(junit, toJunit(grades));
+  put(junit, toJunit(grades));
   const results = grades.map((grade) => {
     const file = path.join(outDir, safeName(grade.student), 'results.json');
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, `${JSON.stringify(toResultsJson(grade), null, 2)}\n`);
+    put(file, `${JSON.stringify(toResultsJson(grade), null, 2)}\n`);
     return file;
   });
-  return { csv, junit, results };
+  const checksums = path.join(outDir, 'grades.sha256');
+  const partial = `${checksums}.partial-${process.pid}`;
+  fs.writeFileSync(partial, `${sums.join('\n')}\n`);
+  fs.renameSync(partial, checksums);
+  return { csv, junit, results, checksums };
 }
 
 // ─── CSV ────────────────────────────────────────────────────────────────────
@@ -61,6 +80,8 @@ export interface ResultsJson {
   message: string | null;
   score: number;
   max_score: number;
+  /** How the submission was kept apart from the grader and the others (not in exercism's format; extra keys are allowed). */
+  isolation: string;
   tests: Array<{
     name: string;
     status: 'pass' | 'fail' | 'error';
@@ -80,6 +101,7 @@ export function toResultsJson(grade: SubmissionGrade): ResultsJson {
     message: grade.message ?? null,
     score: grade.score,
     max_score: grade.maxScore,
+    isolation: grade.isolation,
     tests: grade.exercises.flatMap((exercise) =>
       exercise.tests.map((test) => ({
         name: testLabel(exercise, test),

@@ -7,9 +7,19 @@
  * How:
  *   - the process is the leader of a new process group, so killing the group
  *     kills everything it started (workers, crash-test children, servers);
- *   - the test process writes each test's start and end to a file, as they
- *     happen (setup.ts), and so does the reporter (reporter.ts); a watchdog
- *     reads it as the run goes;
+ *   - two channels, read as the run goes: the reporter (reporter.ts), in
+ *     vitest's main process, writes each test's verdict to the results file;
+ *     the test process writes each test's start and end to the progress file
+ *     (setup.ts), unbatched, so a watchdog knows which test is running. Only
+ *     the results file scores a test. The progress file is written from the
+ *     process the code under test runs in, so it is evidence of nothing but
+ *     time: a "passed" there that the reporter never confirmed is run again
+ *     in a new process, and a line that does not parse is that submission's
+ *     problem, never the grader's crash;
+ *   - graded as root, the test process drops to a user of its own before any
+ *     code under test is imported (setup.ts, `uid`): the results file, the
+ *     grader's processes and other submissions are out of its reach, and
+ *     every process of that user is killed when the run ends, detached or not;
  *   - a test running longer than its limit means the test process is stuck
  *     where vitest's own timeout cannot reach it (a synchronous loop): the
  *     watchdog kills the group and scores that test as timed out; a test
@@ -20,11 +30,13 @@
  *   - what the process prints is kept up to a cap, never in full.
  */
 import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { testsOf, type Exercise } from './exercises.ts';
 import { courseRoot } from './impl.ts';
+import { killTagged, killUser } from './isolation.ts';
 import type { ReportedError, ReporterEvent } from './reporter.ts';
 
 export type TestStatus = 'pass' | 'fail' | 'error';
@@ -72,6 +84,12 @@ export interface SpecRunOptions {
    * reach of the code under test.
    */
   isolate?: boolean;
+  /**
+   * Run the code under test as this user and group (grading as root; see
+   * isolation.ts): the test process drops to them before importing it, and
+   * every process of `uid` is killed when each run ends.
+   */
+  user?: { uid: number; gid: number };
 }
 
 export interface SpecRun {
@@ -127,6 +145,7 @@ export async function runSpecs(options: SpecRunOptions): Promise<SpecRun> {
       break;
     }
     const outcome = await runOnce(options, round === 1 ? undefined : remaining);
+    for (const note of outcome.junk) if (!problems.includes(note)) problems.push(note);
     for (const test of outcome.results) results.set(test.name, test);
     const blamed = outcome.blamed;
     if (blamed && !results.has(blamed.test)) {
@@ -201,6 +220,8 @@ interface RoundOutcome {
   moduleErrors: string[];
   /** Errors outside any test (unhandled rejections, a worker that died). */
   errors: string[];
+  /** Lines in a channel that were not the grader's: what to say about them. */
+  junk: string[];
   /** Why the runner stopped the process, if it did. */
   killed?: 'test-timeout' | 'deadline' | 'startup';
   /** The test that was running when the process was stopped or died: what to tell about it, in full and in a few words. */
@@ -212,9 +233,13 @@ interface RoundOutcome {
 
 /** One vitest process: the whole spec, or only the tests named in `only`. */
 async function runOnce(options: SpecRunOptions, only: string[] | undefined): Promise<RoundOutcome> {
+  // Private to the grader (mkdtemp makes it 0700): a test process running as another user cannot reach either file.
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'course-run-'));
   const resultsFile = path.join(scratch, 'results.jsonl');
-  fs.writeFileSync(resultsFile, '');
+  const progressFile = path.join(scratch, 'progress.jsonl');
+  fs.writeFileSync(resultsFile, '', { mode: 0o600 });
+  fs.writeFileSync(progressFile, '', { mode: 0o600 });
+  const sandboxTag = randomUUID();
   const specs = [options.exercise.spec, ...(options.hidden ? options.exercise.hiddenSpecs : [])];
   const args = [vitestBin, 'run', '--config', configFile, '--reporter', reporterFile];
   if (options.showOutput) args.push('--reporter', 'default');
@@ -227,6 +252,9 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
     GRADE_SPECS: specs.join(','),
     GRADE_EXERCISE: options.exercise.slug,
     GRADE_RESULTS_FILE: resultsFile,
+    GRADE_PROGRESS_FILE: progressFile,
+    // Inherited by everything the run starts: how its processes are found when it ends (killTagged).
+    GRADE_SANDBOX: sandboxTag,
     GRADE_REPEATS: String(options.repeats),
     GRADE_TEST_TIMEOUT: String(options.testTimeoutMs),
     GRADE_CRASH_TEST_TIMEOUT: String(options.crashTestTimeoutMs ?? options.testTimeoutMs * 2),
@@ -238,6 +266,15 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
   else env.NO_COLOR = '1';
   if (options.databaseUrl) env.GRADE_DATABASE_URL = options.databaseUrl;
   if (options.workdir) env.GRADE_WORKDIR = options.workdir;
+  if (options.user) {
+    env.GRADE_UID = String(options.user.uid);
+    env.GRADE_GID = String(options.user.gid);
+    // Its own home and temp folder, inside its workspace: nothing of it lands where another submission looks.
+    if (options.workdir) {
+      env.HOME = options.workdir;
+      env.TMPDIR = path.join(options.workdir, 'tmp');
+    }
+  }
 
   const child = spawn(process.execPath, args, {
     cwd: courseRoot,
@@ -253,34 +290,13 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
   const events: ReporterEvent[] = [];
   /** Tests running now: name → when the current repetition started, and its time limit. */
   const running = new Map<string, { at: number; timeoutMs?: number }>();
-  let offset = 0;
-  let partial = '';
   let killed: RoundOutcome['killed'];
   const spawnedAt = Date.now();
+  const verdicts = new LineReader(resultsFile, VERDICTS);
+  const progress = new LineReader(progressFile, PROGRESS);
 
   const readEvents = () => {
-    let text = '';
-    try {
-      const fd = fs.openSync(resultsFile, 'r');
-      try {
-        const size = fs.fstatSync(fd).size;
-        if (size > offset) {
-          const buffer = Buffer.alloc(size - offset);
-          fs.readSync(fd, buffer, 0, buffer.length, offset);
-          offset = size;
-          text = buffer.toString('utf8');
-        }
-      } finally {
-        fs.closeSync(fd);
-      }
-    } catch {
-      return;
-    }
-    const lines = (partial + text).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      if (!line) continue;
-      const event = JSON.parse(line) as ReporterEvent;
+    for (const event of [...verdicts.read(), ...progress.read()]) {
       events.push(event);
       // Only the test process's own lines tell when a test starts (vitest's reports come in batches, late).
       if (event.event === 'worker-start') running.set(event.name, { at: event.at, timeoutMs: event.timeoutMs });
@@ -325,6 +341,9 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
   const exit = await exited;
   clearInterval(watchdog);
   killGroup(); // whatever it started and left behind (a crash-test child, a server) goes with it
+  // …and whatever left the group (setsid, a double fork): every process of the submission's user.
+  if (options.user) killUser(options.user.uid);
+  killTagged(sandboxTag);
   if (child.pid) activeGroups.delete(child.pid);
   readEvents();
   fs.rmSync(scratch, { recursive: true, force: true });
@@ -348,7 +367,9 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
   for (const event of events) {
     if (event.event === 'result') reported.set(event.name, toOutcome(options.exercise, event));
     if (event.event === 'worker-start') fromWorker.delete(event.name);
-    if (event.event === 'worker-result' && event.state !== 'pending') fromWorker.set(event.name, toOutcome(options.exercise, { ...event, event: 'result', file: '', output: '' }));
+    // A "passed" from the test process itself is not a verdict (code under test could have written it):
+    // unconfirmed by the reporter, the test is run again. A failure it reports is believed: no one gains by forging one.
+    if (event.event === 'worker-result' && event.state === 'failed') fromWorker.set(event.name, toOutcome(options.exercise, { ...event, event: 'result', file: '', output: '' }));
     if (event.event === 'module-error') moduleErrors.push(...event.errors.map(describeError));
     if (event.event === 'end') errors.push(...event.errors.map(describeError));
   }
@@ -357,10 +378,15 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
   // A round that runs only some tests reports the others as skipped: they were scored in an earlier round.
   if (only) for (const [name] of reported) if (!only.includes(name)) reported.delete(name);
   const results = [...reported.values()];
+  const junk = [
+    ...(verdicts.junk ? [`the results channel held ${verdicts.junk.count} line(s) that are not the reporter's (the first: ${JSON.stringify(verdicts.junk.first.slice(0, 120))}); they were ignored`] : []),
+    ...(progress.junk ? [`the test process wrote ${progress.junk.count} line(s) to its progress channel that are not the grader's (the first: ${JSON.stringify(progress.junk.first.slice(0, 120))}); they were ignored`] : []),
+  ];
   return {
     results,
     moduleErrors,
     errors,
+    junk,
     killed,
     blamed,
     anyFailed: results.some((r) => r.status !== 'pass'),
@@ -384,7 +410,9 @@ function toOutcome(exercise: Exercise, event: Extract<ReporterEvent, { event: 'r
 }
 
 function describeError(error: ReportedError): string {
-  return [error.message, error.diff].filter(Boolean).join('\n').slice(0, 3000);
+  // From the progress channel too, which the code under test can write: take nothing for granted.
+  if (typeof error !== 'object' || error === null) return String(error).slice(0, 3000);
+  return [error.message, error.diff].filter((part) => typeof part === 'string' && part !== '').join('\n').slice(0, 3000);
 }
 
 /** A vitest name pattern matching exactly these tests (vitest joins suite and test names with a space). */
@@ -435,4 +463,77 @@ class CappedOutput {
     const all = this.dropped > 0 ? `${this.head}\n… (${this.dropped} characters left out) …\n${this.tailText}` : this.head + this.tailText;
     return all.length > n ? `…${all.slice(-n)}` : all;
   }
+}
+
+/** Which events each channel may carry: the reporter's verdicts, and the test process's progress. */
+const VERDICTS = new Set(['result', 'module-error', 'end']);
+const PROGRESS = new Set(['worker-start', 'worker-result']);
+
+interface Junk {
+  count: number;
+  first: string;
+}
+
+/**
+ * Reads one channel's new lines as they arrive. A line that is not JSON, not
+ * an object, or not an event this channel carries (a forged verdict in the
+ * progress channel) is counted as junk and otherwise ignored: whatever a
+ * submission writes, it cannot crash the grader or score a test.
+ */
+class LineReader {
+  private offset = 0;
+  private partial = '';
+  junk: Junk | undefined;
+
+  constructor(
+    private readonly file: string,
+    private readonly allowed: ReadonlySet<string>,
+  ) {}
+
+  read(): ReporterEvent[] {
+    let text = '';
+    try {
+      const fd = fs.openSync(this.file, 'r');
+      try {
+        const size = fs.fstatSync(fd).size;
+        if (size > this.offset) {
+          // At most 4 MB at a time: a channel flooded with junk cannot fill the grader's memory.
+          const buffer = Buffer.alloc(Math.min(size - this.offset, 4 * 1024 * 1024));
+          fs.readSync(fd, buffer, 0, buffer.length, this.offset);
+          this.offset += buffer.length;
+          text = buffer.toString('utf8');
+        }
+      } finally {
+        fs.closeSync(fd);
+      }
+    } catch {
+      return [];
+    }
+    const lines = (this.partial + text).split('\n');
+    this.partial = (lines.pop() ?? '').slice(-64 * 1024);
+    const events: ReporterEvent[] = [];
+    for (const line of lines) {
+      if (!line) continue;
+      const event = parseEvent(line, this.allowed);
+      if (event) events.push(event);
+      else this.junk = { count: (this.junk?.count ?? 0) + 1, first: this.junk?.first ?? line };
+    }
+    return events;
+  }
+}
+
+function parseEvent(line: string, allowed: ReadonlySet<string>): ReporterEvent | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const event = value as Record<string, unknown>;
+  if (typeof event.event !== 'string' || !allowed.has(event.event)) return undefined;
+  if ((event.event === 'result' || event.event.startsWith('worker-')) && typeof event.name !== 'string') return undefined;
+  if ('errors' in event && !Array.isArray(event.errors)) return undefined;
+  if (event.event === 'worker-start' && typeof event.at !== 'number') return undefined;
+  return event as unknown as ReporterEvent;
 }

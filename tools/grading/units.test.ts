@@ -70,6 +70,7 @@ describe('the reports', () => {
     score: 2,
     maxScore: 3,
     durationMs: 1234,
+    isolation: 'none: a test',
     exercises: [
       {
         number: 1,
