@@ -38,6 +38,13 @@ export interface EmbeddedOptions {
    * is made once in this folder and reused (default: the system's temp folder).
    */
   binaryCacheDir?: string;
+  /**
+   * The superuser's password, for a new cluster: every login then needs its
+   * password (scram-sha-256), so one role cannot log in as another — the
+   * grader's cluster. Default: none, and every login is trusted (a learner's
+   * own cluster, reachable from 127.0.0.1 only).
+   */
+  password?: string;
 }
 
 interface Binaries {
@@ -84,6 +91,12 @@ export class EmbeddedPostgres {
     this.removeExitHook = () => process.off('exit', onExit);
   }
 
+  /** Stop the server a killed run left running on `dataDir`, without starting anything (its password may be unknown). */
+  static async stopLeftover(dataDir: string): Promise<void> {
+    const pid = postmasterPid(path.resolve(dataDir));
+    if (pid !== undefined) await stopPid(pid);
+  }
+
   /** Start (or attach to) the server for `dataDir`, creating the cluster on first use. */
   static async start(options: EmbeddedOptions): Promise<EmbeddedPostgres> {
     const server = new EmbeddedPostgres(path.resolve(options.dataDir), options);
@@ -106,7 +119,7 @@ export class EmbeddedPostgres {
         this.attached = true;
         this.pid = runningPid;
         this.port = owner.port;
-        this.url = urlFor(owner.port);
+        this.url = urlFor(owner.port, this.options.password);
         await waitUntilReady(this.url, () => isAlive(runningPid), this.dataDir);
         return;
       }
@@ -134,7 +147,15 @@ export class EmbeddedPostgres {
     if (user) fs.chownSync(tmp, user.uid, user.gid);
     this.log(`Creating a PostgreSQL cluster in ${this.dataDir} …`);
     const args = ['-D', tmp, '--auth=trust', '--username=postgres', '--encoding=UTF8', '--locale=C', '--no-sync', '--no-instructions'];
+    // With a password: every login needs one. The file initdb reads it from is `postgres`'s alone, and gone at once.
+    const pwfile = `${tmp}.password`;
+    if (this.options.password !== undefined) {
+      fs.writeFileSync(pwfile, `${this.options.password}\n`, { mode: 0o600 });
+      if (user) fs.chownSync(pwfile, user.uid, user.gid);
+      args.splice(args.indexOf('--auth=trust'), 1, '--auth=scram-sha-256', `--pwfile=${pwfile}`);
+    }
     const result = spawnSync(initdb, args, { encoding: 'utf8', ...(user ?? {}) });
+    fs.rmSync(pwfile, { force: true });
     if (result.status !== 0) {
       fs.rmSync(tmp, { recursive: true, force: true });
       throw initdbFailure(result, [initdb, ...args], this.dataDir, user);
@@ -147,7 +168,7 @@ export class EmbeddedPostgres {
     const { postgres } = await this.binaries();
     const user = runAsUser();
     this.port = port ?? (await freePort());
-    this.url = urlFor(this.port);
+    this.url = urlFor(this.port, this.options.password);
     // The server's log goes to a file, not to a pipe into this process: if
     // this process is killed, the server must not die on a broken pipe.
     const logFile = `${this.dataDir}.log`;
@@ -570,8 +591,9 @@ export function dataDirFor(name: string, projectRoot: string): string {
   return path.join(os.tmpdir(), `durable-course-${tag}`, name);
 }
 
-function urlFor(port: number): string {
-  return `postgres://postgres@127.0.0.1:${port}/postgres`;
+function urlFor(port: number, password?: string): string {
+  const login = password === undefined ? 'postgres' : `postgres:${encodeURIComponent(password)}`;
+  return `postgres://${login}@127.0.0.1:${port}/postgres`;
 }
 
 async function freePort(): Promise<number> {

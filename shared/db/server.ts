@@ -8,6 +8,7 @@
  * The server it returns is an *admin* connection: chapters never work in it
  * directly; they get a database of their own from `databases.ts`.
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,9 +33,11 @@ export interface PostgresServer {
 export interface StartOptions {
   /**
    * `dev` (the default) keeps its data in `.course-data/pg/dev` so a learner
-   * can look at what a demo wrote; `test` uses a throwaway cluster per run.
+   * can look at what a demo wrote; `test` uses a throwaway cluster per run;
+   * `grade` too, with a random superuser password and password logins only
+   * (the grader gives each submission a role of its own on it).
    */
-  purpose?: 'dev' | 'test';
+  purpose?: 'dev' | 'test' | 'grade';
   log?: (line: string) => void;
 }
 
@@ -59,10 +62,12 @@ export async function startPostgres(options: StartOptions = {}): Promise<Postgre
   }
 
   const purpose = options.purpose ?? 'dev';
-  const name = purpose === 'test' ? `test-${process.pid}` : 'dev';
+  const throwaway = purpose !== 'dev';
+  const name = throwaway ? `${purpose}-${process.pid}` : 'dev';
   const dataDir = dataDirFor(name, projectRoot);
-  if (purpose === 'test') await removeAbandonedTestClusters(path.dirname(dataDir), log);
-  const embedded = await EmbeddedPostgres.start({ dataDir, log });
+  if (throwaway) await removeAbandonedTestClusters(path.dirname(dataDir), log);
+  const password = purpose === 'grade' ? randomBytes(24).toString('base64url') : undefined;
+  const embedded = await EmbeddedPostgres.start({ dataDir, log, password });
   return {
     kind: 'embedded',
     url: embedded.url,
@@ -70,7 +75,7 @@ export async function startPostgres(options: StartOptions = {}): Promise<Postgre
     embedded,
     stop: async () => {
       await embedded.stop();
-      if (purpose === 'test') removeCluster(dataDir);
+      if (throwaway) removeCluster(dataDir);
     },
   };
 }
@@ -87,14 +92,12 @@ async function removeAbandonedTestClusters(dir: string, log: (line: string) => v
     return;
   }
   for (const entry of entries) {
-    const match = /^test-(\d+)$/.exec(entry);
+    const match = /^(?:test|grade)-(\d+)$/.exec(entry);
     if (!match || isAlive(Number(match[1]))) continue;
     const dataDir = path.join(dir, entry);
-    // Starting it runs the stale-server clean-up; then stop and delete it.
     log(`Removing a test cluster left behind by a killed run (${entry}).`);
     try {
-      const leftover = await EmbeddedPostgres.start({ dataDir });
-      await leftover.stop();
+      await EmbeddedPostgres.stopLeftover(dataDir);
     } catch {
       // a broken leftover is deleted all the same
     }

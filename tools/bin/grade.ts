@@ -91,7 +91,8 @@ async function grade(values: Options, exercises: Exercise[], derivedDir: string 
     ),
   );
 
-  const server = await startPostgres({ purpose: 'dev', log: (line) => console.log(paint.dim(line)) });
+  // The grader's own cluster, made for this run: password logins only, so each submission's role is an identity.
+  const server = await startPostgres({ purpose: 'grade', log: (line) => console.log(paint.dim(line)) });
   // Ctrl-C: the test runs are in process groups of their own and would not hear it.
   let interrupted = false;
   const interrupt = () => {
@@ -104,7 +105,7 @@ async function grade(values: Options, exercises: Exercise[], derivedDir: string 
   const bar = new ProgressBar(submissions.length);
   let grades;
   try {
-    grades = await gradeAll(submissions, { ...settings, adminUrl: server.url }, { onStart: (s) => bar.start(s), onDone: (g) => bar.finish(g) });
+    grades = await gradeAll(submissions, { ...settings, adminUrl: server.url, ownCluster: server.kind === 'embedded' }, { onStart: (s) => bar.start(s), onDone: (g) => bar.finish(g) });
   } finally {
     bar.end();
     if (!interrupted) await server.stop(); // (the interrupt handler stops it itself)

@@ -14,6 +14,7 @@
 import fs from 'node:fs';
 import { describe, expect, inject, it } from 'vitest';
 import { listExercises } from './exercises.ts';
+import { prepareCluster } from './database.ts';
 import { gradeSubmission, prepareSubmissions, type GradeSettings } from './grade.ts';
 import { chapterDrift, deriveStarter, starterPatchFile } from './derive.ts';
 import { parsePatch } from './patch.ts';
@@ -49,10 +50,13 @@ describe('the exercises and their tests', () => {
         expect(Object.fromEntries(submission.compileErrors), `${submission.student} must type-check`).toEqual({});
         expect([...submission.workspace.present].sort()).toEqual(exercises.map((e) => e.slug));
       }
+      // As the grader does it: each submission its own role, which may create nothing but its own tables.
+      const cluster = await prepareCluster(settings.adminUrl, { ownCluster: false });
+      expect(cluster.rolesPerSubmission).toBe(true);
       const [solved, started] = await Promise.all([
-        gradeSubmission(solutions!, settings),
+        gradeSubmission(solutions!, { ...settings, cluster }),
         // One failing test is all it takes: stop each exercise there.
-        gradeSubmission(starters!, { ...settings, bail: true }),
+        gradeSubmission(starters!, { ...settings, cluster, bail: true }),
       ]);
 
       for (const exercise of solved.exercises) {

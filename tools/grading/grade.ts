@@ -9,9 +9,9 @@
  *   gradeSubmission()      run every exercise's tests on one of them
  *   gradeAll()             both, for a class, with bounded parallelism
  */
-import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { toError } from '../../shared/errors.ts';
 import { diagnosticsUnder, typeCheck } from './compile.ts';
+import { createSubmissionDatabase, prepareCluster, type ClusterCheck, type SubmissionDatabase } from './database.ts';
 import { testsOf, type Exercise } from './exercises.ts';
 import { cleanUpUser, detectIsolation, handOver, newSubmissionUser, type Isolation, type SubmissionUser } from './isolation.ts';
 import { runSpecs, type TestOutcome } from './run-specs.ts';
@@ -51,8 +51,12 @@ export interface SubmissionGrade {
 
 export interface GradeSettings {
   exercises: Exercise[];
-  /** The server's admin URL: each submission gets a database of its own on it. */
+  /** The server's admin URL: each submission gets a role and a database of its own on it. */
   adminUrl: string;
+  /** The server is the grader's own, made for this run (it may lock down the whole cluster). */
+  ownCluster?: boolean;
+  /** What prepareCluster found (default: gradeAll runs it; gradeSubmission alone shares the admin role). */
+  cluster?: ClusterCheck;
   /** Run the instructor-only tests too. */
   hidden: boolean;
   repeats: number;
@@ -106,7 +110,8 @@ export async function gradeSubmission(submission: PreparedSubmission, settings: 
   const started = Date.now();
   const deadline = started + settings.submissionTimeoutMs;
   const isolation = settings.isolation ?? detectIsolation();
-  let databaseUrl: string | undefined;
+  const cluster = settings.cluster ?? { rolesPerSubmission: false, summary: 'shared: every submission connects as the admin role' };
+  let database: SubmissionDatabase | undefined;
   let user: SubmissionUser | undefined;
   const exercises: ExerciseGrade[] = [];
   try {
@@ -114,9 +119,9 @@ export async function gradeSubmission(submission: PreparedSubmission, settings: 
       user = newSubmissionUser();
       handOver(submission.workspace.dir, user);
     }
-    databaseUrl = await createDatabase(settings.adminUrl, `grade_${submission.student}`);
+    database = await createSubmissionDatabase(settings.adminUrl, submission.student, cluster);
     for (const exercise of settings.exercises) {
-      exercises.push(await gradeExercise(submission, exercise, settings, databaseUrl, deadline, user));
+      exercises.push(await gradeExercise(submission, exercise, settings, database.url, deadline, user));
     }
   } catch (thrown) {
     // The grader's own trouble (the database went away): say so for what is left, and go on with the class.
@@ -125,9 +130,9 @@ export async function gradeSubmission(submission: PreparedSubmission, settings: 
   } finally {
     // Nothing of the submission's may outlive its grading: its processes go before its database.
     if (user) cleanUpUser(user);
-    if (databaseUrl) await dropDatabase(databaseUrl, settings.adminUrl).catch(() => {});
+    await database?.drop().catch(() => {});
   }
-  return { ...summarize(submission.student, exercises, Date.now() - started), isolation: isolation.summary };
+  return { ...summarize(submission.student, exercises, Date.now() - started), isolation: `${isolation.summary}${user ? ` (this one: uid ${user.uid})` : ''}. Database: ${cluster.summary}` };
 }
 
 async function gradeExercise(
@@ -223,7 +228,8 @@ export async function gradeAll(
 ): Promise<SubmissionGrade[]> {
   const prepared = await prepareSubmissions(submissions, settings.exercises);
   const isolation = settings.isolation ?? detectIsolation();
-  settings = { ...settings, isolation };
+  const cluster = settings.cluster ?? (await prepareCluster(settings.adminUrl, { ownCluster: settings.ownCluster ?? false }));
+  settings = { ...settings, isolation, cluster };
   const grades: SubmissionGrade[] = new Array(prepared.length);
   let next = 0;
   const worker = async () => {

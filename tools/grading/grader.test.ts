@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFixtureClass } from './derive.ts';
 import { courseRoot } from './impl.ts';
 import { processesOf } from './isolation.ts';
@@ -42,10 +42,17 @@ beforeAll(() => {
       '--crash-test-timeout', '40',
       '--submission-timeout', '120',
     ],
-    { cwd: courseRoot, env: { ...process.env, DATABASE_URL: inject('adminDatabaseUrl'), FORCE_COLOR: '0' }, encoding: 'utf8', timeout: 170_000 },
+    // Not the test run's server: the grader makes its own cluster (password logins only), as it does for an instructor.
+    { cwd: courseRoot, env: { ...withoutServer(process.env), FORCE_COLOR: '0' }, encoding: 'utf8', timeout: 170_000 },
   );
   run = { status: result.status, stdout: result.stdout, stderr: result.stderr, ms: Date.now() - started };
 }, 180_000);
+
+/** The environment without a server of ours: DATABASE_URL and COURSE_DB out. */
+function withoutServer(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { DATABASE_URL: _url, COURSE_DB: _db, ...rest } = env;
+  return rest;
+}
 
 afterAll(() => {
   fs.rmSync(out, { recursive: true, force: true });
@@ -67,15 +74,16 @@ describe('npm run grade on a class', () => {
     expect(row('hal')).toBe('hal — missing — missing 8/11 8/34 fail');
     expect(row('jade')).toBe('jade 2/9 — missing — missing 2/34 fail');
     expect(row('kai')).toBe('kai 2/9 — missing — missing 2/34 fail');
+    expect(row('lena')).toBe('lena 2/9 — missing — missing 2/34 fail');
 
     const csv = fs.readFileSync(path.join(out, 'grades.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('student,exercise,points,max');
     expect(csv).toContain('ada,02-jsonl-log,14,14');
     expect(csv).toContain('hal,03-inspect,8,11');
-    expect(csv).toHaveLength(1 + 11 * 3);
+    expect(csv).toHaveLength(1 + 12 * 3);
 
     const junit = fs.readFileSync(path.join(out, 'junit.xml'), 'utf8');
-    expect(junit.match(/<testsuite /g)).toHaveLength(11);
+    expect(junit.match(/<testsuite /g)).toHaveLength(12);
     expect(junit).toContain('<testsuite name="ada" tests="21" failures="0" errors="0"');
     expect(fs.readFileSync(path.join(out, '.gitignore'), 'utf8')).toContain('*');
     expect(run.ms).toBeLessThan(120_000);
@@ -148,7 +156,7 @@ describe('npm run grade on a class', () => {
       const result = spawnSync(
         process.execPath,
         ['--import', 'tsx', 'tools/bin/grade.ts', '--submissions', classDir, '--students', 'ivan', '--exercises', '1', '--out', alone, '--test-timeout', '3', '--no-isolation'],
-        { cwd: courseRoot, env: { ...process.env, DATABASE_URL: inject('adminDatabaseUrl'), FORCE_COLOR: '0' }, encoding: 'utf8', timeout: 120_000 },
+        { cwd: courseRoot, env: { ...withoutServer(process.env), FORCE_COLOR: '0' }, encoding: 'utf8', timeout: 120_000 },
       );
       expect(result.stdout).toContain('Isolation: none: turned off (--no-isolation)');
       const forged = JSON.parse(fs.readFileSync(path.join(alone, 'ivan', 'results.json'), 'utf8')) as ResultsJson;
@@ -171,25 +179,26 @@ describe('npm run grade on a class', () => {
     expect(fs.readFileSync(path.join(out, 'grades.csv'), 'utf8')).toContain('kai,01-failed-steps,2,9');
     // Every report is what grades.sha256 says it is.
     const sums = fs.readFileSync(path.join(out, 'grades.sha256'), 'utf8').trim().split('\n');
-    expect(sums).toHaveLength(2 + 11);
+    expect(sums).toHaveLength(2 + 12);
     for (const line of sums) {
       const [sum, file] = line.split('  ');
       expect(createHash('sha256').update(fs.readFileSync(path.join(out, file!))).digest('hex'), file).toBe(sum);
     }
   });
 
+  it('a submission connects as a role of its own: dropping classmates\' databases, making a superuser and a read-only server all fail, and nobody else loses a point', () => {
+    // lena tried all of it while others were graded beside her (two at a time): the rows above are unchanged, hers is the starter's.
+    expect(results('lena')).toMatchObject({ score: 2 });
+    expect(results('lena').isolation).toMatch(/Database: a role of its own per submission, on a cluster made for this run/);
+    expect(run.stdout).not.toMatch(/could not test this submission/);
+  });
+
   it.skipIf(!asRoot)('no process of any submission user outlives the run', () => {
-    const users = new Set<number>();
-    for (const pid of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
-      try {
-        const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-        const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
-        if (uid >= 200_000 && !/^State:\s+Z/m.test(status)) users.add(uid); // a zombie has ended: it only waits to be reaped
-      } catch {
-        // ended
-      }
-    }
-    expect([...users].flatMap((uid) => processesOf(uid))).toEqual([]);
+    const students = fs.readdirSync(out).filter((name) => fs.existsSync(path.join(out, name, 'results.json')));
+    const uids = students.map((student) => Number(/\(this one: uid (\d+)\)/.exec(results(student).isolation)?.[1]));
+    expect(uids.every((uid) => Number.isInteger(uid) && uid > 0), `${students.join(', ')}: each ran as a user of its own`).toBe(true);
+    expect(new Set(uids).size).toBe(students.length);
+    expect(uids.flatMap((uid) => processesOf(uid))).toEqual([]);
   });
 
   it('a crash test that passes once and then fails earns nothing under --repeats 2', () => {
