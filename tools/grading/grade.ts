@@ -9,6 +9,7 @@
  *   gradeSubmission()      run every exercise's tests on one of them
  *   gradeAll()             both, for a class, with bounded parallelism
  */
+import path from 'node:path';
 import { toError } from '../../shared/errors.ts';
 import { diagnosticsUnder, typeCheck } from './compile.ts';
 import { createSubmissionDatabase, prepareCluster, type ClusterCheck, type SubmissionDatabase } from './database.ts';
@@ -67,6 +68,8 @@ export interface GradeSettings {
   bail?: boolean;
   /** What isolation this machine allows (default: detected, see isolation.ts). */
   isolation?: Isolation;
+  /** Folders a submission must not see (in namespaces): where the submissions came from (gradeAll sets them). */
+  hide?: string[];
 }
 
 /** One submission, ready to grade. */
@@ -110,6 +113,7 @@ export async function gradeSubmission(submission: PreparedSubmission, settings: 
   const started = Date.now();
   const deadline = started + settings.submissionTimeoutMs;
   const isolation = settings.isolation ?? detectIsolation();
+  settings = { ...settings, isolation };
   const cluster = settings.cluster ?? { rolesPerSubmission: false, summary: 'shared: every submission connects as the admin role' };
   let database: SubmissionDatabase | undefined;
   let user: SubmissionUser | undefined;
@@ -169,6 +173,7 @@ async function gradeExercise(
     bail: settings.bail,
     isolate: true,
     user,
+    sandbox: settings.isolation?.kind === 'user' && settings.isolation.namespaces ? { hide: settings.hide ?? [] } : undefined,
   });
   const points = new Map(testsOf(exercise, { hidden: settings.hidden }).map((t) => [t.name, t.points]));
   const tests: GradedTest[] = run.tests.map((test) => {
@@ -229,7 +234,9 @@ export async function gradeAll(
   const prepared = await prepareSubmissions(submissions, settings.exercises);
   const isolation = settings.isolation ?? detectIsolation();
   const cluster = settings.cluster ?? (await prepareCluster(settings.adminUrl, { ownCluster: settings.ownCluster ?? false }));
-  settings = { ...settings, isolation, cluster };
+  // Every submission's folder and the folders holding them: no submission may read another's original.
+  const hide = [...new Set(submissions.flatMap((s) => [path.resolve(s.dir), path.dirname(path.resolve(s.dir))]))];
+  settings = { ...settings, isolation, cluster, hide: [...(settings.hide ?? []), ...hide] };
   const grades: SubmissionGrade[] = new Array(prepared.length);
   let next = 0;
   const worker = async () => {

@@ -75,15 +75,16 @@ describe('npm run grade on a class', () => {
     expect(row('jade')).toBe('jade 2/9 — missing — missing 2/34 fail');
     expect(row('kai')).toBe('kai 2/9 — missing — missing 2/34 fail');
     expect(row('lena')).toBe('lena 2/9 — missing — missing 2/34 fail');
+    expect(row('mia')).toBe('mia 2/9 — missing — missing 2/34 fail');
 
     const csv = fs.readFileSync(path.join(out, 'grades.csv'), 'utf8').trim().split('\n');
     expect(csv[0]).toBe('student,exercise,points,max');
     expect(csv).toContain('ada,02-jsonl-log,14,14');
     expect(csv).toContain('hal,03-inspect,8,11');
-    expect(csv).toHaveLength(1 + 12 * 3);
+    expect(csv).toHaveLength(1 + 13 * 3);
 
     const junit = fs.readFileSync(path.join(out, 'junit.xml'), 'utf8');
-    expect(junit.match(/<testsuite /g)).toHaveLength(12);
+    expect(junit.match(/<testsuite /g)).toHaveLength(13);
     expect(junit).toContain('<testsuite name="ada" tests="21" failures="0" errors="0"');
     expect(fs.readFileSync(path.join(out, '.gitignore'), 'utf8')).toContain('*');
     expect(run.ms).toBeLessThan(120_000);
@@ -138,8 +139,8 @@ describe('npm run grade on a class', () => {
   const asRoot = process.getuid?.() === 0;
 
   it.skipIf(!asRoot)('graded as root, each submission runs as a user of its own, and the report says so', () => {
-    expect(results('ada').isolation).toMatch(/^user: each submission runs as a user of its own/);
-    expect(run.stdout).toContain('Isolation: user:');
+    expect(results('ada').isolation).toMatch(/^user( and namespaces)?: each submission runs as a user of its own/);
+    expect(run.stdout).toMatch(/Isolation: user( and namespaces)?: /);
   });
 
   it.skipIf(!asRoot)('a submission that writes "passed" into every channel it can reach, then kills its process, earns no more than its honest code', () => {
@@ -150,17 +151,19 @@ describe('npm run grade on a class', () => {
     expect(run.stdout).toMatch(/ivan 01-failed-steps: the test process wrote \d+ line\(s\) to its progress channel that are not the grader's/);
   });
 
-  it.skipIf(!asRoot)('…and the same forgery earns full marks where his code runs as the grader\'s own user (--no-isolation): the failure this fixes', () => {
-    const alone = fs.mkdtempSync(path.join(os.tmpdir(), 'grader-test-ivan-'));
+  it.skipIf(!asRoot)('…and where the code runs as the grader\'s own user, in its view of the machine (--no-isolation), the forgery earns full marks, and so does taking the answer through node_modules/..: the failures this fixes', () => {
+    const alone = fs.mkdtempSync(path.join(os.tmpdir(), 'grader-test-unisolated-'));
     try {
       const result = spawnSync(
         process.execPath,
-        ['--import', 'tsx', 'tools/bin/grade.ts', '--submissions', classDir, '--students', 'ivan', '--exercises', '1', '--out', alone, '--test-timeout', '3', '--no-isolation'],
+        ['--import', 'tsx', 'tools/bin/grade.ts', '--submissions', classDir, '--students', 'ivan,mia', '--exercises', '1', '--out', alone, '--test-timeout', '3', '--no-isolation'],
         { cwd: courseRoot, env: { ...withoutServer(process.env), FORCE_COLOR: '0' }, encoding: 'utf8', timeout: 120_000 },
       );
       expect(result.stdout).toContain('Isolation: none: turned off (--no-isolation)');
       const forged = JSON.parse(fs.readFileSync(path.join(alone, 'ivan', 'results.json'), 'utf8')) as ResultsJson;
       expect(forged.score).toBeGreaterThan(2); // his honest code earns 2 (the starter's)
+      const stolen = JSON.parse(fs.readFileSync(path.join(alone, 'mia', 'results.json'), 'utf8')) as ResultsJson;
+      expect(stolen.score).toBe(9); // the reference answer's
     } finally {
       fs.rmSync(alone, { recursive: true, force: true });
     }
@@ -179,7 +182,7 @@ describe('npm run grade on a class', () => {
     expect(fs.readFileSync(path.join(out, 'grades.csv'), 'utf8')).toContain('kai,01-failed-steps,2,9');
     // Every report is what grades.sha256 says it is.
     const sums = fs.readFileSync(path.join(out, 'grades.sha256'), 'utf8').trim().split('\n');
-    expect(sums).toHaveLength(2 + 12);
+    expect(sums).toHaveLength(2 + 13);
     for (const line of sums) {
       const [sum, file] = line.split('  ');
       expect(createHash('sha256').update(fs.readFileSync(path.join(out, file!))).digest('hex'), file).toBe(sum);
@@ -199,6 +202,11 @@ describe('npm run grade on a class', () => {
     expect(uids.every((uid) => Number.isInteger(uid) && uid > 0), `${students.join(', ')}: each ran as a user of its own`).toBe(true);
     expect(new Set(uids).size).toBe(students.length);
     expect(uids.flatMap((uid) => processesOf(uid))).toEqual([]);
+  });
+
+  it.skipIf(!asRoot)('a submission that goes for the reference answers through node_modules/.., or for a classmate through the grader\'s command line in /proc, finds neither', () => {
+    expect(results('mia')).toMatchObject({ score: 2 }); // the starter's
+    expect(results('mia').isolation).toMatch(/^user and namespaces: .*not solutions\/, not the class/);
   });
 
   it('a crash test that passes once and then fails earns nothing under --repeats 2', () => {

@@ -34,8 +34,71 @@ import path from 'node:path';
 import { courseRoot } from './impl.ts';
 
 export type Isolation =
-  | { kind: 'user'; summary: string }
+  | { kind: 'user'; summary: string; namespaces: boolean }
   | { kind: 'none'; summary: string };
+
+/**
+ * What of the course a submission's test process still sees inside its
+ * namespace: what it runs on. Everything else of the checkout — `solutions/`
+ * (the reference answers), `exercises/`, `docs/`, `.course-data/`, the
+ * fixture class — is hidden under an empty folder, and so is every folder
+ * the submissions came from.
+ */
+const COURSE_KEPT = ['node_modules', 'shared', 'chapters', 'tools', 'package.json', 'tsconfig.json'];
+
+/**
+ * `command` wrapped to run in namespaces of its own (as root, with
+ * util-linux's `unshare`): a PID namespace — it sees its own processes only,
+ * not the grader's command line (which names the class folder), and when its
+ * first process dies the kernel kills every other one in it — and a mount
+ * namespace where the checkout shows only COURSE_KEPT and each folder in
+ * `hide` is an empty one. `scratch` is a folder private to the grader, for
+ * the mounts' working view.
+ */
+export function inNamespaces(
+  command: string[],
+  { hide, scratch, files = [], workdir }: { hide: string[]; scratch: string; files?: string[]; workdir?: string },
+): string[] {
+  // Never hide a folder that holds what the run needs (the grader's scratch folder, the
+  // workspace, the course): a submission derived into /tmp has /tmp as its parent.
+  const needed = [scratch, courseRoot, ...(workdir ? [workdir] : [])].map((p) => path.resolve(p));
+  const holds = (dir: string, p: string) => p === dir || p.startsWith(`${dir}${path.sep}`);
+  hide = hide.map((dir) => path.resolve(dir)).filter((dir) => dir !== path.parse(dir).root && !needed.some((p) => holds(dir, p)));
+  const keep = path.join(scratch, 'course');
+  fs.mkdirSync(keep, { mode: 0o700 });
+  const script = [
+    'set -e',
+    'mount --make-rprivate /',
+    // A view of the whole checkout, to bind back what is kept; then the checkout hidden under an empty folder.
+    'mount --bind "$COURSE" "$KEEP"',
+    'mount -t tmpfs -o mode=755 course "$COURSE"',
+    'for name in $KEPT; do',
+    '  if [ -d "$KEEP/$name" ]; then mkdir -p "$COURSE/$name"; elif [ -e "$KEEP/$name" ]; then touch "$COURSE/$name"; else continue; fi',
+    '  mount --bind "$KEEP/$name" "$COURSE/$name"',
+    'done',
+    '[ -d "$COURSE/tools/grading/fixtures" ] && mount -t tmpfs -o mode=755 fixtures "$COURSE/tools/grading/fixtures"',
+    // Single files it runs on elsewhere in the checkout (the instructor-only specs, in solutions/), and nothing beside them.
+    'IFS=":"; for file in $FILES; do',
+    '  rel="${file#"$COURSE"/}"; [ -f "$KEEP/$rel" ] || continue',
+    '  mkdir -p "$(dirname "$COURSE/$rel")"; touch "$COURSE/$rel"; mount --bind "$KEEP/$rel" "$COURSE/$rel"',
+    'done; unset IFS',
+    'umount -l "$KEEP"',
+    'for dir in "$@"; do [ "$dir" = -- ] && break; [ -d "$dir" ] && mount -t tmpfs -o mode=755 hidden "$dir"; done',
+    'while [ "$1" != -- ]; do shift; done; shift',
+    'exec "$@"',
+  ].join('\n');
+  return [
+    'unshare', '--mount', '--pid', '--fork', '--mount-proc', '--kill-child',
+    'env', `COURSE=${courseRoot}`, `KEEP=${keep}`, `KEPT=${COURSE_KEPT.join(' ')}`, `FILES=${files.filter((f) => f.startsWith(`${courseRoot}${path.sep}`)).join(':')}`,
+    'sh', '-c', script, 'sandbox', ...hide, '--', ...command,
+  ];
+}
+
+/** Whether `unshare` can make PID and mount namespaces here (root, and a kernel and container that allow it). */
+function namespacesWork(): boolean {
+  const probe = spawnSync('unshare', ['--mount', '--pid', '--fork', '--mount-proc', 'sh', '-c', 'mount -t tmpfs probe /mnt && test "$$" = 1'], { timeout: 10_000 });
+  return probe.status === 0;
+}
 
 /** A submission's user: what its test processes run as. */
 export interface SubmissionUser {
@@ -99,7 +162,20 @@ export function detectIsolation(): Isolation {
       summary: `none: a submission user cannot read the course at ${courseRoot} (${why}); move the course where others can read it (e.g. /srv) to grade with a user per submission`,
     };
   }
-  return { kind: 'user', summary: 'user: each submission runs as a user of its own; its processes are killed when its grading ends' };
+  if (!namespacesWork()) {
+    return {
+      kind: 'user',
+      namespaces: false,
+      summary:
+        'user: each submission runs as a user of its own; its processes are killed when its grading ends. No namespaces (unshare is missing or not allowed here): it can read what every user may read, the reference answers in the checkout among it',
+    };
+  }
+  return {
+    kind: 'user',
+    namespaces: true,
+    summary:
+      'user and namespaces: each submission runs as a user of its own, sees its own processes only and of the course only what it runs on (not solutions/, not the class); its processes are killed when its grading ends',
+  };
 }
 
 /** A fresh user for one submission. */

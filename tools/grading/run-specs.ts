@@ -36,7 +36,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { testsOf, type Exercise } from './exercises.ts';
 import { courseRoot } from './impl.ts';
-import { killTagged, killUser } from './isolation.ts';
+import { inNamespaces, killTagged, killUser } from './isolation.ts';
 import type { ReportedError, ReporterEvent } from './reporter.ts';
 
 export type TestStatus = 'pass' | 'fail' | 'error';
@@ -90,6 +90,12 @@ export interface SpecRunOptions {
    * every process of `uid` is killed when each run ends.
    */
   user?: { uid: number; gid: number };
+  /**
+   * Run the test process in namespaces of its own (isolation.ts,
+   * inNamespaces): only its own processes, only what it runs on of the
+   * checkout, and these folders (the submissions') empty.
+   */
+  sandbox?: { hide: string[] };
 }
 
 export interface SpecRun {
@@ -276,7 +282,9 @@ async function runOnce(options: SpecRunOptions, only: string[] | undefined): Pro
     }
   }
 
-  const child = spawn(process.execPath, args, {
+  const specFiles = specs.map((spec) => path.resolve(courseRoot, spec));
+  const command = options.sandbox ? inNamespaces([process.execPath, ...args], { hide: options.sandbox.hide, scratch, files: specFiles, workdir: options.workdir }) : [process.execPath, ...args];
+  const child = spawn(command[0]!, command.slice(1), {
     cwd: courseRoot,
     env,
     detached: true, // its own process group: one kill takes everything it started
