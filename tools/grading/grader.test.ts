@@ -180,6 +180,17 @@ describe('npm run grade on a class', () => {
     const note = '/tmp/kai-outlived-grading';
     if (fs.existsSync(note)) expect(Date.now() - Number(fs.readFileSync(note, 'utf8'))).toBeGreaterThan(1000);
     expect(fs.readFileSync(path.join(out, 'grades.csv'), 'utf8')).toContain('kai,01-failed-steps,2,9');
+    // The three reports agree: each student's CSV rows add up to their results.json score and their JUnit suite's count.
+    const csvRows = fs.readFileSync(path.join(out, 'grades.csv'), 'utf8').trim().split('\n').slice(1).map((line) => line.split(','));
+    const junit = fs.readFileSync(path.join(out, 'junit.xml'), 'utf8');
+    for (const student of new Set(csvRows.map((row) => row[0]!))) {
+      const points = csvRows.filter((row) => row[0] === student).reduce((sum, row) => sum + Number(row[2]), 0);
+      expect(results(student).score, student).toBe(points);
+      expect(junit, student).toContain(`<testsuite name="${student}" tests="${results(student).tests.length}"`);
+    }
+    // The grader's own cluster is gone with the run.
+    const clusters = fs.existsSync(path.join(courseRoot, '.course-data', 'pg')) ? fs.readdirSync(path.join(courseRoot, '.course-data', 'pg')) : [];
+    expect(clusters.filter((name) => /^grade-\d+$/.test(name))).toEqual([]);
     // Every report is what grades.sha256 says it is.
     const sums = fs.readFileSync(path.join(out, 'grades.sha256'), 'utf8').trim().split('\n');
     expect(sums).toHaveLength(2 + 13);
