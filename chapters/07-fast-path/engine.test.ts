@@ -339,10 +339,12 @@ describe('a library does not print: what it says goes to the application\'s logg
     expect(about.map((entry) => [entry.level, entry.event, entry.step?.name])).toEqual([
       ['debug', 'claimed', undefined],
       ['debug', 'step-ran', 'first'],
+      ['debug', 'step-recorded', 'first'],
       ['warn', 'attempt-failed', undefined],
       ['info', 'replaying', undefined],
       ['debug', 'step-replayed', 'first'],
       ['debug', 'step-ran', 'second'],
+      ['debug', 'step-recorded', 'second'],
     ]);
     for (const entry of about) {
       expect(entry.time.getTime()).toBeGreaterThanOrEqual(before);
@@ -350,7 +352,7 @@ describe('a library does not print: what it says goes to the application\'s logg
       expect(entry.fencingToken).toBe(1);
     }
     expect(about[1]).toMatchObject({ step: { seq: 0, name: 'first' }, output: 1 });
-    expect(about[2]?.error?.message).toBe('not yet');
+    expect(about[3]?.error?.message).toBe('not yet');
   });
 
   it('a step is told the fencing token of the run executing it: 1 on the first claim, larger after a takeover', async () => {
@@ -388,8 +390,10 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
   it('its transaction step is refused, and the step’s SQL rolls back with the refused record', async () => {
     await db.query('CREATE TABLE IF NOT EXISTS effects (workflow_id text NOT NULL, what text NOT NULL)');
     const ends: RunEndEvent[] = [];
+    const entries: LogEntry[] = [];
     const engine = createEngine({
       db,
+      log: (entry) => entries.push(entry),
       workflows: {
         robbed: async (ctx) => {
           await ctx.step('a', async () => 'a');
@@ -412,6 +416,13 @@ describe('a run whose lease is taken from it stops, and writes nothing more', ()
     );
     const info = await engine.inspect('robbed-1');
     expect(info?.steps.map((s) => s.name)).toEqual(['a']); // b's record refused…
+    // …and the log says so: b ran, its run lost the lease, and b was never recorded.
+    expect(entries.filter((e) => e.workflowId === 'robbed-1' && e.event !== 'claimed').map((e) => `${e.event} ${e.step?.name ?? ''}`.trim())).toEqual([
+      'step-ran a',
+      'step-recorded a',
+      'step-ran b',
+      'lease-lost',
+    ]);
     expect((await db.query(`SELECT * FROM effects WHERE workflow_id = 'robbed-1'`)).rows).toEqual([]); // …and its INSERT rolled back
     expect(info?.status).toBe('running');
   });

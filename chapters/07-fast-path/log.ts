@@ -23,6 +23,8 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * - `step-replayed` (debug): a step's result came from the log, nothing ran;
  * - `step-ran` (debug): a step's code returned, with `output`. **Not yet recorded**:
  *   a crash, or a lost lease, before its record means it runs again;
+ * - `step-recorded` (debug): its record is durable — a replay returns it, the code never runs again.
+ *   A zombie's step (its lease lost while it ran) has `step-ran`, then `lease-lost`, and no `step-recorded`;
  * - `attempt-failed` (warn): the code threw; it is replayed (`error`);
  * - `workflow-failed` (warn): recorded as failed (`error`): the code's error, not the engine's;
  * - `lease-lost` (warn): the run stopped: another run owns the workflow now;
@@ -40,6 +42,7 @@ export type LogEvent =
   | 'replaying'
   | 'step-replayed'
   | 'step-ran'
+  | 'step-recorded'
   | 'attempt-failed'
   | 'workflow-failed'
   | 'lease-lost'

@@ -237,6 +237,11 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
       say('debug', 'step-ran', `workflow ${workflowId}: step #${seq} ${name} ran; recording its result`, fields);
     }
 
+    /** The step's record is durable: the one line that says a step is done for good. */
+    function sayRecorded(seq: number, name: string): void {
+      say('debug', 'step-recorded', `workflow ${workflowId}: step #${seq} ${name} recorded`, { workflowId, fencingToken: lease.fencingToken, step: { seq, name } });
+    }
+
     function toStepRecordable(seq: number, name: string, result: unknown): unknown {
       return toRecordable(result, `the result of workflow ${workflowId}, step #${seq} ${name}`);
     }
@@ -300,6 +305,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
         // One statement, so there is no "during" to crash in: it committed, or it never happened.
         const step = { workflowId, seq, name, output: recordable, fencingToken: lease.fencingToken };
         if (!(await fenced(lease, () => stepRecords.write(step)))) throw await refusedRecord(seq, name);
+        sayRecorded(seq, name);
         crashPoint(`after-record:${name}`);
         return result;
       },
@@ -328,6 +334,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
           return result;
         });
         // Committed: the writes and the record exist together, for good.
+        sayRecorded(seq, name);
         crashPoint(`after-record:${name}`);
         return result;
       },
