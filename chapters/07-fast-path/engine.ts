@@ -41,7 +41,10 @@
  *   run.ts       the run of one claimed workflow, top to bottom: replay, steps, fences
  *   batcher.ts   write-combining: runs that write at once share a statement
  *   worker.ts claims and renews; lease.ts is a lease as a worker sees it;
- *   queries.ts has all the SQL; migrate.ts the schema (003: first claims read no log).
+ *   queries.ts has all the SQL; migrate.ts the schema (003: first claims read no log);
+ *   log.ts, tracing.ts and json.ts: what it says (to the application's logger),
+ *   its OpenTelemetry spans, and what the log can record — the package needs
+ *   nothing from the course.
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';

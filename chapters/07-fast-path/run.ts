@@ -23,6 +23,7 @@
  * engine.ts makes one runner per engine; worker.ts calls `execute` for each
  * claim, and start.ts's local handover is a claim like any other.
  */
+import type { Span } from '@opentelemetry/api';
 import type pg from 'pg';
 import { createBatcher } from './batcher.ts';
 import { DatabaseUnavailableError, NonDeterminismError, StepAlreadyRecordedError, StepTimeoutError, toError, UnserializableResultError } from './errors.ts';
@@ -47,6 +48,7 @@ import {
 } from './queries.ts';
 import type { Say } from './log.ts';
 import type { Finished } from './results.ts';
+import { ATTRIBUTES, endSpan, inStepSpan, startRunSpan, withSpan } from './tracing.ts';
 import type { Context, StepInfo, StepOptions, Workflow } from './types.ts';
 
 /**
@@ -133,6 +135,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
     const workflow = lookUp(claim.name, claim.id);
     const fence = fenceOf(lease);
     for (let attempt = 1; ; attempt++) {
+      const span = startRunSpan(claim, attempt);
       try {
         lease.check();
         // 1. Read what the log knows about this workflow: every recorded step, in one query.
@@ -148,8 +151,8 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
         }
         // 2. Run the code from the top. Recorded steps come back from the log;
         //    the rest run for real and are recorded (see `contextFor`).
-        const replay = contextFor(claim.id, recorded, lease);
-        const output = await workflow(replay.ctx, decodeFromLog(claim.input));
+        const replay = contextFor(claim.id, recorded, lease, span);
+        const output = await withSpan(span, () => workflow(replay.ctx, decodeFromLog(claim.input)));
         replay.checkAllRecordedStepsWereCalled();
         // 3. Record the end — fenced like a step, and like a step one statement.
         const recordable = toRecordable(output, `the output of workflow ${claim.id}`);
@@ -159,9 +162,11 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
         // workflow the moment result() returns finds the local worker free.
         lease.finished();
         settleWaiters(claim.id, { status: 'completed', output, error: null });
+        endSpan(span);
         return { outcome: 'completed' };
       } catch (thrown) {
         const error = toError(thrown);
+        endSpan(span, error);
         if (error instanceof LeaseLostError) throw error;
         // An aborted fetch, a connection PostgreSQL ended: symptoms of the lease being gone.
         if (lease.lost) throw lease.lost;
@@ -186,7 +191,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
   }
 
   /** The `Context` for one run of one workflow, replaying `recorded`, writing under `lease`. */
-  function contextFor(workflowId: string, recorded: StepRow[], lease: Lease) {
+  function contextFor(workflowId: string, recorded: StepRow[], lease: Lease, span: Span) {
     // By position, not by array index: steps run in parallel may be recorded out of order.
     const log = new Map(recorded.map((step) => [step.seq, step]));
     let nextSeq = 0;
@@ -225,6 +230,7 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
       const entry = log.get(seq);
       if (entry && entry.name !== name) throw new NonDeterminismError(workflowId, seq, entry.name, name);
       if (entry) {
+        span.addEvent('step replayed', { [ATTRIBUTES.stepSeq]: seq, [ATTRIBUTES.stepName]: name });
         const fields = { workflowId, fencingToken: lease.fencingToken, step: { seq, name }, output: entry.output };
         say('debug', 'step-replayed', `workflow ${workflowId}: step #${seq} ${name} replayed from the log`, fields);
       }
@@ -292,51 +298,56 @@ export function createRunner({ db, attempts, stepTimeoutMs, lookUp, toRecordable
         const seq = nextSeq++;
         const entry = replay(seq, name);
         if (entry) return entry.output as T;
-        lease.check(); // a run that knows it lost the lease starts no new effect
-        crashPoint(`before-step:${name}`);
-        const result = await withTimeout(seq, name, options.timeoutMs ?? stepTimeoutMs, fn);
-        // The engine's check first, then the log entry: what a logger can print never decides what happens.
-        const recordable = toStepRecordable(seq, name, result);
-        ran(seq, name, result);
-        // The effect happened outside the database: the log does not know yet.
-        // A crash here runs fn again, with the same key. A freeze here past the
-        // lease: another worker runs fn again (same key), and this record is refused.
-        crashPoint(`after-effect:${name}`);
-        // One statement, so there is no "during" to crash in: it committed, or it never happened.
-        const step = { workflowId, seq, name, output: recordable, fencingToken: lease.fencingToken };
-        if (!(await fenced(lease, () => stepRecords.write(step)))) throw await refusedRecord(seq, name);
-        sayRecorded(seq, name);
-        crashPoint(`after-record:${name}`);
-        return result;
+        // Its own span from here to its record (tracing.ts): what ran, for how long, and how it ended.
+        return inStepSpan({ workflowId, fencingToken: lease.fencingToken, seq, name, kind: 'step' }, async () => {
+          lease.check(); // a run that knows it lost the lease starts no new effect
+          crashPoint(`before-step:${name}`);
+          const result = await withTimeout(seq, name, options.timeoutMs ?? stepTimeoutMs, fn);
+          // The engine's check first, then the log entry: what a logger can print never decides what happens.
+          const recordable = toStepRecordable(seq, name, result);
+          ran(seq, name, result);
+          // The effect happened outside the database: the log does not know yet.
+          // A crash here runs fn again, with the same key. A freeze here past the
+          // lease: another worker runs fn again (same key), and this record is refused.
+          crashPoint(`after-effect:${name}`);
+          // One statement, so there is no "during" to crash in: it committed, or it never happened.
+          const step = { workflowId, seq, name, output: recordable, fencingToken: lease.fencingToken };
+          if (!(await fenced(lease, () => stepRecords.write(step)))) throw await refusedRecord(seq, name);
+          sayRecorded(seq, name);
+          crashPoint(`after-record:${name}`);
+          return result;
+        });
       },
 
       async transaction<T>(name: string, fn: (tx: pg.PoolClient, info: StepInfo) => Promise<T>): Promise<T> {
         const seq = nextSeq++;
         const entry = replay(seq, name);
         if (entry) return entry.output as T;
-        lease.check();
-        crashPoint(`before-step:${name}`);
-        // One transaction for the fence, the step's writes AND its record. The
-        // fence comes first and locks the workflow row: from here to COMMIT no
-        // other worker can claim it, so these writes cannot race a takeover.
-        // (Not batched: its writes are the step's own, on its own connection.)
-        const result = await inLease(lease, async (tx) => {
-          if (!(await fenceTransaction(tx, fenceOf(lease)))) throw new Refused();
-          const result = await fn(tx, infoFor(seq, name));
-          const recordable = toStepRecordable(seq, name, result);
-          ran(seq, name, result);
-          // The step's writes are made — but only inside this transaction. A
-          // crash here rolls them back; so does a refused record below.
-          crashPoint(`after-effect:${name}`);
-          if (!(await record(tx, seq, name, recordable))) throw new Refused();
-          // Written, not committed: a crash here rolls back the record AND the step's writes.
-          crashPoint(`during-record:${name}`);
+        return inStepSpan({ workflowId, fencingToken: lease.fencingToken, seq, name, kind: 'transaction' }, async () => {
+          lease.check();
+          crashPoint(`before-step:${name}`);
+          // One transaction for the fence, the step's writes AND its record. The
+          // fence comes first and locks the workflow row: from here to COMMIT no
+          // other worker can claim it, so these writes cannot race a takeover.
+          // (Not batched: its writes are the step's own, on its own connection.)
+          const result = await inLease(lease, async (tx) => {
+            if (!(await fenceTransaction(tx, fenceOf(lease)))) throw new Refused();
+            const result = await fn(tx, infoFor(seq, name));
+            const recordable = toStepRecordable(seq, name, result);
+            ran(seq, name, result);
+            // The step's writes are made — but only inside this transaction. A
+            // crash here rolls them back; so does a refused record below.
+            crashPoint(`after-effect:${name}`);
+            if (!(await record(tx, seq, name, recordable))) throw new Refused();
+            // Written, not committed: a crash here rolls back the record AND the step's writes.
+            crashPoint(`during-record:${name}`);
+            return result;
+          });
+          // Committed: the writes and the record exist together, for good.
+          sayRecorded(seq, name);
+          crashPoint(`after-record:${name}`);
           return result;
         });
-        // Committed: the writes and the record exist together, for good.
-        sayRecorded(seq, name);
-        crashPoint(`after-record:${name}`);
-        return result;
       },
     };
     return {
