@@ -56,6 +56,7 @@ describe('the engine as a package', () => {
     expect(files).toContain('dist/migrations/001_log.sql');
     expect(files.filter((f) => /\.ts$/.test(f) && !f.endsWith('.d.ts'))).toEqual([]);
     expect(files.filter((f) => /main|demo|workflow\.|test|fixtures/.test(f))).toEqual([]);
+    expect(files).toContain('dist/cli.js'); // the `durable` command
     // The working tree is left as it was: the build is removed after packing.
     expect(fs.existsSync(path.join(here, 'dist'))).toBe(false);
   });
@@ -118,5 +119,16 @@ describe('the engine as a package', () => {
     const effects = fs.readFileSync(path.join(app, 'effects.txt'), 'utf8').trim().split('\n');
     // Steps one and two under the first claim (token 1); three after the takeover, under token 2.
     expect(effects).toEqual(['job-1:0 one 1', 'job-1:1 two 1', 'job-1:2 three 2']);
+  });
+
+  it('ships its command line: the installed `durable` shows the workflow and who recorded each step', () => {
+    const env = { PATH: process.env.PATH, HOME: process.env.HOME, DATABASE_URL: database.url };
+    const shown = spawnSync(path.join(app, 'node_modules', '.bin', 'durable'), ['show', 'job-1', '--json'], { cwd: app, env, encoding: 'utf8', timeout: 30_000 });
+    expect(shown.status, shown.stderr).toBe(0);
+    const workflow = JSON.parse(shown.stdout) as { status: string; steps: Array<{ name: string; fencingToken: number }> };
+    expect(workflow.status).toBe('completed');
+    expect(workflow.steps.map((step) => `${step.name} ${step.fencingToken}`)).toEqual(['one 1', 'two 1', 'three 2']);
+    const usage = spawnSync(path.join(app, 'node_modules', '.bin', 'durable'), ['cancel', 'job-1'], { cwd: app, env, encoding: 'utf8', timeout: 30_000 });
+    expect([usage.status, usage.stderr]).toEqual([2, expect.stringContaining('this engine has no cancellation')]);
   });
 });

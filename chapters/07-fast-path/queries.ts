@@ -591,3 +591,103 @@ export async function recordSteps(db: Sql, steps: Array<Omit<StepRow, 'recordedA
   });
   return new Set(result.rows.map((row) => row.key));
 }
+
+// ── operating it: the command line's queries (cli.ts) ───────────────────────
+
+/** One workflow as `durable list` shows it: its row, how far it got, and when it last changed. */
+export interface WorkflowSummary {
+  id: string;
+  name: string;
+  status: WorkflowStatus;
+  fencingToken: number;
+  leaseOwner: string | null;
+  leaseMsLeft: number;
+  steps: number;
+  error: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** What `durable list` filters on: any of them, all optional. */
+export interface WorkflowFilter {
+  status?: WorkflowStatus;
+  name?: string;
+  /** Last changed at least this long ago (ms). */
+  olderThanMs?: number;
+  /** Last changed at most this long ago (ms). */
+  newerThanMs?: number;
+  limit: number;
+}
+
+/** The newest workflows first, filtered; the step count comes from the steps' primary key, not a scan of their outputs. */
+export async function listWorkflows(db: Sql, filter: WorkflowFilter): Promise<WorkflowSummary[]> {
+  const result = await db.query<WorkflowSummary>(
+    `SELECT w.id, w.name, w.status, w.error,
+            w.fencing_token AS "fencingToken", w.lease_owner AS "leaseOwner",
+            GREATEST(0, ceil(extract(epoch FROM w.lease_expires_at - now()) * 1000))::int AS "leaseMsLeft",
+            (SELECT count(*) FROM steps s WHERE s.workflow_id = w.id)::int AS steps,
+            w.created_at AS "createdAt", w.updated_at AS "updatedAt"
+       FROM workflows w
+      WHERE ($1::text IS NULL OR w.status = $1)
+        AND ($2::text IS NULL OR w.name = $2)
+        AND ($3::bigint IS NULL OR w.updated_at <= now() - $3 * interval '1 millisecond')
+        AND ($4::bigint IS NULL OR w.updated_at >= now() - $4 * interval '1 millisecond')
+      ORDER BY w.updated_at DESC, w.id
+      LIMIT $5`,
+    [filter.status ?? null, filter.name ?? null, filter.olderThanMs ?? null, filter.newerThanMs ?? null, filter.limit],
+  );
+  return result.rows;
+}
+
+/**
+ * A failed workflow, runnable again: `running`, its error cleared, its lease
+ * ended. The next claim takes a new fencing token and replays its log — the
+ * steps it recorded are not run again; the one that failed (never recorded)
+ * runs again. False when the id is not a failed workflow.
+ */
+export async function retryWorkflow(db: Sql, id: string): Promise<boolean> {
+  const result = await db.query(
+    `UPDATE workflows
+        SET status = 'running', error = NULL, lease_owner = NULL, lease_expires_at = now(), updated_at = now()
+      WHERE id = $1 AND status = 'failed'`,
+    [id],
+  );
+  return result.rowCount === 1;
+}
+
+/**
+ * Delete up to `batch` finished workflows (of `statuses`) last changed more
+ * than `olderThanMs` ago, with their steps, in one statement; returns their
+ * ids. The oldest go first; rows another session holds are skipped (SKIP
+ * LOCKED), so a prune never waits on a worker, and a batch holds its locks
+ * only as long as one DELETE. Call it until it returns fewer than `batch`.
+ * (The steps go in the same statement: their foreign key is checked at its end.)
+ */
+export async function pruneFinished(db: Sql, olderThanMs: number, statuses: WorkflowStatus[], batch: number): Promise<string[]> {
+  const result = await db.query<{ id: string }>(
+    `WITH doomed AS (
+       SELECT id FROM workflows
+        WHERE status = ANY($1::text[]) AND status <> 'running' AND updated_at < now() - $2 * interval '1 millisecond'
+        ORDER BY updated_at
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+     ), gone_steps AS (
+       DELETE FROM steps WHERE workflow_id IN (SELECT id FROM doomed)
+     )
+     DELETE FROM workflows WHERE id IN (SELECT id FROM doomed)
+     RETURNING id`,
+    [statuses, olderThanMs, batch],
+  );
+  return result.rows.map((row) => row.id);
+}
+
+/** How many finished workflows a prune with these settings would delete, and the oldest few. */
+export async function countPrunable(db: Sql, olderThanMs: number, statuses: WorkflowStatus[]): Promise<{ count: number; oldest: string[] }> {
+  const result = await db.query<{ id: string; total: number }>(
+    `SELECT id, count(*) OVER ()::int AS total FROM workflows
+      WHERE status = ANY($1::text[]) AND status <> 'running' AND updated_at < now() - $2 * interval '1 millisecond'
+      ORDER BY updated_at LIMIT 10`,
+    [statuses, olderThanMs],
+  );
+  return { count: result.rows[0]?.total ?? 0, oldest: result.rows.map((row) => row.id) };
+}

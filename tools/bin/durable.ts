@@ -1,0 +1,32 @@
+/**
+ * `npm run durable -- <command>` — the engine's operator command line
+ * (chapters/07-fast-path/cli.ts, which the package ships as `durable`), on the
+ * course's database.
+ *
+ *   npm run durable -- list                     what chapter 7's demo left (database chapter_7_demo)
+ *   npm run durable -- show order-3
+ *   npm run durable -- list --db other_db       another database on the course's server
+ *
+ * With DATABASE_URL set, that database is used as it is, and --db is not needed.
+ */
+import { withDatabase } from '../../shared/db/databases.ts';
+import { startPostgres } from '../../shared/db/server.ts';
+import { paint } from '../../shared/narrate.ts';
+import { runCli } from '../../chapters/07-fast-path/cli.ts';
+
+const args = process.argv.slice(2);
+const at = args.indexOf('--db');
+const database = at >= 0 ? args[at + 1] : undefined;
+if (at >= 0) args.splice(at, 2);
+
+let databaseUrl = process.env.DATABASE_URL;
+const server = databaseUrl ? undefined : await startPostgres({ purpose: 'dev', log: (line) => console.error(paint.dim(line)) });
+if (server) databaseUrl = withDatabase(server.url, database ?? 'chapter_7_demo');
+const code = await runCli(args, {
+  out: (text) => process.stdout.write(text),
+  err: (text) => process.stderr.write(text),
+  env: { ...process.env, DATABASE_URL: databaseUrl },
+  interactive: Boolean(process.stdin.isTTY),
+});
+await server?.stop();
+process.exitCode = code;
