@@ -386,6 +386,48 @@ describe('a library does not print: what it says goes to the application\'s logg
   });
 });
 
+describe('retention: finished workflows are deleted once old enough, if the application asks', () => {
+  it('a worker with retention deletes completed and failed workflows and their steps past the age, in batches, and never a running one; without it, nothing goes', async () => {
+    await withFreshDatabase('ch07_retention', async (_url, pool) => {
+      await migrate(pool);
+      const entries: LogEntry[] = [];
+      const engine = createEngine({
+        db: pool,
+        attempts: 1,
+        log: (entry) => entries.push(entry),
+        workflows: {
+          done: async (ctx) => ctx.step('one', async () => 1),
+          broken: async (ctx) => ctx.step('one', async () => { throw new Error('no'); }),
+        },
+      });
+      for (let i = 0; i < 5; i++) await engine.start('done', null, { id: `done-${i}` });
+      await engine.start('broken', null, { id: 'broken-0' });
+      await engine.createWorker({ leaseMs: 5000 }).drain(); // no retention: all six stay
+      const count = async (table: string) => (await pool.query<{ n: number }>(`SELECT count(*)::int AS n FROM ${table}`)).rows[0]!.n;
+      expect([await count('workflows'), await count('steps')]).toEqual([6, 5]);
+
+      // The six finished an hour ago, as far as retention can tell; `young` finishes now: younger than the age.
+      await pool.query(`UPDATE workflows SET updated_at = now() - interval '1 hour'`);
+      await engine.start('done', null, { id: 'young' });
+      // Running for an hour, held by a worker elsewhere: old, but not finished.
+      await pool.query(
+        `INSERT INTO workflows (id, name, input, updated_at, fencing_token, lease_owner, lease_expires_at)
+         VALUES ('still-running', 'done', 'null', now() - interval '1 hour', 1, 'elsewhere', now() + interval '1 hour')`,
+      );
+      const worker = engine.createWorker({ leaseMs: 5000, pollMs: 60_000, retention: { olderThanMs: 60_000, everyMs: 50, batch: 2 } });
+      await worker.start();
+      await vi.waitFor(async () => expect(await count('workflows')).toBe(2), { timeout: 5000 }); // in batches of two
+      await worker.stop();
+      const left = (await pool.query<{ id: string }>('SELECT id FROM workflows ORDER BY id')).rows.map((r) => r.id);
+      expect(left).toEqual(['still-running', 'young']);
+      expect((await pool.query('SELECT workflow_id, seq FROM steps ORDER BY 1')).rows).toEqual([{ workflow_id: 'young', seq: 0 }]);
+      expect(entries.filter((e) => e.event === 'pruned').map((e) => e.message).join(' ')).toMatch(/deleted \d+ finished workflow\(s\) older than 60000 ms/);
+      await expect(engine.result('done-0')).rejects.toThrow('workflow done-0 is not in the log');
+      expect(() => engine.createWorker({ retention: { olderThanMs: -1 } })).toThrow(RangeError);
+    });
+  });
+});
+
 describe('a run whose lease is taken from it stops, and writes nothing more', () => {
   it('its transaction step is refused, and the step’s SQL rolls back with the refused record', async () => {
     await db.query('CREATE TABLE IF NOT EXISTS effects (workflow_id text NOT NULL, what text NOT NULL)');

@@ -35,7 +35,8 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * For a worker (`worker` set): `database-unavailable` (warn, once per outage),
  * `database-back` (info), `database-error` (error), `schema-missing` (error,
  * once: run migrate), `listen-lost` (warn), `stopping` (info), `leases-released`
- * (info), `release-failed` (warn), `on-run-end-threw` (error: the application's callback threw).
+ * (info), `release-failed` (warn), `pruned` (info: retention deleted finished workflows),
+ * `on-run-end-threw` (error: the application's callback threw).
  */
 export type LogEvent =
   | 'claimed'
@@ -56,6 +57,7 @@ export type LogEvent =
   | 'listen-lost'
   | 'stopping'
   | 'leases-released'
+  | 'pruned'
   | 'release-failed'
   | 'on-run-end-threw';
 

@@ -33,6 +33,7 @@ import {
   claimWorkflows,
   deferWorkflow,
   explainLostLease,
+  pruneFinished,
   isConnectionFailure,
   releaseLeases,
   renewLeases,
@@ -63,6 +64,15 @@ export interface WorkerOptions {
   listen?: boolean;
   /** Called when a run this worker started ends, however it ended. */
   onRunEnd?: (event: RunEndEvent) => void;
+  /**
+   * Delete finished (completed or failed) workflows and their steps once they
+   * were last changed more than `olderThanMs` ago: checked every `everyMs`
+   * (default 60 000, ±20 %), `batch` rows a statement (default 1000), rows
+   * another session holds skipped. Off by default: deleting history is the
+   * application's decision. `result()` of a pruned workflow says it is not in
+   * the log. Every worker with it on prunes; their batches do not collide.
+   */
+  retention?: { olderThanMs: number; everyMs?: number; batch?: number };
   /**
    * A claimed workflow whose name this worker has no code for is put back,
    * still `running`, runnable again after this long ±20 % (default 10 000 ms):
@@ -125,6 +135,10 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   const shutdownGraceMs = options.shutdownGraceMs ?? 10_000;
   const name = options.name ?? `${os.hostname()}:${process.pid}`;
   const unknownWorkflowDelayMs = options.unknownWorkflowDelayMs ?? 10_000;
+  const retention = options.retention;
+  if (retention && !(retention.olderThanMs >= 0 && (retention.everyMs ?? 60_000) >= 10 && Number.isInteger(retention.batch ?? 1000) && (retention.batch ?? 1000) >= 1)) {
+    throw new RangeError(`retention: olderThanMs ≥ 0, everyMs ≥ 10 and a whole batch ≥ 1, got ${JSON.stringify(retention)}`);
+  }
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a whole number ≥ 1, got ${concurrency}`);
   if (!Number.isInteger(leaseMs) || leaseMs < 100) throw new RangeError(`leaseMs must be a whole number ≥ 100, got ${leaseMs}`);
   const { db, say } = core;
@@ -502,6 +516,38 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     }
   }
 
+  // ── retention ─────────────────────────────────────────────────────────────
+
+  let pruning: NodeJS.Timeout | undefined;
+  /** The prune in flight, if any: stop() waits for it before the pool may close. */
+  let pruned: Promise<void> = Promise.resolve();
+
+  function startRetention(): void {
+    if (!retention) return;
+    const everyMs = retention.everyMs ?? 60_000;
+    const batch = retention.batch ?? 1000;
+    const tick = () => {
+      pruned = (async () => {
+        let deleted = 0;
+        try {
+          // Batch after batch until a short one: each a statement of its own, its locks held as long as one DELETE.
+          for (;;) {
+            const ids = await pruneFinished(db, retention.olderThanMs, ['completed', 'failed'], batch);
+            deleted += ids.length;
+            if (ids.length < batch || state !== 'running') break;
+          }
+          if (deleted > 0) say('info', 'pruned', `worker ${name} deleted ${deleted} finished workflow(s) older than ${retention.olderThanMs} ms, with their steps`, { worker: name });
+        } catch (thrown) {
+          databaseFailed('pruning finished workflows', thrown);
+        }
+      })();
+      void pruned.then(() => {
+        if (state === 'running') pruning = setTimeout(tick, everyMs * (0.8 + Math.random() * 0.4));
+      });
+    };
+    pruning = setTimeout(tick, everyMs * (0.8 + Math.random() * 0.4));
+  }
+
   // ── starting and stopping ──────────────────────────────────────────────────
 
   async function start(): Promise<void> {
@@ -511,6 +557,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     db.on('error', onPoolError);
     db.on('connect', onNewConnection);
     startHeartbeat();
+    startRetention();
     const claimed = new Promise<void>((resolve) => (firstClaim = resolve));
     loop = claimLoop();
     await claimed;
@@ -548,6 +595,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         }
       }
       clearTimeout(heartbeat);
+      clearTimeout(pruning);
+      await pruned;
       if (listener) {
         const connection = listener;
         listener = undefined;

@@ -52,6 +52,8 @@ export interface BenchWorkerOptions {
   listen?: boolean;
   name?: string;
   onRunEnd?: (event: { workflowId: string; outcome: string }) => void;
+  /** Chapter 7 on: delete finished workflows past an age (the steady-state run turns it on). */
+  retention?: { olderThanMs: number; everyMs?: number; batch?: number };
 }
 
 export interface ProductionEngine {

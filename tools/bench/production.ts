@@ -98,6 +98,10 @@ export interface Steady {
   autovacuumNaptime: string;
   tables: Array<{ table: string; liveTuples: number; deadTuples: number; autovacuums: number; tableBytes: number; indexBytes: number }>;
   cost: Cost;
+  /** The worker's retention: finished workflows older than this are deleted, checked this often. */
+  retention: { olderThanMs: number; everyMs: number };
+  /** Rows in workflows at each third's end: bounded by retention, not growing with the run. */
+  rowsAtThirds: number[];
 }
 
 export interface History {
@@ -496,7 +500,9 @@ export async function takeover(ctx: SuiteContext, chapter: ProductionChapter): P
 
 export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxRate: number | undefined): Promise<Steady> {
   const o = await open(ctx, chapter, 'steady', 16);
-  const worker = o.engine.createWorker({ concurrency: 8, pollMs: 1000 });
+  // Retention on, as a service that runs for months would have it: the tables must stay bounded.
+  const retention = { olderThanMs: ctx.quick ? 500 : 5000, everyMs: ctx.quick ? 200 : 1000 };
+  const worker = o.engine.createWorker({ concurrency: 8, pollMs: 1000, retention });
   try {
     if (maxRate === undefined) {
       // No throughput figure from this run: a short 8-way drain to find one.
@@ -513,6 +519,9 @@ export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxR
     const samples: Array<{ at: number; ms: number }> = [];
     const inFlight = new Set<Promise<void>>();
     let issued = 0;
+    const rowsAtThirds: number[] = [];
+    const countRows = async () => (await o.db.query<{ n: number }>('SELECT count(*)::int AS n FROM workflows')).rows[0]!.n;
+    const counting = [1, 2, 3].map((k) => sleep((k * seconds * 1000) / 3 - 50).then(async () => void (rowsAtThirds[k - 1] = await countRows())));
     const cost = await measure(ctx, () => samples.length, async () => {
       const t0 = performance.now();
       while (performance.now() - t0 < seconds * 1000) {
@@ -531,6 +540,7 @@ export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxR
         await sleep(2);
       }
       await Promise.all([...inFlight]);
+      await Promise.all(counting);
     });
     const n = samples.length;
     samples.sort((a, b) => a.at - b.at);
@@ -544,7 +554,7 @@ export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxR
          FROM pg_stat_user_tables WHERE relname IN ('workflows', 'steps') ORDER BY relname DESC`,
     );
     const naptime = await o.db.query<{ v: string }>(`SELECT current_setting('autovacuum_naptime') AS v`);
-    return { targetRate, achievedRate: n / seconds, seconds, workflows: n, thirds: [third(0), third(1), third(2)], autovacuumNaptime: naptime.rows[0]!.v, tables: rows, cost };
+    return { targetRate, achievedRate: n / seconds, seconds, workflows: n, thirds: [third(0), third(1), third(2)], autovacuumNaptime: naptime.rows[0]!.v, tables: rows, cost, retention, rowsAtThirds };
   } finally {
     await worker.stop();
     await o.close();

@@ -495,6 +495,12 @@ export function renderReport(raw: BenchResults): string {
       '',
       `Per workflow: ${costColumns(s.cost).split(' | ').map((x, i) => `${x} ${['commits', 'round trips', 'WAL bytes', 'CPU ms node / pg'][i]}`).join(', ')}.`,
       '',
+      ...(s.retention
+        ? [
+            `Retention on (the worker deletes finished workflows older than ${fmt(s.retention.olderThanMs / 1000, 1)} s, checked every ${fmt(s.retention.everyMs / 1000, 1)} s): rows in \`workflows\` at the end of each third: ${s.rowsAtThirds.map((n) => fmt(n, 0)).join(', ')} — bounded by the rate × the age, where without retention they would grow to all ${fmt(s.workflows, 0)}.`,
+            '',
+          ]
+        : []),
       '| table | live tuples | dead tuples | autovacuums | table size | index size |',
       '|---|---|---|---|---|---|',
       ...s.tables.map((x) => `| ${x.table} | ${fmt(x.liveTuples, 0)} | ${fmt(x.deadTuples, 0)} | ${x.autovacuums} | ${mb(x.tableBytes)} | ${mb(x.indexBytes)} |`),
