@@ -100,8 +100,8 @@ export interface Steady {
   cost: Cost;
   /** The worker's retention: finished workflows older than this are deleted, checked this often. */
   retention: { olderThanMs: number; everyMs: number };
-  /** Rows in workflows at each third's end: bounded by retention, not growing with the run. */
-  rowsAtThirds: number[];
+  /** Rows in workflows at each third's end: finished ones (what retention bounds) and running ones (the backlog, if the engine falls behind). */
+  rowsAtThirds: Array<{ finished: number; running: number }>;
 }
 
 export interface History {
@@ -519,8 +519,13 @@ export async function steady(ctx: SuiteContext, chapter: ProductionChapter, maxR
     const samples: Array<{ at: number; ms: number }> = [];
     const inFlight = new Set<Promise<void>>();
     let issued = 0;
-    const rowsAtThirds: number[] = [];
-    const countRows = async () => (await o.db.query<{ n: number }>('SELECT count(*)::int AS n FROM workflows')).rows[0]!.n;
+    const rowsAtThirds: Array<{ finished: number; running: number }> = [];
+    const countRows = async () =>
+      (
+        await o.db.query<{ finished: number; running: number }>(
+          `SELECT count(*) FILTER (WHERE status <> 'running')::int AS finished, count(*) FILTER (WHERE status = 'running')::int AS running FROM workflows`,
+        )
+      ).rows[0]!;
     const counting = [1, 2, 3].map((k) => sleep((k * seconds * 1000) / 3 - 50).then(async () => void (rowsAtThirds[k - 1] = await countRows())));
     const cost = await measure(ctx, () => samples.length, async () => {
       const t0 = performance.now();

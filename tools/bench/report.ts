@@ -497,7 +497,8 @@ export function renderReport(raw: BenchResults): string {
       '',
       ...(s.retention
         ? [
-            `Retention on (the worker deletes finished workflows older than ${fmt(s.retention.olderThanMs / 1000, 1)} s, checked every ${fmt(s.retention.everyMs / 1000, 1)} s): rows in \`workflows\` at the end of each third: ${s.rowsAtThirds.map((n) => fmt(n, 0)).join(', ')} — bounded by the rate × the age, where without retention they would grow to all ${fmt(s.workflows, 0)}.`,
+            `Retention on (the worker deletes finished workflows older than ${fmt(s.retention.olderThanMs / 1000, 1)} s, checked every ${fmt(s.retention.everyMs / 1000, 1)} s). Rows in \`workflows\` at the end of each third — finished: ${s.rowsAtThirds.map((r) => fmt(r.finished, 0)).join(', ')} ` +
+              `(bounded by the finishing rate × the age, about ${fmt((s.achievedRate * s.retention.olderThanMs) / 1000, 0)}; without retention all ${fmt(s.workflows, 0)} would stay); running: ${s.rowsAtThirds.map((r) => fmt(r.running, 0)).join(', ')} (the backlog, never pruned: where it grows, the engine fell behind the offered load).`,
             '',
           ]
         : []),
