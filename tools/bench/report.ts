@@ -4,6 +4,7 @@
  * side — a column for chapter 6, one for chapter 7, and 7/6 — and chapter 7,
  * the last, is judged against the targets.
  */
+import { renderCharts } from './charts.ts';
 import type { CommitRate } from './baseline.ts';
 import type { ChapterResults, Cost, Dispatch, ProductionResults, ThroughputRun } from './production.ts';
 import { fmt, type Summary } from './stats.ts';
@@ -335,6 +336,9 @@ export function renderReport(raw: BenchResults): string {
     );
   }
   lines.push(...whatTheFastPathBuys(r, cs));
+  // The same figures as pictures (charts.ts writes the SVG files beside this report).
+  const charts = renderCharts(r);
+  if (charts.length > 0) lines.push(...charts.map((chart) => `![${chart.title}](${chart.file})`), '');
   lines.push(...targetsTable(r, cs, lastDir));
 
   const withSteps = cs.filter((c) => c.stepOverhead);

@@ -5,7 +5,8 @@
  * statements) and chapter 7 (the same engine made fast) — with chapter 7
  * against its targets and its peers.
  *
- *   npm run bench                          the full run (about 5 minutes on 2 cores); writes docs/bench/report.md and results.json
+ *   npm run bench                          the full run (about 5 minutes on 2 cores); writes docs/bench/report.md,
+ *                                          results.json and the charts (throughput.svg, dispatch.svg, chapters.svg)
  *   npm run bench -- --quick               tiny counts, no report files (what `npm test` runs so this cannot rot)
  *   npm run bench -- --only steps,dispatch some suites (the yardsticks always run: everything is compared with them)
  *   npm run bench -- --no-write            the full run, printed only
@@ -24,6 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { projectRoot, startPostgres } from '../../shared/db/server.ts';
+import { renderCharts } from '../bench/charts.ts';
 import { CourseError, runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
 import { flushRate, insertCommits } from '../bench/baseline.ts';
@@ -52,6 +54,11 @@ function selectedSuites(argv: string[]): Suite[] {
   return SUITES.filter((s) => names.includes(s));
 }
 
+/** The report's SVG charts (charts.ts), beside it. */
+function writeCharts(out: string, results: BenchResults): void {
+  for (const chart of renderCharts(results)) fs.writeFileSync(path.join(out, chart.file), chart.svg);
+}
+
 /** `--render`: write report.md again from results.json, without measuring (after a change to the report's text). */
 function renderOnly(): void {
   const out = path.join(projectRoot, 'docs', 'bench');
@@ -59,6 +66,7 @@ function renderOnly(): void {
   if (!fs.existsSync(file)) throw new CourseError('docs/bench/results.json does not exist yet', 'Run `npm run bench` first.');
   const results = normalizeResults(JSON.parse(fs.readFileSync(file, 'utf8')) as BenchResults);
   const report = renderReport(results);
+  writeCharts(out, results);
   fs.writeFileSync(path.join(out, 'report.md'), `${report}\n`);
   console.log(report);
   console.error(paint.dim('\nWrote docs/bench/report.md from docs/bench/results.json (nothing measured)'));
@@ -237,6 +245,7 @@ runMain(async () => {
       const out = path.join(projectRoot, 'docs', 'bench');
       fs.mkdirSync(out, { recursive: true });
       fs.writeFileSync(path.join(out, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
+      writeCharts(out, results);
       fs.writeFileSync(path.join(out, 'report.md'), `${report}\n`);
       console.error(paint.dim(`\nWrote docs/bench/report.md and docs/bench/results.json`));
     }
