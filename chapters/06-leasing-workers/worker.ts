@@ -165,10 +165,17 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     );
   }
 
+  /**
+   * Any answer ends the outage: a claim, a renewal, or a run that recorded its
+   * end (runs may finish before the next claim or heartbeat: with claims backed
+   * off to 5 s, waiting for one would leave the outage unreported as over). The
+   * claim loop, asleep in its back-off, is woken: work can be claimed again now.
+   */
   function databaseAnswered(): void {
     if (outageSince === undefined) return;
     trace.info(`worker ${name}: the database answers again (after ${((Date.now() - outageSince) / 1000).toFixed(1)} s)`);
     outageSince = undefined;
+    if (failedClaims > 0) wake();
   }
 
   /**
@@ -320,7 +327,10 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       }
     };
     const run = core.execute(claim, lease).then(
-      (outcome) => report(outcome),
+      (outcome) => {
+        databaseAnswered(); // its end is recorded: the database answers
+        report(outcome);
+      },
       async (thrown: unknown) => {
         const error = toError(thrown);
         if (error instanceof LeaseLostError) {
