@@ -44,7 +44,7 @@
  *   queries.ts has all the SQL; migrate.ts the schema (003: first claims read no log);
  *   log.ts, tracing.ts and json.ts: what it says (to the application's logger),
  *   its OpenTelemetry spans, and what the log can record — the package needs
- *   nothing from the course.
+ *   nothing from the course; cli.ts is its operator command line, `durable`.
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';

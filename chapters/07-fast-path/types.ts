@@ -167,7 +167,8 @@ export interface EngineOptions<W extends Workflows> {
    * `SchemaMissingError`). A pool made from a connection string that is not
    * a `postgres://` URL is refused here (`InvalidConnectionStringError`). Its pool needs a
    * connection per concurrently executing workflow, plus three per worker
-   * (LISTEN; claims and heartbeats; result polling).
+   * (LISTEN; claims and heartbeats; result polling), plus one if this process
+   * also calls `start()`.
    */
   db: pg.Pool;
   /** Every workflow this process can run or start, by the name the log stores. */

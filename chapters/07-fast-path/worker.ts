@@ -16,11 +16,13 @@
  *   stop()       stop claiming; let the held runs finish for up to
  *                `shutdownGraceMs`, renewing their leases meanwhile; release
  *                what is left (lease_expires_at = now(): runnable at once).
+ *   retention    if asked (options.retention): every everyMs, delete finished
+ *                workflows past an age, a batch per statement (pruneFinished).
  *
  * The database going away (a restart, a failover, a dropped connection) is
  * weather, not a bug: the worker never exits for it. Claims back off (up to
- * 5 s between tries) and the outage is logged once when it starts and once
- * when it ends; runs whose leases cannot be renewed stop before they run out;
+ * 5 s between tries) and the outage is told to the engine's logger once when
+ * it starts and once when it ends (log.ts); runs whose leases cannot be renewed stop before they run out;
  * the LISTEN connection comes back on its own, and polling covers the gap.
  */
 import os from 'node:os';
@@ -44,7 +46,7 @@ import type { LocalWorker } from './start.ts';
 
 /** Options of a worker (`engine.createWorker(options)`). */
 export interface WorkerOptions {
-  /** Workflows run at once (default 8). The pool needs at least this many connections, plus three. */
+  /** Workflows run at once (default 8). The pool needs at least this many connections, plus three (plus one where the process also starts workflows). */
   concurrency?: number;
   /**
    * How long a claim lasts without renewal (default 30 000 ms). Renewed every

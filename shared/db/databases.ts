@@ -46,13 +46,18 @@ export function withDatabase(url: string, database: string): string {
   return parsed.toString();
 }
 
+/** A unique database (or role) name made from `label`: `order_tests_1a2b3c4d`, easy to find with `\l`. */
+export function uniqueName(label: string): string {
+  const slug = label.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 40) || 'db';
+  return `${slug}_${randomBytes(4).toString('hex')}`;
+}
+
 /**
  * CREATE DATABASE with a unique name; returns its connection string.
  * `label` becomes part of the name, so a learner can find it with `\l`.
  */
 export async function createDatabase(adminUrl: string, label: string): Promise<string> {
-  const slug = label.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 40) || 'db';
-  const name = `${slug}_${randomBytes(4).toString('hex')}`;
+  const name = uniqueName(label);
   const client = new pg.Client({ connectionString: adminUrl });
   try {
     await client.connect();

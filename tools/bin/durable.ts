@@ -11,22 +11,26 @@
  */
 import { withDatabase } from '../../shared/db/databases.ts';
 import { startPostgres } from '../../shared/db/server.ts';
+import { runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
 import { runCli } from '../../chapters/07-fast-path/cli.ts';
 
-const args = process.argv.slice(2);
-const at = args.indexOf('--db');
-const database = at >= 0 ? args[at + 1] : undefined;
-if (at >= 0) args.splice(at, 2);
+runMain(async () => {
+  const args = process.argv.slice(2);
+  const at = args.indexOf('--db');
+  const database = at >= 0 ? args[at + 1] : undefined;
+  if (at >= 0) args.splice(at, 2);
 
-let databaseUrl = process.env.DATABASE_URL;
-const server = databaseUrl ? undefined : await startPostgres({ purpose: 'dev', log: (line) => console.error(paint.dim(line)) });
-if (server) databaseUrl = withDatabase(server.url, database ?? 'chapter_7_demo');
-const code = await runCli(args, {
-  out: (text) => process.stdout.write(text),
-  err: (text) => process.stderr.write(text),
-  env: { ...process.env, DATABASE_URL: databaseUrl },
-  interactive: Boolean(process.stdin.isTTY),
+  // The course's server (started, or shared with another course process) unless DATABASE_URL names one.
+  const server = process.env.DATABASE_URL ? undefined : await startPostgres({ purpose: 'dev', log: (line) => console.error(paint.dim(line)) });
+  try {
+    process.exitCode = await runCli(args, {
+      out: (text) => process.stdout.write(text),
+      err: (text) => process.stderr.write(text),
+      env: { ...process.env, DATABASE_URL: server ? withDatabase(server.url, database ?? 'chapter_7_demo') : process.env.DATABASE_URL },
+      interactive: Boolean(process.stdin.isTTY),
+    });
+  } finally {
+    await server?.stop();
+  }
 });
-await server?.stop();
-process.exitCode = code;

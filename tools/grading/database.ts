@@ -25,10 +25,12 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { withDatabase } from '../../shared/db/databases.ts';
+import { uniqueName, withDatabase } from '../../shared/db/databases.ts';
 
 /** Every role and database the grader makes starts with this: what a killed run left is found by it. */
 const PREFIX = 'grade_';
+/** PREFIX as a LIKE pattern: its underscore taken literally. */
+const OURS = PREFIX.replace(/_/g, '\\_');
 
 export interface SubmissionDatabase {
   /** The submission's connection string: its own role, its own database. */
@@ -73,9 +75,15 @@ export async function prepareCluster(adminUrl: string, { ownCluster }: { ownClus
     }
     const me = (await admin.query<{ createrole: boolean; superuser: boolean }>('SELECT rolcreaterole AS createrole, rolsuper AS superuser FROM pg_roles WHERE rolname = current_user')).rows[0];
     // What a killed run left: its submissions' databases, then their roles.
-    const leftovers = await admin.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname LIKE $1`, [`${PREFIX}%`]);
-    for (const { datname } of leftovers.rows) await admin.query(`DROP DATABASE IF EXISTS ${admin.escapeIdentifier(datname)} WITH (FORCE)`).catch(() => {});
-    const roles = await admin.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${PREFIX}%`]);
+    // LIKE 'grade\_%': an unescaped _ matches any character, and a database of yours named "gradebook" is not ours.
+    // Only those nobody is connected to: another grading run on the same server keeps its own.
+    const leftovers = await admin.query<{ datname: string }>(
+      `SELECT datname FROM pg_database d WHERE datname LIKE $1 AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)`,
+      [`${OURS}%`],
+    );
+    for (const { datname } of leftovers.rows) await admin.query(`DROP DATABASE IF EXISTS ${admin.escapeIdentifier(datname)}`).catch(() => {});
+    const roles = await admin.query<{ rolname: string }>(`SELECT rolname FROM pg_roles WHERE rolname LIKE $1`, [`${OURS}%`]);
+    // A role that still owns a database (one in use, kept above) cannot be dropped: the error is the answer.
     for (const { rolname } of roles.rows) await admin.query(`DROP ROLE IF EXISTS ${admin.escapeIdentifier(rolname)}`).catch(() => {});
     if (!me?.createrole && !me?.superuser) {
       return { rolesPerSubmission: false, summary: 'shared: the admin role may not create roles, so every submission connects as it (give it CREATEROLE)' };
@@ -86,7 +94,7 @@ export async function prepareCluster(adminUrl: string, { ownCluster }: { ownClus
       return { rolesPerSubmission: true, summary: 'a role of its own per submission, on a cluster made for this run (password logins only): it owns its database and can reach nothing else' };
     }
     // Does a wrong password get a role in? Then roles are names here, not identities: say so.
-    const probe = `${PREFIX}probe_${randomBytes(4).toString('hex')}`;
+    const probe = uniqueName(`${PREFIX}probe`);
     await admin.query(`CREATE ROLE ${admin.escapeIdentifier(probe)} LOGIN PASSWORD ${admin.escapeLiteral(randomBytes(24).toString('base64url'))}`);
     let trusted = false;
     try {
@@ -111,8 +119,7 @@ export async function prepareCluster(adminUrl: string, { ownCluster }: { ownClus
 
 /** A role and a database for one submission; `label` (the student's name) is part of both names, for `\l` and `\du`. */
 export async function createSubmissionDatabase(adminUrl: string, label: string, check: ClusterCheck): Promise<SubmissionDatabase> {
-  const slug = label.toLowerCase().replace(/[^a-z0-9]+/g, '_').replace(/^_+|_+$/g, '').slice(0, 30) || 'student';
-  const name = `${PREFIX}${slug}_${randomBytes(4).toString('hex')}`;
+  const name = uniqueName(`${PREFIX}${label}`);
   const password = randomBytes(24).toString('base64url');
   await withAdmin(adminUrl, async (admin) => {
     const role = admin.escapeIdentifier(name);
@@ -139,7 +146,8 @@ export async function createSubmissionDatabase(adminUrl: string, label: string, 
         const quoted = admin.escapeIdentifier(name);
         await admin.query(`DROP DATABASE IF EXISTS ${quoted} WITH (FORCE)`);
         if (check.rolesPerSubmission) {
-          // Anything it made elsewhere (it could not, but the admin's own database is where DROP OWNED must run) goes first.
+          // A role that still owns something cannot be dropped. Its database is gone; DROP OWNED (run in the
+          // admin's database) clears any grant or object left there — none is expected, its role could not connect.
           await admin.query(`DROP OWNED BY ${quoted}`).catch(() => {});
           await admin.query(`DROP ROLE IF EXISTS ${quoted}`);
         }
