@@ -11,6 +11,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import pg from 'pg';
 import { createDatabase, dropDatabase } from './db/databases.ts';
 import { projectRoot } from './db/server.ts';
 import { runUntilDone, startChild, type Attempt, type Fault, type RunResult } from './crash/runner.ts';
@@ -25,6 +26,10 @@ export type Verdict =
   | 'work-twice'
   | 'lost'
   | 'torn'
+  | 'gave-up'
+  | 'loops'
+  | 'stopped'
+  | 'early'
   | 'not-applicable';
 
 export const VERDICT_LABEL: Record<Verdict, string> = {
@@ -35,6 +40,10 @@ export const VERDICT_LABEL: Record<Verdict, string> = {
   'work-twice': '✗ ran twice',
   lost: '✗ lost',
   torn: '✗ torn',
+  'gave-up': '✗ gave up',
+  loops: '✗ loops for ever',
+  stopped: '✓ failed after max attempts',
+  early: '✗ woke early',
   'not-applicable': '–',
 };
 
@@ -152,6 +161,64 @@ export const scenarios: Scenario[] = [
       const run = await crashAndRestart(chapter, world, orders, []);
       const ledger = await world.ledger();
       return { ...judge(ledger, orders, [run]), ledger, runs: [run] };
+    },
+  },
+  {
+    id: 'provider-outage',
+    title: 'the payment provider is down for its next 4 calls',
+    async run(chapter, world) {
+      // An outage of a few seconds: a retry at once meets it again; a back-off rides it out.
+      const orders = ['order-1'];
+      await world.failNext('payments', 4);
+      const run = await crashAndRestart(chapter, world, orders, []);
+      const ledger = await world.ledger();
+      const verdict = judge(ledger, orders, [run]);
+      if (verdict.verdict === 'lost' && ledger.byOrder('order-1').charges === 0) {
+        return { verdict: 'gave-up', detail: `the order failed while the provider was down: ${firstLine(run.error ?? verdict.detail)}`, ledger, runs: [run] };
+      }
+      return { ...verdict, ledger, runs: [run] };
+    },
+  },
+  {
+    id: 'poison-workflow',
+    title: 'every run of the workflow kills its process (a poison workflow)',
+    async run(chapter, world) {
+      // The same step kills its process every time (out of memory, a segfault, process.exit in a library).
+      const orders = ['order-1'];
+      const kills = 8;
+      const run = await runUntilDone({
+        script: chapter.main,
+        args: ['start', ...orders],
+        env: world.env,
+        faults: Array.from({ length: kills }, () => 'before-step:charge_card'),
+        maxAttempts: kills,
+        timeoutMs: 30_000,
+      });
+      const ledger = await world.ledger();
+      const status = (await readStatus(chapter, world, orders))?.['order-1'];
+      if (status === 'failed' && !run.finished) {
+        return { verdict: 'stopped', detail: `failed after ${run.crashes} processes were killed: ${firstLine(run.error ?? '')}`, ledger, runs: [run] };
+      }
+      if (run.crashes === kills) return { verdict: 'loops', detail: `${kills} processes killed, one after another, and the workflow is still ${status ?? 'unfinished'}`, ledger, runs: [run] };
+      return { ...judge(ledger, orders, [run]), ledger, runs: [run] };
+    },
+  },
+  {
+    id: 'kill-while-sleeping',
+    title: 'a process is killed while its workflow sleeps',
+    async run(chapter, world) {
+      // The order's cooling-off sleep (COOLING_OFF_MS, chapter 8 on), killed the moment it is recorded.
+      const orders = ['order-1'];
+      const env = { ...world.env, COOLING_OFF_MS: '1500' };
+      const run = await runUntilDone({ script: chapter.main, args: ['start', ...orders], env, faults: ['after-sleep-recorded'], timeoutMs: 30_000 });
+      const ledger = await world.ledger();
+      if (neverReached(run, 'after-sleep-recorded')) return { verdict: 'not-applicable', detail: 'this engine has no durable sleep', ledger, runs: [run] };
+      const verdict = judge(ledger, orders, [run]);
+      if (verdict.verdict !== 'exactly-once') return { ...verdict, ledger, runs: [run] };
+      // Never early: the email's record comes after the sleep's end, both by the database clock.
+      const early = await sleptTooLittle(world.databaseUrl, 'order-1');
+      if (early) return { verdict: 'early', detail: early, ledger, runs: [run] };
+      return { ...verdict, ledger, runs: [run] };
     },
   },
   crashAt('crash-after-charge-recorded', 'crash after the charge is recorded', 'after-record:charge_card'),
@@ -292,6 +359,25 @@ function twoProcessesOneOrder(id: string, title: string, pausePoint: string, jud
       return { ...judge(seen, orders, [again]), ledger, runs: [...runs, again] };
     },
   };
+}
+
+/** A sentence if workflow `id`'s step after its sleep was recorded before the sleep's end; null if not (chapter 8's log). */
+async function sleptTooLittle(databaseUrl: string, id: string): Promise<string | null> {
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  try {
+    const result = await db.query<{ until: string; after: Date | null }>(
+      `SELECT s.output->>'until' AS until, (SELECT min(n.created_at) FROM steps n WHERE n.workflow_id = s.workflow_id AND n.seq > s.seq) AS after
+         FROM steps s WHERE s.workflow_id = $1 AND s.kind = 'sleep'`,
+      [id],
+    );
+    for (const row of result.rows) {
+      if (row.after && row.after.getTime() < Date.parse(row.until)) return `the step after the sleep was recorded at ${row.after.toISOString()}, before the sleep's end ${row.until}`;
+    }
+    return result.rows.length === 0 ? 'no sleep in the log' : null;
+  } finally {
+    await db.end();
+  }
 }
 
 /** One attempt seen as a whole run (for processes started with startChild). */

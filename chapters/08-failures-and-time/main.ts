@@ -1,5 +1,5 @@
 /**
- * Chapter 7 as a process — what the demo, the tests and the matrix start,
+ * Chapter 8 as a process — what the demo, the tests and the matrix start,
  * kill, freeze and restart:
  *
  *   main.ts start <orderId>… [--amount <cents>]   run a worker here, put these orders in the log (once per
@@ -25,6 +25,8 @@
  *   SHUTDOWN_GRACE_MS  default 5000
  *   STEP_TIMEOUT_MS    default none: every step's timeoutMs (a hung call fails its attempt)
  *   WORKER_NAME        default worker-<pid>: the lease_owner the demo shows
+ *   COOLING_OFF_MS     default 0: the order's durable sleep before its email (0: no sleep at all)
+ *   MAX_ATTEMPTS       default 5: claims in a row with no word from their run before an order is failed
  */
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -72,7 +74,7 @@ async function whenDatabaseAnswers<T>(url: string, action: () => Promise<T>): Pr
 function databaseUrl(): string {
   const url = process.env.DATABASE_URL;
   if (!url) {
-    throw new CourseError('DATABASE_URL is not set: chapter 7 keeps its log in PostgreSQL.', 'Run it through the demo (npm run chapter 7) or the tests, which set it.');
+    throw new CourseError('DATABASE_URL is not set: chapter 8 keeps its log in PostgreSQL.', 'Run it through the demo (npm run chapter 8) or the tests, which set it.');
   }
   checkConnectionString(url, 'DATABASE_URL');
   return url;
@@ -126,7 +128,8 @@ runMain(async () => {
   try {
     await whenDatabaseAnswers(url, () => migrate(db));
     // The engine prints nothing and crashes nowhere on its own: the course gives it its trace lines and its crash points.
-    const engine = createEngine({ db, workflows: { order: orderWorkflow() }, stepTimeoutMs, log: narrateEngineLog, crashPoint });
+    const workflows = { order: orderWorkflow({ coolingOffMs: fromEnv('COOLING_OFF_MS', 0) }) };
+    const engine = createEngine({ db, workflows, maxAttempts: fromEnv('MAX_ATTEMPTS', 5) || 5, stepTimeoutMs, log: narrateEngineLog, crashPoint });
     if (command === 'status') {
       console.log(`STATUS ${JSON.stringify(await engine.status(orderIds))}`);
       return;
