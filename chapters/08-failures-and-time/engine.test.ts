@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPool, type TestPool } from '../../shared/testing/database.ts';
 import { rejectionOf } from '../../shared/testing/errors.ts';
 import { sleep, until } from '../../shared/testing/waiting.ts';
-import { createEngine, listMigrations, migrate, StepFailedError, WorkflowFailedError, type Context, type RunEndEvent } from './index.ts';
+import { createEngine, listMigrations, migrate, StepFailedError, WorkflowFailedError, WorkflowTimeoutError, type Context, type RunEndEvent } from './index.ts';
 import { backoffMs, DEFAULT_RETRY } from './run.ts';
 import { claimWorkflows } from './queries.ts';
 
@@ -315,6 +315,48 @@ describe('attempts are counted by the claim', () => {
   });
 });
 
+describe('deadlines', () => {
+  it('a workflow past its timeoutMs is failed: its running step’s signal aborts with WorkflowTimeoutError, even a step that ignores it cannot hold it, and no further step starts', async () => {
+    const reasons: unknown[] = [];
+    let after = 0;
+    const engine = createEngine({
+      db,
+      workflows: {
+        hangs: async (ctx: Context) => {
+          await ctx.step('hang', ({ signal }) => {
+            signal.addEventListener('abort', () => reasons.push(signal.reason));
+            return new Promise(() => {}); // ignores its signal, never returns
+          });
+          await ctx.step('after', async () => ++after);
+        },
+      },
+    });
+    const startedAt = performance.now();
+    await engine.start('hangs', {}, { id: 'deadline-1', timeoutMs: 300 });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(performance.now() - startedAt).toBeLessThan(3000);
+    await expect(engine.result('deadline-1')).rejects.toThrow("workflow deadline-1 passed its deadline (start's timeoutMs): failed");
+    expect(reasons).toHaveLength(1);
+    expect(reasons[0]).toBeInstanceOf(WorkflowTimeoutError);
+    expect(after).toBe(0);
+  });
+
+  it('a deadline cuts a sleep short: the workflow is claimed and failed when its deadline comes, not when the sleep would have ended', async () => {
+    const engine = createEngine({ db, workflows: { long: async (ctx: Context) => ctx.sleep(60_000) } });
+    const startedAt = performance.now();
+    await engine.start('long', {}, { id: 'deadline-2', timeoutMs: 400 });
+    const worker = engine.createWorker({ leaseMs: 5000, pollMs: 10_000 });
+    await worker.start();
+    try {
+      await expect(engine.result('deadline-2')).rejects.toThrow('passed its deadline');
+      expect(performance.now() - startedAt).toBeLessThan(5000);
+    } finally {
+      await worker.stop();
+    }
+    expect((await engine.inspect('deadline-2'))?.deadlineInMs).toBeLessThanOrEqual(0);
+  });
+});
+
 describe('bad input is a clear error at the call, and nothing is written', () => {
   it('a retry policy that makes no sense is refused where it is given: the engine’s at createEngine, a step’s at the step (failing that run, writing no attempt)', async () => {
     const workflows = { w: async () => 1 };
@@ -325,6 +367,9 @@ describe('bad input is a clear error at the call, and nothing is written', () =>
     expect(() => createEngine({ db, workflows, maxAttempts: 0 })).toThrow('maxAttempts must be a whole number ≥ 1, got 0');
     const engine = createEngine({ db, workflows: { bad: async (ctx: Context) => ctx.step('s', async () => 1, { retry: { maxAttempts: 1.5 } }) } });
     await expect(engine.start('bad', {}, { id: 'bad-0', maxAttempts: -1 })).rejects.toThrow('maxAttempts must be a whole number ≥ 1, got -1');
+    for (const timeoutMs of [0, -5, Number.NaN, Number.POSITIVE_INFINITY, 1e20]) {
+      await expect(engine.start('bad', {}, { id: 'bad-0', timeoutMs })).rejects.toThrow(/^timeoutMs must be a finite number of milliseconds > 0/);
+    }
     expect(await engine.inspect('bad-0')).toBeUndefined();
     await engine.start('bad', {}, { id: 'bad-1' });
     await engine.createWorker({ leaseMs: 5000 }).drain();

@@ -238,3 +238,19 @@ export class StepFailedError extends EngineError {
  * library). It is failed instead of taking down one more worker.
  */
 export class AttemptsExhaustedError extends EngineError {}
+
+/**
+ * A workflow ran past its deadline (start()'s `timeoutMs`): it is failed with
+ * this error, its running step's signal aborted, no further step started.
+ */
+export class WorkflowTimeoutError extends EngineError {
+  constructor(
+    /** The workflow that timed out. */
+    readonly workflowId: string,
+  ) {
+    super(
+      `workflow ${workflowId} passed its deadline (start's timeoutMs): failed; its running step's signal was aborted, and no further step starts`,
+      'Raise timeoutMs at start() if the work legitimately takes longer, or look at what it was waiting on (durable show).',
+    );
+  }
+}

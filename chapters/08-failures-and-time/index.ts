@@ -44,6 +44,7 @@ export {
   UnserializableResultError,
   WorkflowFailedError,
   WorkflowIdConflictError,
+  WorkflowTimeoutError,
 } from './errors.ts';
 export type {
   Context,

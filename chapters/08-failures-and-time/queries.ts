@@ -68,6 +68,8 @@ export interface WorkflowRow {
   attempts: number;
   /** More claims than this without a word fail the workflow. */
   maxAttempts: number;
+  /** Milliseconds to its deadline, by the database clock (negative: past); null when it has none. */
+  deadlineInMs: number | null;
 }
 
 /** What an entry of the log is: a step (plain or transaction), or a sleep. */
@@ -198,9 +200,14 @@ export function isConnectionFailure(error: unknown): boolean {
 
 // ── workflows ────────────────────────────────────────────────────────────────
 
+/** Milliseconds from now to a deadline column, by the database clock (negative once past); null when there is none. */
+function deadlineInMs(column: string): string {
+  return `ceil(extract(epoch FROM ${column} - now()) * 1000)::float8 AS "deadlineInMs"`;
+}
+
 const workflowColumns = `id, name, input, status, output, error,
        fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
-       attempts, max_attempts AS "maxAttempts",
+       attempts, max_attempts AS "maxAttempts", ${deadlineInMs('deadline_at')},
        GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::int AS "leaseMsLeft"`;
 
 /** The channel workers LISTEN on. */
@@ -237,21 +244,22 @@ export interface Admission {
  */
 export async function admitWorkflow(
   db: Sql,
-  workflow: { id: string; name: string; input: unknown; maxAttempts: number },
+  workflow: { id: string; name: string; input: unknown; maxAttempts: number; timeoutMs?: number },
   { claimFor, notify }: { claimFor?: { worker: string; leaseMs: number }; notify?: string } = {},
 ): Promise<Admission> {
   const params = [workflow.id, workflow.name, JSON.stringify(workflow.input)];
   // A local claim (claimFor) is the workflow's first claim: token 1, attempt 1.
   const inserted = await db.query<WorkflowRow & { notified: unknown }>({
     name: 'admit-workflow',
-    text: `INSERT INTO workflows (id, name, input, fencing_token, attempts, max_attempts, lease_owner, lease_expires_at)
+    text: `INSERT INTO workflows (id, name, input, fencing_token, attempts, max_attempts, deadline_at, lease_owner, lease_expires_at)
            VALUES ($1, $2, $3::jsonb,
                    CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $4::text IS NULL THEN 0 ELSE 1 END, $7::int,
+                   now() + $8::float8 * interval '1 millisecond',
                    $4::text, now() + coalesce($5::int, 0) * interval '1 millisecond')
            ON CONFLICT (id) DO NOTHING
            RETURNING ${workflowColumns},
                      CASE WHEN $6::text IS NOT NULL THEN pg_notify('${WAKE_CHANNEL}', $6::text) END AS "notified"`,
-    values: [...params, claimFor?.worker ?? null, claimFor?.leaseMs ?? null, notify ?? null, workflow.maxAttempts],
+    values: [...params, claimFor?.worker ?? null, claimFor?.leaseMs ?? null, notify ?? null, workflow.maxAttempts, workflow.timeoutMs ?? null],
   });
   const first = inserted.rows[0];
   if (first) {
@@ -336,6 +344,8 @@ export interface Claim {
   maxAttempts: number;
   /** The database's clock at the claim, in epoch ms: what a sleep in the log is compared with. Undefined for a first claim, which has no log. */
   claimedAt?: number;
+  /** Milliseconds to the workflow's deadline at the claim, by the database clock (≤ 0: past); null when it has none. */
+  deadlineInMs: number | null;
 }
 
 /**
@@ -395,7 +405,7 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
        FROM runnable
       WHERE w.id = runnable.id
      RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken", w.attempts, w.max_attempts AS "maxAttempts",
-               extract(epoch FROM now())::float8 * 1000 AS "claimedAt"`,
+               extract(epoch FROM now())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at')}`,
     values: [claim.worker, claim.limit, claim.leaseMs],
   });
   return result.rows;
@@ -701,7 +711,8 @@ export async function recordStepFailure(db: Sql, failure: Fence & { seq: number;
 // connection: it records why, RELEASES the workflow until the time it may run
 // again, and ends. One fenced UPDATE does the release:
 //
-//   lease_expires_at = the time it may run again   the claim's own test, `<= now()`, on the database clock
+//   lease_expires_at = the time it may run again   the claim's own test, `<= now()`, on the database clock —
+//                      or its deadline, if sooner  (the claim then fails it: a wait never outlasts a deadline)
 //   fencing_token    + 1                           the run that went to wait is fenced off from here on:
 //                                                  a write it still had in flight, or a heartbeat that
 //                                                  would bring its lease back, is refused
@@ -714,7 +725,8 @@ export async function recordStepFailure(db: Sql, failure: Fence & { seq: number;
 
 /** The release, as a SET list (see above); `$until` is the placeholder of the time it may run again. */
 function releaseUntil(until: string): string {
-  return `fencing_token = w.fencing_token + 1, lease_owner = NULL, attempts = 0, lease_expires_at = ${until}, updated_at = now()`;
+  // LEAST ignores a NULL deadline: without one, the wait ends at `until`.
+  return `fencing_token = w.fencing_token + 1, lease_owner = NULL, attempts = 0, lease_expires_at = LEAST(${until}, w.deadline_at), updated_at = now()`;
 }
 
 /**
@@ -745,18 +757,18 @@ export async function suspendForRetry(
  * `ctx.sleep` / `ctx.sleepUntil` at position `seq`, the first time: record
  * the sleep with the time it ends — `until`, or `ms` from now by the
  * DATABASE clock, to the millisecond — and, if that is still ahead, release
- * the workflow until then; all in one fenced statement. A replay finds the
+ * the workflow until then (`released`); all in one fenced statement. A replay finds the
  * entry and compares its time with the claim's database clock: the worker's
  * own clock never decides when a sleep is over. Null: refused.
  */
 export async function suspendForSleep(
   db: Sql,
   sleep: Fence & { seq: number; name: string } & ({ until: Date; ms?: undefined } | { ms: number; until?: undefined }),
-): Promise<{ until: Date; dueInMs: number } | null> {
-  const result = await db.query<{ until: Date; dueInMs: number }>({
+): Promise<{ until: Date; released: boolean; dueInMs: number } | null> {
+  const result = await db.query<{ until: Date; released: boolean; dueInMs: number }>({
     name: 'suspend-for-sleep',
     text: `WITH held AS (
-             SELECT id, date_trunc('milliseconds', coalesce($4::timestamptz, now() + $5::float8 * interval '1 millisecond')) AS until
+             SELECT id, deadline_at, date_trunc('milliseconds', coalesce($4::timestamptz, now() + $5::float8 * interval '1 millisecond')) AS until
                FROM workflows WHERE id = $1 AND ${stillHeld('$2')}
                 FOR NO KEY UPDATE
            ), recorded AS (
@@ -766,7 +778,9 @@ export async function suspendForSleep(
              UPDATE workflows w SET ${releaseUntil('held.until')}
                FROM held WHERE w.id = held.id AND held.until > now()
            )
-           SELECT until, GREATEST(0, ceil(extract(epoch FROM until - now()) * 1000))::float8 AS "dueInMs" FROM held`,
+           SELECT until, until > now() AS released,
+                  GREATEST(0, ceil(extract(epoch FROM LEAST(until, deadline_at) - now()) * 1000))::float8 AS "dueInMs"
+             FROM held`,
     values: [sleep.workflowId, sleep.fencingToken, sleep.seq, sleep.until?.toISOString() ?? null, sleep.ms ?? null, sleep.name],
   });
   return result.rows[0] ?? null;

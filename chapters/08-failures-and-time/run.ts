@@ -26,7 +26,7 @@
 import type { Span } from '@opentelemetry/api';
 import type pg from 'pg';
 import { createBatcher } from './batcher.ts';
-import { AttemptsExhaustedError, DatabaseUnavailableError, NonDeterminismError, StepAlreadyRecordedError, StepFailedError, StepTimeoutError, toError } from './errors.ts';
+import { AttemptsExhaustedError, DatabaseUnavailableError, NonDeterminismError, StepAlreadyRecordedError, StepFailedError, StepTimeoutError, toError, WorkflowTimeoutError } from './errors.ts';
 import { decodeFromLog } from './json.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
@@ -211,6 +211,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     const fence = fenceOf(lease);
     const span = startRunSpan(claim, claim.attempts);
     let run: ReturnType<typeof contextFor> | undefined;
+    const deadline = deadlineOf(claim);
     try {
       lease.check();
       // 0. Claimed more times in a row than it may be with no word from a run:
@@ -222,6 +223,12 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
           'Look at what the workflow does after its last recorded step (durable show): a step that exhausts memory, crashes a native module, ' +
             'or calls process.exit. Fix it, then `durable retry` the workflow.',
         );
+        endSpan(span, error);
+        return await fail(claim, lease, error);
+      }
+      // Past its deadline (it waited through it, or no worker was up then): fail it, run nothing.
+      if (claim.deadlineInMs !== null && claim.deadlineInMs <= 0) {
+        const error = new WorkflowTimeoutError(claim.id);
         endSpan(span, error);
         return await fail(claim, lease, error);
       }
@@ -237,9 +244,10 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       }
       // 2. Run the code from the top. Recorded steps come back from the log;
       //    the rest run for real and are recorded (see `contextFor`).
-      run = contextFor(claim, log, lease, span);
+      run = contextFor(claim, log, lease, span, deadline.signal);
       const replay = run;
-      const output = await withSpan(span, () => workflow(replay.ctx, decodeFromLog(claim.input)));
+      // The code, or its deadline, whichever comes first: a step that ignores its aborted signal cannot hold the workflow past it.
+      const output = await withSpan(span, () => Promise.race([workflow(replay.ctx, decodeFromLog(claim.input)), deadline.reached]));
       // The code may have caught the GoneToWait its ctx call threw, and returned: it still waits.
       if (run.waiting) return wentToWait(span, run.waiting);
       run.checkAllRecordedStepsWereCalled();
@@ -257,7 +265,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       // Put to wait: whatever else was thrown after that (a parallel step's
       // refused record, the code's own error after catching) belongs to a run that is over.
       if (run?.waiting) return wentToWait(span, run.waiting);
-      const error = toError(thrown);
+      // Past the deadline, whatever was thrown (a step aborted by it): the workflow timed out.
+      const error = deadline.signal.aborted ? (deadline.signal.reason as Error) : toError(thrown);
       endSpan(span, error);
       if (error instanceof LeaseLostError) throw error;
       // An aborted fetch, a connection PostgreSQL ended: symptoms of the lease being gone.
@@ -269,7 +278,29 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       // run of the code would meet the same error (it replays the same log),
       // so the workflow fails now, once.
       return await fail(claim, lease, error);
+    } finally {
+      deadline.clear();
     }
+  }
+
+  /**
+   * The run's deadline, by the database clock at the claim: when it comes,
+   * `signal` aborts (every step's signal follows it) and `reached` rejects
+   * with a WorkflowTimeoutError, ending the run, which fails the workflow.
+   */
+  function deadlineOf(claim: Claim) {
+    const controller = new AbortController();
+    let timer: NodeJS.Timeout | undefined;
+    const reached = new Promise<never>((_, reject) => {
+      if (claim.deadlineInMs === null) return;
+      timer = setTimeout(() => {
+        const error = new WorkflowTimeoutError(claim.id);
+        controller.abort(error);
+        reject(error);
+      }, Math.max(0, claim.deadlineInMs));
+    });
+    reached.catch(() => {}); // raced, never awaited alone
+    return { signal: controller.signal, reached, clear: () => clearTimeout(timer) };
   }
 
   /** Record that the workflow failed with `error` (fenced), and answer its waiters. */
@@ -289,8 +320,10 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
   }
 
   /** The `Context` for one run of one workflow, replaying `log`, writing under `lease`. */
-  function contextFor(claim: Claim, log: Log, lease: Lease, span: Span) {
+  function contextFor(claim: Claim, log: Log, lease: Lease, span: Span, deadline: AbortSignal) {
     const workflowId = claim.id;
+    /** Aborted when the lease is lost or the deadline passes: what every step is handed. */
+    const signal = AbortSignal.any([lease.signal, deadline]);
     // By position, not by array index: steps run in parallel may be recorded out of order.
     const entries = new Map(log.steps.map((step) => [step.seq, step]));
     /** Failed attempts so far, by position: the next attempt of a step is this + 1. */
@@ -314,12 +347,13 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     /** Before anything new starts: the lease must hold, and the run must not have gone to wait. */
     function mayStart(): void {
       if (waiting) throw new GoneToWait(`workflow ${workflowId} is waiting`);
+      if (deadline.aborted) throw deadline.reason as Error;
       lease.check(); // a run that knows it lost the lease starts no new effect
     }
 
     /** What the step at `seq` is told about itself: where it is, which attempt, its key, this run's signal. */
     function infoFor(seq: number, name: string, attempt: number): StepInfo {
-      return { workflowId, seq, name, attempt, idempotencyKey: stepKey(workflowId, seq), fencingToken: lease.fencingToken, signal: lease.signal };
+      return { workflowId, seq, name, attempt, idempotencyKey: stepKey(workflowId, seq), fencingToken: lease.fencingToken, signal };
     }
 
     /**
@@ -330,7 +364,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     async function withTimeout<T>(info: StepInfo, timeoutMs: number | undefined, fn: (info: StepInfo) => Promise<T>): Promise<T> {
       if (timeoutMs === undefined) return fn(info);
       const timedOut = new AbortController();
-      const limited = { ...info, signal: AbortSignal.any([lease.signal, timedOut.signal]) };
+      const limited = { ...info, signal: AbortSignal.any([signal, timedOut.signal]) };
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
@@ -395,6 +429,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
      */
     async function attemptFailed(info: StepInfo, thrown: unknown, policy: ReturnType<typeof resolveRetryPolicy>): Promise<never> {
       if (lease.lost) throw lease.lost;
+      if (deadline.aborted) throw deadline.reason as Error; // not the step's failure: the workflow's time is up
       const error = toError(thrown);
       if (error instanceof LeaseLostError || error instanceof DatabaseUnavailableError || error instanceof GoneToWait) throw error;
       const { seq, name, attempt } = info;
@@ -433,7 +468,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       mayStart();
       const slept = await writeFenced(lease, () => suspendForSleep(db, { ...fenceOf(lease), seq, name, ...wake }));
       if (slept === null) throw await lost(lease);
-      if (slept.dueInMs === 0) return; // already over (a date in the past, a sleep of 0): recorded, and on we go
+      if (!slept.released) return; // already over (a date in the past, a sleep of 0): recorded, and on we go
       say('info', 'sleeping', `workflow ${workflowId}: sleeps until ${slept.until.toISOString()} (${slept.dueInMs} ms), holding no worker`, {
         workflowId,
         fencingToken: lease.fencingToken,
@@ -482,7 +517,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
 
     const ctx: Context = {
       workflowId,
-      signal: lease.signal,
+      signal,
       async step<T>(name: string, fn: (info: StepInfo) => Promise<T>, options: StepOptions = {}): Promise<T> {
         // Each call takes the next position, synchronously, in the order the code makes the calls.
         const seq = nextSeq++;

@@ -62,6 +62,9 @@ export interface StartParts {
   maxAttempts: number;
 }
 
+/** The longest workflow timeout: about a hundred years, far inside what a timestamp holds. */
+const MAX_TIMEOUT_MS = 100 * 365.25 * 24 * 3600 * 1000;
+
 /** How long one NOTIFY covers: the starts of a 5 ms window share it. */
 const NOTIFY_WINDOW_MS = 5;
 
@@ -77,6 +80,10 @@ export function createStart<W extends Workflows>({ db, lookUp, toRecordable, res
     lookUp(name, id); // a typo in the name fails here, before it reaches the log
     const maxAttempts = options.maxAttempts ?? defaultMaxAttempts;
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new RangeError(`maxAttempts must be a whole number ≥ 1, got ${maxAttempts}`);
+    const { timeoutMs } = options;
+    if (timeoutMs !== undefined && !(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs > 0 && timeoutMs <= MAX_TIMEOUT_MS)) {
+      throw new RangeError(`timeoutMs must be a finite number of milliseconds > 0 (at most ${MAX_TIMEOUT_MS}, ~100 years), got ${String(timeoutMs)}`);
+    }
     const recordable = toRecordable(input, `the input of workflow ${id}`);
     // A worker of this process with a free slot? Then the INSERT claims the
     // workflow for it (token 1, a lease), and it runs here at once: no claim,
@@ -89,7 +96,7 @@ export function createStart<W extends Workflows>({ db, lookUp, toRecordable, res
     const sentAt = performance.now();
     let admission: Admission;
     try {
-      admission = await admitWorkflow(db, { id, name, input: recordable, maxAttempts }, {
+      admission = await admitWorkflow(db, { id, name, input: recordable, maxAttempts, timeoutMs }, {
         claimFor: local && { worker: local.name, leaseMs: local.leaseMs },
         notify: notify ? processTag : undefined,
       });
@@ -100,7 +107,7 @@ export function createStart<W extends Workflows>({ db, lookUp, toRecordable, res
     const { created, row, sameName, sameInput, differentFields } = admission;
     if (local && created) {
       results.startedHere(id);
-      local.take({ id, name, input, fencingToken: row.fencingToken, attempts: row.attempts, maxAttempts: row.maxAttempts }, sentAt);
+      local.take({ id, name, input, fencingToken: row.fencingToken, attempts: row.attempts, maxAttempts: row.maxAttempts, deadlineInMs: row.deadlineInMs }, sentAt);
     } else {
       local?.unreserve();
       if (created) wakeWorkers(notify);

@@ -157,6 +157,14 @@ export interface StartOptions {
    * the one killing its workers.
    */
   maxAttempts?: number;
+  /**
+   * Fail the workflow with a {@link WorkflowTimeoutError} if it has not
+   * finished this many milliseconds after start() — counted on the database
+   * clock, whatever it is doing then: a running step's `signal` aborts and
+   * no further step starts; a sleep or a back-off is cut short. Default: none.
+   * (With no worker up at the deadline, the first one to claim it fails it.)
+   */
+  timeoutMs?: number;
 }
 
 /** What `start` gives back: the run's id, and a way to wait for its result. */
@@ -216,6 +224,8 @@ export interface WorkflowInfo {
   /** Claims in a row with no word from their runs; past `maxAttempts` the workflow is failed. */
   attempts: number;
   maxAttempts: number;
+  /** Milliseconds to its deadline (start's `timeoutMs`) by the database clock, negative once past; null: none. */
+  deadlineInMs: number | null;
   /** Nobody holds it and it may not run before `until`: a step's back-off, or a sleep. Null otherwise. */
   waiting: { reason: 'retry' | 'sleep'; until: Date } | null;
   /** Its recorded steps, in order. */

@@ -19,7 +19,12 @@ ALTER TABLE workflows
   ADD COLUMN attempts     int NOT NULL DEFAULT 0,
   -- More claims than this without a word, and the next claim fails the
   -- workflow instead of running it (start()'s maxAttempts; the engine's default).
-  ADD COLUMN max_attempts int NOT NULL DEFAULT 5 CHECK (max_attempts >= 1);
+  ADD COLUMN max_attempts int NOT NULL DEFAULT 5 CHECK (max_attempts >= 1),
+  -- start()'s timeoutMs, as a time on the database clock: past it the workflow
+  -- fails (DeadlineExceeded). A wait never outlasts it: a release sets
+  -- lease_expires_at to the earlier of the two, so the workflow is claimed —
+  -- and failed — when its deadline comes, even in the middle of a sleep.
+  ADD COLUMN deadline_at  timestamptz;
 
 -- What kind of entry a row of the log is. A step (plain or transaction: the
 -- replay finds the same code either way) or a sleep, whose output is the time
