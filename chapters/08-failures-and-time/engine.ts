@@ -58,6 +58,7 @@ import { createResults } from './results.ts';
 import { createRunner, DEFAULT_RETRY, resolveRetryPolicy, type RunOutcome } from './run.ts';
 import { createStart, type LocalWorker } from './start.ts';
 import type { Engine, EngineOptions, Workflow, WorkflowInfo, Workflows } from './types.ts';
+import { checkSchedules, tickId, type Schedule } from './schedules.ts';
 import { createWorker } from './worker.ts';
 
 /**
@@ -75,6 +76,10 @@ export interface EngineCore {
   processTag: string;
   /** Where the worker's log entries go (log.ts). */
   say: Say;
+  /** The engine's schedules, checked (schedules.ts). */
+  schedules: Schedule[];
+  /** Start the workflow of `schedule`'s tick — once: the tick is its id. */
+  startTick(schedule: Schedule, tick: Date): Promise<void>;
 }
 
 /**
@@ -98,6 +103,7 @@ export function createEngine<W extends Workflows>({
   maxRecordBytes = DEFAULT_MAX_RECORD_BYTES,
   log,
   crashPoint = () => {},
+  schedules = {},
 }: EngineOptions<W>): Engine<W> {
   if (stepTimeoutMs !== undefined && !(stepTimeoutMs > 0)) throw new RangeError(`stepTimeoutMs must be a positive number of milliseconds, got ${stepTimeoutMs}`);
   if (!Number.isInteger(maxAttempts) || maxAttempts < 1) throw new RangeError(`maxAttempts must be a whole number ≥ 1, got ${maxAttempts}`);
@@ -161,7 +167,13 @@ export function createEngine<W extends Workflows>({
     return { ...row, input: decodeFromLog(row.input), output: decodeFromLog(row.output), waiting: waitingOf(row, log), steps, failures: log.failures };
   }
 
-  const core: EngineCore = { db, names: Object.keys(workflows), execute, localWorkers, processTag, say };
+  const checkedSchedules = checkSchedules(schedules, Object.keys(workflows));
+  async function startTick(schedule: Schedule, tick: Date): Promise<void> {
+    const scheduledAt = tick.toISOString();
+    await start(schedule.workflow as keyof W & string, schedule.input({ scheduledAt }) as never, { id: tickId(schedule.name, tick) });
+  }
+
+  const core: EngineCore = { db, names: Object.keys(workflows), execute, localWorkers, processTag, say, schedules: checkedSchedules, startTick };
 
   return {
     start,

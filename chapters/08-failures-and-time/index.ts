@@ -75,4 +75,5 @@ export {
 export { isConnectionFailure, type WorkflowStatus } from './queries.ts';
 export type { LogEntry, LogEvent, Logger, LogLevel } from './log.ts';
 export type { RunEndEvent, Worker, WorkerOptions } from './worker.ts';
+export { ScheduleError, type ScheduleOptions } from './schedules.ts';
 export { UNDEFINED_IN_LOG } from './json.ts';

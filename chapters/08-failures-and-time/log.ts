@@ -38,7 +38,8 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * `database-back` (info), `database-error` (error), `schema-missing` (error,
  * once: run migrate), `listen-lost` (warn), `stopping` (info), `leases-released`
  * (info), `release-failed` (warn), `pruned` (info: retention deleted finished workflows),
- * `on-run-end-threw` (error: the application's callback threw).
+ * `on-run-end-threw` (error: the application's callback threw), `ticks-skipped` (warn: a
+ * schedule's ticks missed while no scheduler ran, skipped by its policy).
  */
 export type LogEvent =
   | 'claimed'
@@ -63,6 +64,7 @@ export type LogEvent =
   | 'leases-released'
   | 'pruned'
   | 'release-failed'
+  | 'ticks-skipped'
   | 'on-run-end-threw';
 
 /** One thing the engine has to say. */

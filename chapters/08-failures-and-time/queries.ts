@@ -836,6 +836,32 @@ export function waitingOf(row: WorkflowRow, log: Log): { reason: 'retry' | 'slee
   return null;
 }
 
+// ── schedules (schedules.ts) ─────────────────────────────────────────────────
+
+/**
+ * The database's clock now, and the last tick each schedule started — a
+ * schedule seen for the first time is entered as of now (no back-fill) — in
+ * one statement.
+ */
+export async function scheduleState(db: Sql, names: string[]): Promise<{ now: Date; lastTicks: Map<string, Date> }> {
+  const result = await db.query<{ now: Date; name: string; lastTick: Date }>(
+    `WITH entered AS (
+       INSERT INTO schedules (name, last_tick) SELECT unnest($1::text[]), now()
+       ON CONFLICT (name) DO NOTHING
+     )
+     SELECT now() AS now, name, last_tick AS "lastTick" FROM schedules WHERE name = ANY($1::text[])
+     UNION ALL
+     SELECT now(), n, now() FROM unnest($1::text[]) AS n WHERE NOT EXISTS (SELECT 1 FROM schedules WHERE name = n)`,
+    [names],
+  );
+  return { now: result.rows[0]?.now ?? new Date(), lastTicks: new Map(result.rows.map((row) => [row.name, row.lastTick])) };
+}
+
+/** Schedule `name` has handled its ticks up to `tick` (never moved back: two schedulers may both say so). */
+export async function markTick(db: Sql, name: string, tick: Date): Promise<void> {
+  await db.query(`UPDATE schedules SET last_tick = GREATEST(last_tick, $2) WHERE name = $1`, [name, tick]);
+}
+
 // ── operating it: the command line's queries (cli.ts) ───────────────────────
 
 /** One workflow as `durable list` shows it: its row, how far it got, and when it last changed. */

@@ -6,6 +6,7 @@
  */
 import type pg from 'pg';
 import type { Logger } from './log.ts';
+import type { ScheduleOptions } from './schedules.ts';
 import type { WorkflowStatus } from './queries.ts';
 import type { Worker, WorkerOptions } from './worker.ts';
 
@@ -276,6 +277,14 @@ export interface EngineOptions<W extends Workflows> {
    * `after-record:<step>`, and `after-record:complete`.
    */
   crashPoint?: (name: string) => void;
+  /**
+   * Workflows started on a schedule, by schedule name: at every tick of its
+   * `cron` (UTC, database clock), once per tick however many workers run
+   * schedulers — the tick's time is the workflow's id, `<name>@<ISO time>`.
+   * Ticks missed while no scheduler ran are skipped or caught up, as each
+   * schedule says. Checked here: a bad expression is a {@link ScheduleError}.
+   */
+  schedules?: Record<string, ScheduleOptions>;
 }
 
 /** The engine: start workflows, wait for them, look at them, and run workers. Made by {@link createEngine}. */

@@ -20,6 +20,9 @@
  *                what is left (lease_expires_at = now(): runnable at once).
  *   retention    if asked (options.retention): every everyMs, delete finished
  *                workflows past an age, a batch per statement (pruneFinished).
+ *   schedules    the engine's schedules (schedules.ts), if it has any: at each
+ *                tick, by the database clock, start the tick's workflow — once,
+ *                whichever workers' schedulers try (the tick is its id).
  *
  * The database going away (a restart, a failover, a dropped connection) is
  * weather, not a bug: the worker never exits for it. Claims back off (up to
@@ -37,14 +40,17 @@ import {
   claimWorkflows,
   deferWorkflow,
   explainLostLease,
+  markTick,
   nextWakeUp,
   pruneFinished,
+  scheduleState,
   isConnectionFailure,
   releaseLeases,
   renewLeases,
   WAKE_CHANNEL,
   type Claim,
 } from './queries.ts';
+import { nextTick, ticksBetween } from './schedules.ts';
 import type { LocalWorker } from './start.ts';
 
 /** Options of a worker (`engine.createWorker(options)`). */
@@ -78,6 +84,8 @@ export interface WorkerOptions {
    * the log. Every worker with it on prunes; their batches do not collide.
    */
   retention?: { olderThanMs: number; everyMs?: number; batch?: number };
+  /** Run the engine's schedules here (default true; every worker may: a tick starts once whoever starts it). */
+  schedules?: boolean;
   /**
    * A claimed workflow whose name this worker has no code for is put back,
    * still `running`, runnable again after this long ±20 % (default 10 000 ms):
@@ -598,6 +606,52 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     pruning = setTimeout(tick, everyMs * (0.8 + Math.random() * 0.4));
   }
 
+  // ── schedules ─────────────────────────────────────────────────────────────
+
+  let scheduling: NodeJS.Timeout | undefined;
+  /** The scheduler's pass in flight, if any: stop() waits for it. */
+  let scheduled: Promise<void> = Promise.resolve();
+
+  /**
+   * One pass: read the database's clock and each schedule's last tick; start
+   * what is due (by the schedule's policy for missed ticks); then sleep until
+   * the next tick by that clock — at most a minute, to look at the clock again.
+   */
+  async function schedulePass(): Promise<number> {
+    const { now, lastTicks } = await scheduleState(db, core.schedules.map((s) => s.name));
+    let nextInMs = 60_000;
+    for (const schedule of core.schedules) {
+      const due = ticksBetween(schedule.cron, lastTicks.get(schedule.name) ?? now, now, 100);
+      const started = schedule.missed === 'catch-up' ? due : due.filter((tick) => now.getTime() - tick.getTime() <= schedule.graceMs);
+      if (started.length < due.length) {
+        const message = `schedule ${schedule.name}: skipped ${due.length - started.length} tick(s) missed while no scheduler ran (missed: 'skip'), the last at ${due[due.length - started.length - 1]!.toISOString()}`;
+        say('warn', 'ticks-skipped', message, { worker: name });
+      }
+      for (const tick of started) await core.startTick(schedule, tick);
+      if (due.length > 0) await markTick(db, schedule.name, due[due.length - 1]!);
+      const next = nextTick(schedule.cron, due.length === 100 ? due[99]! : now);
+      if (next) nextInMs = Math.min(nextInMs, next.getTime() - now.getTime());
+    }
+    return nextInMs;
+  }
+
+  function startSchedules(): void {
+    if (core.schedules.length === 0 || options.schedules === false) return;
+    const tick = () => {
+      scheduled = schedulePass().then(
+        (nextInMs) => {
+          // +1 ms: the figure is counted from the database's now(), read before this timer was set — it cannot fire early by that clock.
+          if (state === 'running') scheduling = setTimeout(tick, Math.max(1, nextInMs + 1));
+        },
+        (thrown: unknown) => {
+          databaseFailed('the schedules', thrown);
+          if (state === 'running') scheduling = setTimeout(tick, Math.max(1000, pollMs));
+        },
+      );
+    };
+    tick();
+  }
+
   // ── starting and stopping ──────────────────────────────────────────────────
 
   async function start(): Promise<void> {
@@ -608,6 +662,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     db.on('connect', onNewConnection);
     startHeartbeat();
     startRetention();
+    startSchedules();
     const claimed = new Promise<void>((resolve) => (firstClaim = resolve));
     loop = claimLoop();
     await claimed;
@@ -646,7 +701,9 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       }
       clearTimeout(heartbeat);
       clearTimeout(pruning);
+      clearTimeout(scheduling);
       await pruned;
+      await scheduled;
       if (listener) {
         const connection = listener;
         listener = undefined;

@@ -50,3 +50,12 @@ CREATE TABLE step_failures (
   created_at    timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (workflow_id, seq, attempt)
 );
+
+-- Schedules (schedules.ts): the last tick each schedule started, so ticks
+-- missed while no scheduler ran are handled by the schedule's policy. Which
+-- ticks run exactly once is not this table's job: a tick's time is its
+-- workflow's id, and an id is inserted once.
+CREATE TABLE schedules (
+  name      text        PRIMARY KEY,
+  last_tick timestamptz NOT NULL
+);
