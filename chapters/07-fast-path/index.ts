@@ -21,8 +21,8 @@
  * The engine logs nothing unless given `log` (see {@link LogEntry}); its
  * crash points are inert unless a test passes `crashPoint`.
  *
- * The guide is docs/guide.md; how it works is chapters/07-fast-path/README.md.
- * This folder is also the package: `npm pack` here builds dist/ and packs it.
+ * How it works is chapters/07-fast-path/README.md. The package is the last
+ * chapter's engine (chapters/08-failures-and-time: `npm pack` there).
  *
  * @module
  */

@@ -21,8 +21,10 @@
  * The engine logs nothing unless given `log` (see {@link LogEntry}); its
  * crash points are inert unless a test passes `crashPoint`.
  *
- * The guide is docs/guide.md; how it works is chapters/07-fast-path/README.md.
- * This folder is also the package: `npm pack` here builds dist/ and packs it.
+ * The guide is docs/guide.md; how it works is chapters/07-fast-path/README.md
+ * (the fast path) and chapters/08-failures-and-time/README.md (failures and
+ * time). This folder, the last chapter's, is also the package: `npm pack`
+ * here builds dist/ and packs it.
  *
  * @module
  */

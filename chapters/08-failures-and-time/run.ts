@@ -526,14 +526,17 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
         if (entry) return replayed<T>(entry);
         mayStart();
         const info = infoFor(seq, name, (failedAttempts.get(seq) ?? 0) + 1);
-        // Its own span from here to its record (tracing.ts): what ran, for how long, and how it ended.
+        // Its own span from here to its record (tracing.ts): what ran, for how long, and how it ended —
+        // a failed attempt's span ends with the step's own error; what follows (a retry, a failure) is the run's.
+        let failed: { thrown: unknown } | undefined;
         return inStepSpan({ workflowId, fencingToken: lease.fencingToken, seq, name, kind: 'step', attempt: info.attempt }, async () => {
           crashPoint(`before-step:${name}`);
           let result: T;
           try {
             result = await withTimeout(info, options.timeoutMs ?? stepTimeoutMs, fn);
           } catch (thrown) {
-            return attemptFailed(info, thrown, policy);
+            failed = { thrown };
+            throw thrown;
           }
           // The engine's check first, then the log entry: what a logger can print never decides what happens.
           const recordable = toStepRecordable(seq, name, result);
@@ -548,7 +551,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
           sayRecorded(seq, name);
           crashPoint(`after-record:${name}`);
           return result;
-        });
+        }).catch((thrown: unknown) => (failed && thrown === failed.thrown ? attemptFailed(info, thrown, policy) : Promise.reject(thrown)));
       },
 
       async transaction<T>(name: string, fn: (tx: pg.PoolClient, info: StepInfo) => Promise<T>, options: Pick<StepOptions, 'retry'> = {}): Promise<T> {
@@ -558,6 +561,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
         if (entry) return replayed<T>(entry);
         mayStart();
         const info = infoFor(seq, name, (failedAttempts.get(seq) ?? 0) + 1);
+        let failed: { thrown: unknown } | undefined;
         return inStepSpan({ workflowId, fencingToken: lease.fencingToken, seq, name, kind: 'transaction', attempt: info.attempt }, async () => {
           crashPoint(`before-step:${name}`);
           // One transaction for the fence, the step's writes AND its record. The
@@ -589,7 +593,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
             // unless what failed was the connection under it: the database, not the step.
             if (thrown instanceof AttemptThrew) {
               if (isConnectionFailure(thrown.thrown)) throw unavailable(lease, thrown.thrown);
-              return attemptFailed(info, thrown.thrown, policy);
+              failed = { thrown: thrown.thrown };
+              throw thrown.thrown;
             }
             throw thrown;
           }
@@ -597,7 +602,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
           sayRecorded(seq, name);
           crashPoint(`after-record:${name}`);
           return result;
-        });
+        }).catch((thrown: unknown) => (failed && thrown === failed.thrown ? attemptFailed(info, thrown, policy) : Promise.reject(thrown)));
       },
 
       async sleep(ms: number): Promise<void> {

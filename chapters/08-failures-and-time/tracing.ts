@@ -18,7 +18,7 @@
  */
 import { context, SpanStatusCode, trace, type Span } from '@opentelemetry/api';
 
-const tracer = trace.getTracer('@durable-course/engine', '0.7.0');
+const tracer = trace.getTracer('@durable-course/engine', '0.8.0');
 
 /** Attribute names: the workflow, the claim, the attempt, the step. */
 export const ATTRIBUTES = {

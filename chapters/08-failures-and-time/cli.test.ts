@@ -34,16 +34,16 @@ const workflows = {
 };
 
 beforeAll(async () => {
-  database = await freshPool('ch07_cli');
+  database = await freshPool('ch08_cli');
   db = database.db;
   await migrate(db);
-  const engine = createEngine({ db, attempts: 1, workflows });
+  const engine = createEngine({ db, retry: { maxAttempts: 1 }, workflows });
   for (const id of ['order-1', 'order-2', 'hostile\u001b[2J\nid']) await engine.start('order', id, { id });
   mailDown = false;
   await engine.createWorker({ leaseMs: 5000 }).drain(); // all three complete…
   mailDown = true;
   await engine.start('order', 'order-3', { id: 'order-3' });
-  await engine.createWorker({ leaseMs: 5000 }).drain(); // …and order-3 fails: its email step threw, on its one attempt
+  await engine.createWorker({ leaseMs: 5000 }).drain(); // …and order-3 fails: its email step threw, on its one attempt (retry: maxAttempts 1)
   await engine.start('order', 'order-4', { id: 'order-4' }); // never claimed: running
 });
 
@@ -56,20 +56,23 @@ describe('durable, the operator command line', () => {
     const all = await durable('list');
     expect(all.code).toBe(0);
     expect(all.out.split('\n')[0]).toMatch(/^id\s+name\s+status\s+steps\s+token\s+owner\s+lease left\s+last change\s+error$/);
-    expect(all.out).toMatch(/^order-3\s+order\s+failed\s+1\s+1\s+\S+\s+—\s+\S+\s+the mail server is down$/m);
+    expect(all.out).toMatch(/^order-3\s+order\s+failed\s+2\s+1\s+\S+\s+—\s+\S+\s+workflow order-3 step #1 email failed after 1 attempt: Erro…$/m); // 2 entries: the charge, and the email that failed for good
     expect(all.out).toMatch(/^order-4\s+order\s+running\s+0\s+0\s+—/m);
     expect(all.out).toContain(JSON.stringify('hostile\u001b[2J\nid')); // shown escaped…
     expect(all.out).not.toContain('\u001b'); // …never as an escape sequence
     const failed = await durable('list', '--status', 'failed', '--json');
-    expect(JSON.parse(failed.out)).toMatchObject([{ id: 'order-3', status: 'failed', steps: 1, error: 'the mail server is down' }]);
+    expect(JSON.parse(failed.out)).toMatchObject([{ id: 'order-3', status: 'failed', steps: 2, error: 'workflow order-3 step #1 email failed after 1 attempt: Error: the mail server is down' }]);
   });
 
   it('show: the row, the lease, the recorded steps and who recorded each', async () => {
     const { code, out } = await durable('show', 'order-3');
     expect(code).toBe(0);
     expect(out).toContain('workflow order-3  (order)');
-    expect(out).toContain('status   failed: the mail server is down');
+    expect(out).toContain('status   failed: workflow order-3 step #1 email failed after 1 attempt: Error: the mail server is down');
     expect(out).toMatch(/^0\s+charge\s+1\s+\S+\s+"charged order-3"$/m);
+    // The step that failed for good, and each failed attempt with its error.
+    expect(out).toMatch(/^1\s+email\s+1\s+\S+\s+✗ Error: the mail server is down \(1 attempts\)$/m);
+    expect(out).toMatch(/^failed attempts\n#\s+step\s+attempt\s+token\s+failed at\s+error\s+next attempt\n1\s+email\s+1\s+1\s+\S+\s+Error: the mail server is down\s+— \(failed for good\)$/m);
     const json = JSON.parse((await durable('show', 'order-1', '--json')).out) as { status: string; output: unknown; steps: Array<{ name: string }> };
     expect(json).toMatchObject({ status: 'completed', output: 'sent' });
     expect(json.steps.map((s) => s.name)).toEqual(['charge', 'email']);

@@ -16,7 +16,7 @@ let db: pg.Pool;
 const exporter = new InMemorySpanExporter();
 
 beforeAll(async () => {
-  database = await freshPool('ch07_tracing');
+  database = await freshPool('ch08_tracing');
   db = database.db;
   await migrate(db);
 });
@@ -40,13 +40,14 @@ describe('traces through OpenTelemetry', () => {
     expect(exporter.getFinishedSpans()).toEqual([]);
   });
 
-  it('a span per attempt of a run and one per step that runs, its children; a failed attempt carries its error, a replayed step is an event', async () => {
+  it('a span per run and one per step attempt, its children; a failed attempt carries its error, a retry is a new run, a replayed step is an event', async () => {
     context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
     trace.setGlobalTracerProvider(new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }));
     await db.query('CREATE TABLE IF NOT EXISTS traced_effects (what text)');
     let calls = 0;
     const engine = createEngine({
       db,
+      retry: { initialDelayMs: 50 },
       workflows: {
         traced: async (ctx) => {
           await ctx.step('charge', async () => 'charged');
@@ -63,26 +64,28 @@ describe('traces through OpenTelemetry', () => {
     expect(await run.result()).toBe('sent');
 
     const spans = exporter.getFinishedSpans().filter((span) => attributes(span)['workflow.id'] === 'traced-1');
-    const runs = spans.filter((span) => span.name === 'run traced').sort((a, b) => Number(attributes(a)['workflow.attempt']) - Number(attributes(b)['workflow.attempt']));
-    expect(runs.map((span) => [attributes(span)['workflow.attempt'], attributes(span)['workflow.fencing_token'], span.status.code])).toEqual([
-      [1, 1, SpanStatusCode.ERROR],
-      [2, 1, SpanStatusCode.UNSET],
+    const runs = spans.filter((span) => span.name === 'run traced').sort((a, b) => Number(attributes(a)['workflow.fencing_token']) - Number(attributes(b)['workflow.fencing_token']));
+    // The first run's email failed: it put the workflow to wait out the back-off (a run that ends well), and the
+    // next claim (token 3: the release took 2) ran the email's second attempt.
+    expect(runs.map((span) => [attributes(span)['workflow.attempt'], attributes(span)['workflow.fencing_token'], attributes(span)['workflow.waiting'], span.status.code])).toEqual([
+      [1, 1, 'retry', SpanStatusCode.UNSET],
+      [1, 3, undefined, SpanStatusCode.UNSET],
     ]);
-    expect(runs[0]!.status.message).toBe('mail server down');
-    expect(runs[0]!.events.map((e) => e.name)).toEqual(['exception']);
-    // The second attempt replays the two recorded steps: events, not spans.
+    // The second run replays the two recorded steps: events, not spans.
     expect(runs[1]!.events.map((e) => [e.name, e.attributes?.['step.name']])).toEqual([
       ['step replayed', 'charge'],
       ['step replayed', 'reserve'],
     ]);
 
     const steps = spans.filter((span) => span.name.startsWith('step '));
-    expect(steps.map((span) => [span.name, attributes(span)['step.seq'], attributes(span)['step.kind'], span.status.code, parentOf(span) === runs[0]!.spanContext().spanId ? 1 : 2])).toEqual([
-      ['step charge', 0, 'step', SpanStatusCode.UNSET, 1],
-      ['step reserve', 1, 'transaction', SpanStatusCode.UNSET, 1],
-      ['step email', 2, 'step', SpanStatusCode.ERROR, 1],
-      ['step email', 2, 'step', SpanStatusCode.UNSET, 2],
+    expect(steps.map((span) => [span.name, attributes(span)['step.seq'], attributes(span)['step.kind'], attributes(span)['step.attempt'], span.status.code, parentOf(span) === runs[0]!.spanContext().spanId ? 1 : 2])).toEqual([
+      ['step charge', 0, 'step', 1, SpanStatusCode.UNSET, 1],
+      ['step reserve', 1, 'transaction', 1, SpanStatusCode.UNSET, 1],
+      ['step email', 2, 'step', 1, SpanStatusCode.ERROR, 1],
+      ['step email', 2, 'step', 2, SpanStatusCode.UNSET, 2],
     ]);
+    // A failed attempt's span carries the step's own error.
+    expect(steps[2]!.status.message).toBe('mail server down');
     expect(steps.every((span) => [runs[0]!.spanContext().spanId, runs[1]!.spanContext().spanId].includes(parentOf(span)!))).toBe(true);
     expect(new Set(spans.map((span) => span.spanContext().traceId)).size).toBe(2); // one trace per attempt: each run is a root
   });

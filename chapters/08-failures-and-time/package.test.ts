@@ -17,7 +17,7 @@ let database: TestDatabase;
 
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'engine-package-'));
-  database = await freshDatabase('ch07_package');
+  database = await freshDatabase('ch08_package');
 });
 
 afterAll(async () => {
