@@ -36,7 +36,7 @@ import { crashPoint } from '../../shared/crash/failpoints.ts';
 import { narrateEngineLog, trace } from '../../shared/narrate.ts';
 import { demoOrder, type Order } from '../../shared/world/services.ts';
 import { checkConnectionString, createEngine, isConnectionFailure, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
-import { orderWorkflow } from './workflow.ts';
+import { orderWorkflow, poisonWorkflow } from './workflow.ts';
 
 const usage = 'usage: main.ts start <orderId>… [--amount <cents>] | recover | worker | status <orderId>…';
 
@@ -128,7 +128,8 @@ runMain(async () => {
   try {
     await whenDatabaseAnswers(url, () => migrate(db));
     // The engine prints nothing and crashes nowhere on its own: the course gives it its trace lines and its crash points.
-    const workflows = { order: orderWorkflow({ coolingOffMs: fromEnv('COOLING_OFF_MS', 0) }) };
+    // The order, and a poison workflow (workflow.ts) for the demo and the torture run to start.
+    const workflows = { order: orderWorkflow({ coolingOffMs: fromEnv('COOLING_OFF_MS', 0) }), poison: poisonWorkflow() };
     const engine = createEngine({ db, workflows, maxAttempts: fromEnv('MAX_ATTEMPTS', 5) || 5, stepTimeoutMs, log: narrateEngineLog, crashPoint });
     if (command === 'status') {
       console.log(`STATUS ${JSON.stringify(await engine.status(orderIds))}`);

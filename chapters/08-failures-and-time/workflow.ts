@@ -41,3 +41,20 @@ export function orderWorkflow({ coolingOffMs = 0 }: { coolingOffMs?: number } = 
     return { chargeId: charge.id, onHand: stock.onHand, emailId: email.id };
   };
 }
+
+/**
+ * A poison workflow, for the demo and the torture run: its second step kills
+ * the process that runs it, every time — as the kernel's out-of-memory killer
+ * does to a step that loads too much, or a segfault in a native module. No
+ * run of it can report back; the claim counts the attempts (maxAttempts), and
+ * the claim after the last fails it instead of taking down another worker.
+ */
+export function poisonWorkflow(): Workflow<{ size: number }, never> {
+  return async (ctx, input) => {
+    await ctx.step('open_upload', async () => ({ bytes: input.size }));
+    return ctx.step('load_whole_file', async () => {
+      process.kill(process.pid, 'SIGKILL'); // what the OOM killer does: no exception, no cleanup
+      return new Promise<never>(() => {});
+    });
+  };
+}
