@@ -6,7 +6,7 @@
 import path from 'node:path';
 import pg from 'pg';
 import { describe, expect, inject, it } from 'vitest';
-import { startChild } from '../../shared/crash/runner.ts';
+import { runUntilDone, startChild } from '../../shared/crash/runner.ts';
 import { projectRoot } from '../../shared/db/server.ts';
 import { runScenario } from '../../shared/scenarios.ts';
 import { withPool } from '../../shared/testing/database.ts';
@@ -93,6 +93,21 @@ describe('what chapter 7 gets wrong about failure, fixed', () => {
     expect(here.verdict, here.detail).toBe('exactly-once');
     const log = printed(here.runs[0]!.attempts[0]);
     expect(log.match(/step #0 charge_card attempt \d of 5 failed \(ServiceError: payments service answered 503/g)).toHaveLength(4);
+  });
+});
+
+describe('a back-off survives a kill', () => {
+  it('a worker killed right after it scheduled a retry: the next process runs the next attempt when it is due, and the order is charged once', async () => {
+    await withWorld('ch08_kill_backoff', async (world) => {
+      await world.failNext('payments', 1);
+      const run = await runUntilDone({ script: main, args: ['start', 'order-1'], env: { ...world.env, ...noColourEnv }, faults: ['after-retry-scheduled:charge_card'], timeoutMs: 30_000 });
+      expect(run.attempts.map((a) => a.crashedAt ?? a.exitCode)).toEqual(['after-retry-scheduled:charge_card@1', 0]);
+      const info = (await inspect(world, 'order-1'))!;
+      // The failed attempt was recorded by the killed process (token 1); the second attempt ran at or after its retry time.
+      expect(info.failures.map((f) => [f.attempt, f.fencingToken])).toEqual([[1, 1]]);
+      expect(info.steps[0]!.recordedAt.getTime()).toBeGreaterThanOrEqual(info.failures[0]!.retryAt!.getTime());
+      expect((await world.ledger()).byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
+    });
   });
 });
 

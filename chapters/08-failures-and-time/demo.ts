@@ -105,10 +105,8 @@ demo(8, async ({ world, run, ledger }) => {
     const poison = await inspect('poison-1');
     say.line(`\n  poison-1: ${paint.bold(poison.status)} — ${poison.error}`);
     say.explain(
-      '  W1 recorded open_upload before it died: a claim whose run made progress does not count — a workflow that
-' +
-        '  gets further each time is not the one killing its workers. The claims after it made none: 1, 2, 3, and the
-' +
+      '  W1 recorded open_upload before it died: a claim whose run made progress does not count — a workflow that\n' +
+        '  gets further each time is not the one killing its workers. The claims after it made none: 1, 2, 3, and the\n' +
         '  fourth found the count past maxAttempts.',
     );
     say.explain('  durable show poison-1 names the last step recorded (open_upload): what comes after it is where to look.');
