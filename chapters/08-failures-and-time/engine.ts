@@ -1,36 +1,35 @@
 /**
- * Chapter 7 — the fast path: chapter 6's engine, with every durable fact
- * written in as few statements as it takes.
+ * Chapter 8 — failures and time: chapter 7's engine, which now counts its
+ * attempts in the database, waits in the database, and keeps the time by the
+ * database's clock.
  *
- * The failure it fixes: cost. Chapter 6 is correct — one live run per
- * workflow, and a fence in every write — but it wraps each write in more
- * statements than the write needs. A workflow of three plain steps took 15
- * round trips and 6 commits, plus a NOTIFY; measured by `npm run bench` when
- * this chapter's changes were made: 17.6 round trips and 6.9 commits, 155
- * such workflows a second one after another, 426 with eight at once, a step
- * 2.26× a bare INSERT's commit, and 4.28 ms from start() to the first step.
+ * The failures it fixes (each a test that fails on chapter 7: crash.test.ts):
+ *   - a poison workflow — one whose step kills its process — is claimed again
+ *     after every lease, for ever, taking a worker down each time;
+ *   - a provider down for a few seconds fails the workflow: chapter 7 re-runs
+ *     a failing run at once, in memory, three times, with no back-off;
+ *   - nothing can wait: an hour's wait holds a worker slot and a lease for an
+ *     hour, and a crash loses it.
  *
- *   before:  start()     INSERT; then NOTIFY, 5 ms later                      2 round trips, 2 commits
- *            the claim   UPDATE … FOR UPDATE SKIP LOCKED                      1, 1
- *            the log     SELECT … FROM steps                                  1
- *            each step   BEGIN + SET LOCAL; fenced INSERT; COMMIT             3, 1
- *            the end     BEGIN + SET LOCAL; fenced UPDATE; COMMIT             3, 1
- *   after:   start()     INSERT, already claimed for this process's worker    1, 1
- *            each step   the fenced INSERT, alone                             1, 1
- *            the end     the fenced UPDATE, alone                             1, 1
+ *   before:  a step throws           re-run the workflow at once, ×3, in memory; then failed
+ *            a step kills its process  claimed again after each lease, for ever
+ *            wait                    (hold the slot, or nothing)
+ *   after:   a step throws           the attempt recorded; the workflow RELEASED until its back-off
+ *                                    ends (one fenced statement), any worker runs the next attempt;
+ *                                    out of attempts: StepFailedError, the same on every replay
+ *            a step kills its process  the claim counts (attempts + 1, unless the previous run
+ *                                    recorded a step); past maxAttempts the claim's run fails it
+ *            ctx.sleep(ms)           the end recorded on the database clock, the workflow released
+ *                                    until then; deadlines and schedules on the same clock
  *
- * Five round trips and five commits: one statement per durable fact (the
- * workflow, each step, the end), 273 workflows a second one after another, a
- * step 1.11× a bare INSERT's commit. With many runs at once, their records
- * share one statement (batcher.ts) and claims take two or more (worker.ts):
- * 1.6 commits a workflow at concurrency 8, 857–934 workflows a second.
+ * One timestamp decides when a workflow may run, as since chapter 6:
+ * `lease_expires_at <= now()`. A back-off and a sleep are that time set
+ * ahead with nobody holding the lease — no timer table, no second queue —
+ * and every time is written and compared by the database, never by a worker.
  *
- * Nothing chapter 6 guarantees changes: the same claim, the same lease on the
- * database clock, the same fence (stillHeld() in queries.ts) in every write,
- * the same takeover. A statement sent alone is a transaction of its own, so a
- * fenced write alone is as atomic as it was between BEGIN and COMMIT; what
- * disappears is the `during-record` crash window of a plain step and of the
- * completion, which had nothing in it but a write not yet committed.
+ * Everything chapter 7 guarantees and costs stays: the same fence in every
+ * write, one statement per durable fact on the path of a workflow that does
+ * not fail (a retry costs one statement more: the failure and the release together).
  *
  * The engine, by role:
  *   engine.ts    createEngine: options, the registry of workflows, the parts wired together
@@ -41,7 +40,8 @@
  *   run.ts       the run of one claimed workflow, top to bottom: replay, steps, fences
  *   batcher.ts   write-combining: runs that write at once share a statement
  *   worker.ts claims and renews; lease.ts is a lease as a worker sees it;
- *   queries.ts has all the SQL; migrate.ts the schema (003: first claims read no log);
+ *   queries.ts has all the SQL; migrate.ts the schema (003: first claims read no log;
+ *   004: attempts, failed attempts, sleeps, deadlines, schedules); schedules.ts the cron;
  *   log.ts, tracing.ts and json.ts: what it says (to the application's logger),
  *   its OpenTelemetry spans, and what the log can record — the package needs
  *   nothing from the course; cli.ts is its operator command line, `durable`.
@@ -196,6 +196,11 @@ export function createEngine<W extends Workflows>({
 //   complete:                     the fenced UPDATE, alone                            1, 1 commit
 //                                 (or in one multi-row UPDATE with other runs' completions)
 //   heartbeats                    one UPDATE per worker every lease/3 to lease/2, all its leases at once
+// New in chapter 8, only when it happens:
+//   a failed attempt, retried     the failure recorded + the workflow released: ONE fenced statement; the run ends
+//   ctx.sleep(ms)                 the sleep recorded + the workflow released: ONE fenced statement; the run ends
+//   after either                  a claim (when it is due: nextWakeUp sets an idle worker's alarm), the log
+//                                 and failed attempts in one query, the replay, and on
 // So a 3-step workflow started where a worker has room costs 5 commits and 5
 // round trips: start, three steps, completion — each a single statement, the
 // smallest a durable step can be (npm run bench: a step ≈ 1.1 bare INSERT commits).
