@@ -74,9 +74,10 @@ describe('what chapter 7 gets wrong about failure, fixed', () => {
           survivors.push(worker);
         }
         for (const worker of survivors) {
+          await worker.waitForLine(/running \(concurrency/); // a worker still starting up has no SIGTERM handler yet
           worker.signal('SIGTERM');
           const done = await worker.done;
-          expect(done.exitCode, done.stderr).toBe(0); // alive until told to stop
+          expect(done.exitCode, `${done.signal} ${done.stderr}`).toBe(0); // alive until told to stop
         }
       };
       await Promise.all([supervise('A'), supervise('B')]);
