@@ -62,19 +62,21 @@ describe('what chapter 7 gets wrong about failure, fixed', () => {
       let kills = 0;
       let failed = false;
       const supervise = async (name: string) => {
-        const survivors = [];
+        const survivors: Array<{ worker: ReturnType<typeof startWorker>; running: Promise<unknown> }> = [];
         while (!failed) {
           const worker = startWorker(main, name, env);
+          // Listened for from the start: a line printed before anyone waits for it is not seen.
+          const running = worker.waitForLine(/running \(concurrency/).catch(() => undefined);
           const ended = await Promise.race([worker.done, until(`order-1 failed`, async () => (await inspect(world, 'order-1'))?.status === 'failed', { timeoutMs: 60_000, everyMs: 200 }).then(() => undefined)]);
           if (ended?.signal === 'SIGKILL') {
             kills++;
             continue;
           }
           failed = true;
-          survivors.push(worker);
+          survivors.push({ worker, running });
         }
-        for (const worker of survivors) {
-          await worker.waitForLine(/running \(concurrency/); // a worker still starting up has no SIGTERM handler yet
+        for (const { worker, running } of survivors) {
+          await running; // a worker still starting up has no SIGTERM handler yet
           worker.signal('SIGTERM');
           const done = await worker.done;
           expect(done.exitCode, `${done.signal} ${done.stderr}`).toBe(0); // alive until told to stop
