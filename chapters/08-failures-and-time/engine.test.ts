@@ -11,7 +11,7 @@ import { rejectionOf } from '../../shared/testing/errors.ts';
 import { sleep, until } from '../../shared/testing/waiting.ts';
 import { createEngine, listMigrations, migrate, StepFailedError, WorkflowFailedError, WorkflowTimeoutError, type Context, type RunEndEvent } from './index.ts';
 import { backoffMs, DEFAULT_RETRY } from './run.ts';
-import { claimWorkflows } from './queries.ts';
+import { claimWorkflows, retryWorkflow } from './queries.ts';
 
 let test: TestPool;
 let db: pg.Pool;
@@ -354,6 +354,34 @@ describe('deadlines', () => {
       await worker.stop();
     }
     expect((await engine.inspect('deadline-2'))?.deadlineInMs).toBeLessThanOrEqual(0);
+  });
+});
+
+describe('an operator’s retry (durable retry)', () => {
+  it('a workflow failed by its deadline, retried, runs again without it: the step the deadline aborted was no failed attempt, and the recorded step does not run again', async () => {
+    let slow = true;
+    const calls: string[] = [];
+    const engine = createEngine({
+      db,
+      workflows: {
+        late: async (ctx: Context) => {
+          await ctx.step('first', async () => void calls.push('first'));
+          return ctx.step('second', ({ signal, attempt }) => {
+            calls.push(`second #${attempt}`);
+            return slow ? new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason))) : Promise.resolve('done');
+          }, { retry: { maxAttempts: 1 } });
+        },
+      },
+    });
+    await engine.start('late', {}, { id: 'retried-1', timeoutMs: 300 });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    await expect(engine.result('retried-1')).rejects.toThrow('passed its deadline');
+    slow = false;
+    expect(await retryWorkflow(db, 'retried-1')).toBe(true);
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await engine.result('retried-1')).toBe('done');
+    expect(calls).toEqual(['first', 'second #1', 'second #1']); // the deadline's abort was not a failed attempt
+    expect(await engine.inspect('retried-1')).toMatchObject({ deadlineInMs: null, attempts: 1 });
   });
 });
 

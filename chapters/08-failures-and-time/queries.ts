@@ -911,7 +911,8 @@ export async function listWorkflows(db: Sql, filter: WorkflowFilter): Promise<Wo
 
 /**
  * A failed workflow, runnable again: `running`, its error cleared, its
- * attempts back to 0, its lease ended. The next claim takes a new fencing
+ * attempts back to 0, its deadline lifted (one that had passed would fail it
+ * again at once), its lease ended. The next claim takes a new fencing
  * token and replays its log — the steps it recorded are not run again. A
  * step that had failed for good loses its entry and its failed attempts, so
  * it runs again with its whole retry policy ahead of it (its errors were the
@@ -922,7 +923,7 @@ export async function retryWorkflow(db: Sql, id: string): Promise<boolean> {
   const result = await db.query(
     `WITH retried AS (
        UPDATE workflows
-          SET status = 'running', error = NULL, attempts = 0, lease_owner = NULL, lease_expires_at = now(), updated_at = now()
+          SET status = 'running', error = NULL, attempts = 0, deadline_at = NULL, lease_owner = NULL, lease_expires_at = now(), updated_at = now()
         WHERE id = $1 AND status = 'failed'
        RETURNING id
      ), failed_steps AS (
