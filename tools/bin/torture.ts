@@ -1,14 +1,16 @@
 /**
- * `npm run torture` — randomized faults against the production engine
- * (chapter 6), and an invariant checker over what the world saw.
+ * `npm run torture` — randomized faults against the last chapter's engine
+ * (chapter 8), and an invariant checker over what the world saw.
  *
  *   npm run torture -- --runs 3 --seed 42        3 rounds, seeds 42, 43, 44
- *   npm run torture -- --runs 26 --seed 1 --faults 40 --write   the long run (1,040 faults); writes docs/torture/report.md
+ *   npm run torture -- --runs 26 --seed 1 --faults 40 --write   the long run (1,040 faults); writes the summary
+ *                                                into docs/torture/report.md, above its history
  *
  * Options: --orders N (per round, default 40), --workers N (3), --faults N
- * (per round, 20), --lease MS (1000). The seed fixes each round's fault
- * schedule; on a violation the seed and the fault trace are printed, and
- * saved under .course-data/torture/.
+ * (per round, 20), --lease MS (1000), --cooling-off MS (the order's sleep
+ * before its email, 400). The seed fixes each round's fault schedule (not
+ * every timing: the processes race as they do); on a violation the seed and
+ * the fault trace are printed, and saved under .course-data/torture/.
  *
  * kill-postgres needs a server this process started (the embedded one); with
  * DATABASE_URL, or an embedded server another course process owns, it is
@@ -20,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { projectRoot, startPostgres } from '../../shared/db/server.ts';
 import { CourseError, runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
-import { FAULT_KINDS, runRound, type FaultKind, type RoundResult } from '../torture/round.ts';
+import { ENGINE, FAULT_KINDS, runRound, type FaultKind, type RoundResult } from '../torture/round.ts';
 
 runMain(async () => {
   const { values } = parseArgs({
@@ -31,6 +33,7 @@ runMain(async () => {
       workers: { type: 'string', default: '3' },
       faults: { type: 'string', default: '20' },
       lease: { type: 'string', default: '1000' },
+      'cooling-off': { type: 'string', default: '400' },
       write: { type: 'boolean', default: false },
     },
   });
@@ -41,7 +44,7 @@ runMain(async () => {
   };
   const runs = number('runs', 1);
   const seed = values.seed === undefined ? Date.now() % 100_000 : number('seed', 0);
-  const options = { orders: number('orders', 1), workers: number('workers', 1), faults: number('faults', 0), leaseMs: number('lease', 200) };
+  const options = { orders: number('orders', 1), workers: number('workers', 1), faults: number('faults', 0), leaseMs: number('lease', 200), coolingOffMs: number('cooling-off', 0) };
 
   const server = await startPostgres({ purpose: 'test', log: (line) => console.error(paint.dim(line)) });
   const results: RoundResult[] = [];
@@ -53,6 +56,7 @@ runMain(async () => {
       for (const inv of result.invariants) {
         console.log(`  ${inv.ok ? paint.green('✓') : paint.red('✗')} ${inv.name}${inv.ok ? '' : `\n      ${inv.violations.join('\n      ')}`}`);
       }
+      console.log(paint.dim(`  observed: ${describeObserved(result.observed)}`));
       if (result.unexpectedExits.length) console.log(paint.red(`  ✗ workers exited on their own:\n      ${result.unexpectedExits.join('\n      ')}`));
       if (!passed(result)) saveTrace(result);
     }
@@ -65,8 +69,12 @@ runMain(async () => {
   if (values.write) {
     const out = path.join(projectRoot, 'docs', 'torture');
     fs.mkdirSync(out, { recursive: true });
-    fs.writeFileSync(path.join(out, 'report.md'), `${summary}\n`);
-    console.log(paint.dim('Wrote docs/torture/report.md'));
+    // The summary replaces the report's top; its history (from HISTORY on, written by people) stays.
+    const file = path.join(out, 'report.md');
+    const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : '';
+    const history = old.indexOf(HISTORY);
+    fs.writeFileSync(file, `${summary}\n${history >= 0 ? `\n${old.slice(history)}` : ''}`);
+    console.log(paint.dim('Wrote docs/torture/report.md (its history kept)'));
   }
   if (!results.every(passed)) process.exitCode = 1;
 });
@@ -83,28 +91,53 @@ function saveTrace(result: RoundResult): void {
   console.log(paint.red(`  violation — replay with --seed ${result.seed} --runs 1; trace saved to ${path.relative(projectRoot, file)}`));
 }
 
-function summarize(results: RoundResult[], o: { orders: number; workers: number; faults: number; leaseMs: number; seed: number; runs: number; server: string }): string {
+/** Where the report's history begins: --write keeps everything from here on. */
+const HISTORY = '## What the long runs found';
+
+function describeObserved(o: RoundResult['observed']): string {
+  const deaths = Object.entries(o.workerDeaths).map(([cause, n]) => `${n} ${cause}`).join(', ');
+  return `${o.sleeps} sleeps and ${o.backoffs} back-offs checked, ${o.poisons} poison workflow(s), ${o.ordersFailed} order(s) failed after maxAttempts (explained); worker deaths: ${deaths}`;
+}
+
+function summarize(
+  results: RoundResult[],
+  o: { orders: number; workers: number; faults: number; leaseMs: number; coolingOffMs: number; seed: number; runs: number; server: string },
+): string {
   const counts = new Map<FaultKind, number>(FAULT_KINDS.map((k) => [k, 0]));
   for (const r of results) for (const f of r.faults) counts.set(f.kind, (counts.get(f.kind) ?? 0) + 1);
   const total = [...counts.values()].reduce((a, b) => a + b, 0);
   const names = results[0]?.invariants.map((i) => i.name) ?? [];
   const skipped = [...new Set(results.flatMap((r) => r.skipped))];
   const minutes = results.reduce((a, r) => a + r.durationMs, 0) / 60_000;
+  const sum = (of: (r: RoundResult) => number) => results.reduce((a, r) => a + of(r), 0);
+  const deaths = new Map<string, number>();
+  for (const r of results) for (const [cause, n] of Object.entries(r.observed.workerDeaths)) deaths.set(cause, (deaths.get(cause) ?? 0) + n);
+  const fallbacks = sum((r) => r.faults.filter((f) => f.detail.includes('nothing was waiting')).length);
+  const noOutage = sum((r) => r.faults.filter((f) => f.kind === 'provider-outage' && f.detail.startsWith('(none')).length);
   return [
     `# Torture run`,
     '',
-    `\`npm run torture -- --runs ${o.runs} --seed ${o.seed} --orders ${o.orders} --workers ${o.workers} --faults ${o.faults} --lease ${o.leaseMs}\``,
-    `on ${o.server}; ${results.length} round(s), ${results.length * o.orders} workflows, ${total} faults, ${minutes.toFixed(1)} minutes.`,
+    `\`npm run torture -- --runs ${o.runs} --seed ${o.seed} --orders ${o.orders} --workers ${o.workers} --faults ${o.faults} --lease ${o.leaseMs} --cooling-off ${o.coolingOffMs}\``,
+    `on ${o.server}, against \`${ENGINE}\`; ${results.length} round(s), ${results.length * o.orders} orders and ${sum((r) => r.observed.poisons)} poison workflows, ${total} faults, ${minutes.toFixed(1)} minutes.`,
     '',
     '| fault | count |',
     '|---|---|',
     ...[...counts].map(([kind, n]) => `| ${kind} | ${n} |`),
     `| **total** | **${total}** |`,
     '',
+    ...(fallbacks ? [`${fallbacks} kill-waiting fault(s) found nothing waiting and killed a worker at random: counted as kill-worker.`, ''] : []),
+    ...(noOutage ? [`${noOutage} provider-outage fault(s) injected nothing: the round had spent its budget of provider failures.`, ''] : []),
+    '| what the round saw | count |',
+    '|---|---|',
+    `| sleeps checked (the entry after each, against its end) | ${sum((r) => r.observed.sleeps)} |`,
+    `| back-offs checked (the next attempt, against its retry time) | ${sum((r) => r.observed.backoffs)} |`,
+    ...[...deaths].map(([cause, n]) => `| worker processes SIGKILLed: ${cause} | ${n} |`),
+    `| orders failed after maxAttempts, each claim ended by a fault | ${sum((r) => r.observed.ordersFailed)} |`,
+    '',
     '| invariant | rounds where it held |',
     '|---|---|',
     ...names.map((name) => `| ${name} | ${results.filter((r) => r.invariants.find((i) => i.name === name)?.ok).length}/${results.length} |`),
-    `| no worker exited on its own (no crash loop) | ${results.filter((r) => r.unexpectedExits.length === 0).length}/${results.length} |`,
+    `| no worker exited on its own, nor died of a SIGKILL nobody sent (no crash loop) | ${results.filter((r) => r.unexpectedExits.length === 0).length}/${results.length} |`,
     '',
     results.every(passed) ? '**0 violations.**' : `**Violations in rounds with seeds ${results.filter((r) => !passed(r)).map((r) => r.seed).join(', ')}.**`,
     ...(skipped.length ? ['', ...skipped.map((s) => `Skipped: ${s}.`)] : []),

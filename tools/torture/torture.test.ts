@@ -1,8 +1,10 @@
 /**
  * The short torture run of `npm test`: one round of real worker processes of
- * chapter 6 under tens of seeded faults of every kind — the PostgreSQL
- * server's kill -9 included, on a server of this file's own — and every
- * invariant must hold. The long run is `npm run torture` (docs/torture/report.md).
+ * the last chapter's engine (chapter 8) under tens of seeded faults of every
+ * kind — the PostgreSQL server's kill -9 included, on a server of this file's
+ * own; provider outages the retries ride out, kills while workflows wait out
+ * a back-off or a sleep, poison workflows — and every invariant must hold.
+ * The long run is `npm run torture` (docs/torture/report.md).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { EmbeddedPostgres } from '../../shared/db/embedded.ts';
 import type { PostgresServer } from '../../shared/db/server.ts';
-import { installFenceWatch, checkInvariants } from './invariants.ts';
+import { checkInvariants, installWatches } from './invariants.ts';
 import { FAULT_KINDS, runRound } from './round.ts';
 import type { World } from '../../shared/world/world.ts';
 
@@ -33,37 +35,80 @@ afterAll(async () => {
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-describe('torture: randomized crashes of workers and of PostgreSQL itself', () => {
-  it('one round of 30 seeded faults of every kind: every order completes exactly once, no fenced write, no worker crash-loops', async () => {
+describe('torture: randomized crashes of workers and of PostgreSQL itself, outages, waits and poison', () => {
+  it('one round of 30 seeded faults of every kind: every order completes exactly once, sleeps and back-offs never end early, poisons fail after maxAttempts, no fenced write, no worker crash-loops', async () => {
     const lines: string[] = [];
     const result = await runRound({ seed: 7, orders: 24, workers: 3, faults: 30, leaseMs: 1000, adminUrl: server.url, server, log: (l) => lines.push(l) });
-    const trace = `seed ${result.seed}\n${lines.join('\n')}`;
+    const trace = `seed ${result.seed}\n${lines.join('\n')}\n${JSON.stringify(result.observed)}`;
     expect(result.skipped, trace).toEqual([]);
     const counts = Object.fromEntries(FAULT_KINDS.map((kind) => [kind, result.faults.filter((f) => f.kind === kind).length]));
-    for (const kind of FAULT_KINDS) expect(counts[kind], `${kind} in ${JSON.stringify(counts)}`).toBeGreaterThanOrEqual(3);
+    for (const kind of FAULT_KINDS) expect(counts[kind], `${kind} in ${JSON.stringify(counts)}\n${trace}`).toBeGreaterThanOrEqual(3);
     expect(result.faults.filter((f) => f.detail.includes('the fault itself failed')), trace).toEqual([]);
+    expect(result.faults.filter((f) => f.kind === 'provider-outage' && f.detail.startsWith('(none')), trace).toEqual([]);
+    // At least one kill timed by the harness while a workflow waited (the rest may be armed crash points: see round.ts).
+    expect(result.faults.filter((f) => f.kind === 'kill-waiting' && f.detail.includes(' waits for its ')).length, trace).toBeGreaterThanOrEqual(1);
     expect(result.invariants.filter((i) => !i.ok), trace).toEqual([]);
     expect(result.unexpectedExits, trace).toEqual([]);
+    // The new faults did what they are for: orders slept and backed off, the poisons killed workers, the crash points fired.
+    expect(result.observed.sleeps, trace).toBeGreaterThanOrEqual(20);
+    expect(result.observed.backoffs, trace).toBeGreaterThanOrEqual(1);
+    expect(result.observed.workerDeaths['poison workflow'], trace).toBeGreaterThanOrEqual(3);
+    expect(result.observed.workerDeaths['crash point'], trace).toBeGreaterThanOrEqual(1);
   }, 180_000);
 
-  it('the checker catches what it checks for: a step record committed under a stale fencing token is reported', async () => {
-    const url = await createDatabase(server.url, 'torture_checker');
+  /** A database with chapter 8's schema and the watches, and a world with no ledger of its own, for checks on logs made by hand. */
+  async function checkerDatabase(label: string, body: (db: pg.Pool, check: (orders: string[]) => ReturnType<typeof checkInvariants>) => Promise<void>): Promise<void> {
+    const url = await createDatabase(server.url, label);
     const db = new pg.Pool({ connectionString: url, max: 2 });
     try {
-      const { migrate } = await import('../../chapters/07-fast-path/index.ts');
+      const { migrate } = await import('../../chapters/08-failures-and-time/index.ts');
       await migrate(db);
-      await installFenceWatch(db);
-      // A zombie's write, made by hand: token 1's step committed after claim 2.
-      await db.query(`INSERT INTO workflows (id, name, input, fencing_token) VALUES ('z-1', 'order', '{}', 2)`);
-      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('z-1', 0, 'charge_card', '{}', 1)`);
-      const noWorld = { ledger: async () => ({ byOrder: () => ({ charges: 1, stockDecrements: 1, emails: 1 }) }) } as unknown as World;
+      await installWatches(db);
       await db.query('CREATE TABLE IF NOT EXISTS stock_movements (order_id text)');
-      const invariants = await checkInvariants({ db, world: noWorld, ids: ['z-1'] });
-      const fenced = invariants.find((i) => i.name.startsWith('no write by a fenced worker'));
-      expect(fenced?.violations).toEqual(['z-1 step #0: committed under token 1 when the latest claim was 2']);
+      const noWorld = { ledger: async () => ({ byOrder: () => ({ charges: 1, stockDecrements: 1, emails: 1 }) }) } as unknown as World;
+      await body(db, (orders) => checkInvariants({ db, world: noWorld, orders, poisons: [], coolingOffMs: 400, disruptions: { workers: new Map(), database: [] } }));
     } finally {
       await db.end();
       await dropDatabase(url, server.url).catch(() => {});
     }
+  }
+
+  it('the checker catches what it checks for: a step record committed under a stale fencing token is reported', async () => {
+    await checkerDatabase('torture_checker', async (db, check) => {
+      // A zombie's write, made by hand: token 1's step committed after claim 2.
+      await db.query(`INSERT INTO workflows (id, name, input, fencing_token) VALUES ('z-1', 'order', '{}', 2)`);
+      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('z-1', 0, 'charge_card', '{}', 1)`);
+      const { invariants } = await check(['z-1']);
+      const fenced = invariants.find((i) => i.name.startsWith('no write by a fenced worker'));
+      expect(fenced?.violations).toEqual(['z-1 step #0: committed under token 1 when the latest claim was 2']);
+      // …while a sleep recorded by the statement that releases the workflow (token + 1, in the same transaction) is no breach.
+      await db.query(`INSERT INTO workflows (id, name, input, fencing_token) VALUES ('s-1', 'order', '{}', 3)`);
+      await db.query(`
+        WITH recorded AS (INSERT INTO steps (workflow_id, seq, name, kind, output, fencing_token) VALUES ('s-1', 0, 'sleep', 'sleep', jsonb_build_object('until', now()), 3))
+        UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = NULL WHERE id = 's-1'`);
+      const again = (await check(['s-1'])).invariants.find((i) => i.name.startsWith('no write by a fenced worker'));
+      expect(again?.violations).toEqual([]);
+    });
+  });
+
+  it('the checker catches an early wake: a step recorded before the sleep before it ended is reported', async () => {
+    await checkerDatabase('torture_checker_sleep', async (db, check) => {
+      // A wake made by hand: the sleep ends in an hour, the email is recorded now.
+      await db.query(`INSERT INTO workflows (id, name, input, fencing_token) VALUES ('e-1', 'order', '{}', 2)`);
+      await db.query(`
+        INSERT INTO steps (workflow_id, seq, name, kind, output, fencing_token) VALUES
+          ('e-1', 0, 'charge_card', 'step', '{}', 1),
+          ('e-1', 1, 'reserve_inventory', 'step', '{}', 1),
+          ('e-1', 2, 'sleep', 'sleep', jsonb_build_object('until', date_trunc('milliseconds', now() + interval '1 hour')), 1)`);
+      await db.query(`INSERT INTO steps (workflow_id, seq, name, output, fencing_token) VALUES ('e-1', 3, 'send_email', '{}', 2)`);
+      const { invariants, observed } = await check(['e-1']);
+      expect(observed.sleeps).toBe(1);
+      const early = invariants.find((i) => i.name.startsWith('sleeps never end early'));
+      expect(early?.violations).toHaveLength(1);
+      expect(early?.violations[0]).toMatch(/^e-1: step #3 send_email recorded at \S+, 3\d{6}\.\d{3} ms before its sleep \(#2\) ended at /);
+      // The same sleep with its end in the past is no violation.
+      await db.query(`UPDATE steps SET output = jsonb_build_object('until', created_at - interval '1 second') WHERE workflow_id = 'e-1' AND seq = 2`);
+      expect((await check(['e-1'])).invariants.find((i) => i.name.startsWith('sleeps never end early'))?.violations).toEqual([]);
+    });
   });
 });
