@@ -57,6 +57,7 @@ runMain(async () => {
         console.log(`  ${inv.ok ? paint.green('✓') : paint.red('✗')} ${inv.name}${inv.ok ? '' : `\n      ${inv.violations.join('\n      ')}`}`);
       }
       console.log(paint.dim(`  observed: ${describeObserved(result.observed)}`));
+      for (const story of result.observed.failedOrders) console.log(paint.dim(`    failed, every claim ended by a fault: ${story}`));
       if (result.unexpectedExits.length) console.log(paint.red(`  ✗ workers exited on their own:\n      ${result.unexpectedExits.join('\n      ')}`));
       if (!passed(result)) saveTrace(result);
     }
@@ -112,6 +113,7 @@ function summarize(
   const sum = (of: (r: RoundResult) => number) => results.reduce((a, r) => a + of(r), 0);
   const deaths = new Map<string, number>();
   for (const r of results) for (const [cause, n] of Object.entries(r.observed.workerDeaths)) deaths.set(cause, (deaths.get(cause) ?? 0) + n);
+  const count = (which: (f: RoundResult['faults'][number]) => boolean) => sum((r) => r.faults.filter(which).length);
   const fallbacks = sum((r) => r.faults.filter((f) => f.detail.includes('nothing was waiting')).length);
   const noOutage = sum((r) => r.faults.filter((f) => f.kind === 'provider-outage' && f.detail.startsWith('(none')).length);
   return [
@@ -126,9 +128,12 @@ function summarize(
     `| **total** | **${total}** |`,
     '',
     ...(fallbacks ? [`${fallbacks} kill-waiting fault(s) found nothing waiting and killed a worker at random: counted as kill-worker.`, ''] : []),
-    ...(noOutage ? [`${noOutage} provider-outage fault(s) injected nothing: the round had spent its budget of provider failures.`, ''] : []),
+    ...(noOutage ? [`${noOutage} provider-outage fault(s) injected nothing: an order had already failed as many attempts of each step as an outage may leave it.`, ''] : []),
     '| what the round saw | count |',
     '|---|---|',
+    `| provider outages followed by a SIGKILL of the worker that put a workflow to wait out its back-off | ${count((f) => f.kind === 'provider-outage' && f.detail.includes('; SIGKILL'))} |`,
+    `| kill-waiting timed by the harness: during a sleep / during a back-off | ${count((f) => f.detail.includes('waits for its sleep'))} / ${count((f) => f.detail.includes('waits for its back-off'))} |`,
+    `| kill-waiting armed instead (nothing waited for 1 s): the worker dies once it has put a workflow to sleep | ${count((f) => f.kind === 'kill-waiting' && f.detail.includes('armed'))} |`,
     `| sleeps checked (the entry after each, against its end) | ${sum((r) => r.observed.sleeps)} |`,
     `| back-offs checked (the next attempt, against its retry time) | ${sum((r) => r.observed.backoffs)} |`,
     ...[...deaths].map(([cause, n]) => `| worker processes SIGKILLed: ${cause} | ${n} |`),
@@ -139,6 +144,14 @@ function summarize(
     ...names.map((name) => `| ${name} | ${results.filter((r) => r.invariants.find((i) => i.name === name)?.ok).length}/${results.length} |`),
     `| no worker exited on its own, nor died of a SIGKILL nobody sent (no crash loop) | ${results.filter((r) => r.unexpectedExits.length === 0).length}/${results.length} |`,
     '',
+    ...(sum((r) => r.observed.failedOrders.length)
+      ? [
+          'Orders that failed after maxAttempts (each claim in a row: its owner, and the fault that ended it):',
+          '',
+          ...results.flatMap((r) => r.observed.failedOrders.map((story) => `- seed ${r.seed}: ${story}`)),
+          '',
+        ]
+      : []),
     results.every(passed) ? '**0 violations.**' : `**Violations in rounds with seeds ${results.filter((r) => !passed(r)).map((r) => r.seed).join(', ')}.**`,
     ...(skipped.length ? ['', ...skipped.map((s) => `Skipped: ${s}.`)] : []),
   ].join('\n');

@@ -42,6 +42,8 @@ export interface Observed {
   ordersFailed: number;
   /** Poison workflows started. */
   poisons: number;
+  /** How each order that failed came to: each of its claims in a row, who held it and what ended it. */
+  failedOrders: string[];
 }
 
 /**
@@ -51,7 +53,7 @@ export interface Observed {
  */
 export interface Disruptions {
   workers: Map<string, { killedAt?: number; frozenAt: number[] }>;
-  database: number[];
+  database: Array<{ at: number; what: string }>;
 }
 
 /** How far a fault may sit outside a claim's lifetime and still be what ended it: the two clocks (database, harness) and the noting of a death. */
@@ -193,24 +195,49 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
   const expectedSteps = ['charge_card', 'reserve_inventory', ...(coolingOffMs > 0 ? ['sleep'] : []), 'send_email'];
   const recorded = (id: string, name: string) => (stepsOf.get(id) ?? []).some((s) => s.name === name && !s.error);
 
-  // ── the end of each order: completed, or failed with every claim of its last attempts explained ──
-  /** Why an order's failure is not explained by the faults; none when it is. */
-  const unexplainedFailure = (id: string): string[] => {
+  // ── a workflow failed for its attempts: each claim in a row, and the fault that ended it ──
+  /**
+   * A workflow failed as "claimed N times in a row": the N claims before the
+   * one that failed it, from the claim watch, each with the fault that ended
+   * it — its process SIGKILLed (by the harness, a crash point, or a poison
+   * workflow it held: named) or frozen, or the database killed or its
+   * connections dropped while it held it — or none. N may exceed maxAttempts:
+   * the claim past maxAttempts, which fails the workflow, can itself be cut
+   * short by a fault before its failure commits; then the next one fails it.
+   */
+  const claimsInARow = (id: string) => {
     const w = byId.get(id)!;
     const claimed = /was claimed (\d+) times in a row/.exec(w.error ?? '');
-    if (!claimed || Number(claimed[1]) !== w.max_attempts) return [`${id}: failed: ${w.error}`];
+    if (!claimed) return { problem: `failed: ${w.error}`, story: [] as string[], unexplained: [] as string[] };
+    const n = Number(claimed[1]);
     const history = claimsOf.get(id) ?? [];
     const last = history.findIndex((c) => c.token === w.fencing_token);
-    if (last < w.max_attempts) return [`${id}: failed after ${w.max_attempts} claims in a row, but the claim watch saw ${last < 0 ? 'not its last claim' : `only ${last} before its last`}`];
-    const unexplained = history.slice(last - w.max_attempts, last).flatMap((claim, i, row) => {
+    if (n < w.max_attempts) return { problem: `failed after ${n} claims in a row, fewer than its maxAttempts ${w.max_attempts}`, story: [], unexplained: [] };
+    if (last < n) return { problem: `failed after ${n} claims in a row, but the claim watch saw ${last < 0 ? 'not its last claim' : `only ${last} before its last`}`, story: [], unexplained: [] };
+    const story: string[] = [];
+    const unexplained: string[] = [];
+    history.slice(last - n, last).forEach((claim, i, row) => {
       const from = claim.at.getTime() - SLACK_MS;
       const to = (row[i + 1] ?? history[last]!).at.getTime() + SLACK_MS;
       const within = (t: number | undefined) => t !== undefined && t >= from && t <= to;
       const worker = disruptions.workers.get(claim.owner);
-      const explained = within(worker?.killedAt) || worker?.frozenAt.some(within) || disruptions.database.some(within);
-      return explained ? [] : [`claim ${claim.token} by ${claim.owner} at ${claim.at.toISOString()}`];
+      const poison = poisonClaims.find((p) => p.owner === claim.owner && p.workflow_id !== id && within(p.at.getTime()));
+      const cause =
+        within(worker?.killedAt) ? `${claim.owner} SIGKILLed${poison ? ` (it held ${poison.workflow_id})` : ''}`
+        : worker?.frozenAt.some(within) ? `${claim.owner} frozen`
+        : disruptions.database.find((d) => within(d.at))?.what;
+      story.push(`#${claim.token} ${claim.owner}: ${cause ?? 'no fault'}`);
+      if (!cause) unexplained.push(`claim ${claim.token} by ${claim.owner} at ${claim.at.toISOString()}`);
     });
-    return unexplained.length ? [`${id}: failed after ${w.max_attempts} claims in a row, but no fault ended ${unexplained.join(', ')}`] : [];
+    return { problem: undefined, story, unexplained };
+  };
+  const poisonIds = new Set(poisons.map((p) => p.id));
+  const poisonClaims = claims.rows.filter((c) => poisonIds.has(c.workflow_id));
+  /** Why an order's failure is not explained by the faults; none when it is. */
+  const unexplainedFailure = (id: string): string[] => {
+    const { problem, unexplained } = claimsInARow(id);
+    if (problem) return [`${id}: ${problem}`];
+    return unexplained.length ? [`${id}: failed after ${byId.get(id)!.max_attempts} claims in a row, but no fault ended ${unexplained.join(', ')}`] : [];
   };
   const failedOrders = orders.filter((id) => byId.get(id)?.status === 'failed');
   /** Once, or — for an order that failed (explained or not: that is the first invariant's business) — at most once, and once if its step was recorded. */
@@ -222,7 +249,7 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
 
   const invariants = [
     invariant(
-      'every order completed — or failed only once claimed maxAttempts times in a row, a fault ending each of those claims (none lost, none stuck)',
+      'every order completed — or failed only once claimed at least its maxAttempts times in a row, a fault ending each of those claims (none lost, none stuck)',
       orders.flatMap((id) => {
         const w = byId.get(id);
         if (!w) return [`${id}: not in the log`];
@@ -232,15 +259,16 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
       }),
     ),
     invariant(
-      'every poison workflow failed once claimed exactly its maxAttempts times in a row; its first step recorded, its killing step never',
+      'every poison workflow failed once claimed at least its maxAttempts times in a row, each claim ended by a fault (its own kill, or another); its first step recorded, its killing step never',
       poisons.flatMap(({ id, maxAttempts }) => {
         const w = byId.get(id);
         if (!w) return [`${id}: not in the log`];
-        const claimed = /was claimed (\d+) times in a row/.exec(w.error ?? '');
         const names = (stepsOf.get(id) ?? []).map((s) => `${s.seq}:${s.name}`).join(',');
+        const row = w.status === 'failed' ? claimsInARow(id) : undefined;
         return [
           ...(w.status !== 'failed' ? [`${id}: ${w.status}, not failed`] : []),
-          ...(w.status === 'failed' && (!claimed || Number(claimed[1]) !== maxAttempts) ? [`${id}: failed with "${w.error}", not after ${maxAttempts} claims in a row`] : []),
+          ...(row?.problem ? [`${id}: ${row.problem}`] : []),
+          ...(row?.unexplained.length ? [`${id}: failed after claims in a row (maxAttempts ${maxAttempts}), but no fault ended ${row.unexplained.join(', ')}`] : []),
           ...(names !== '0:open_upload' ? [`${id}: log ${names || '(no steps)'}, not 0:open_upload`] : []),
         ];
       }),
@@ -311,6 +339,7 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
     backoffs: backoffs.rows.length,
     ordersFailed: failedOrders.filter((id) => unexplainedFailure(id).length === 0).length,
     poisons: poisons.length,
+    failedOrders: failedOrders.map((id) => `${id} (maxAttempts ${byId.get(id)!.max_attempts}): ${claimsInARow(id).story.join('; ')}`),
   };
   return { invariants, observed };
 }

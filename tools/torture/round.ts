@@ -61,10 +61,14 @@ const CRASH_POINTS = [
 
 /**
  * The order workflow's retry policy for its HTTP steps (`retry` in
- * chapters/08-failures-and-time/workflow.ts): five attempts. A round injects
- * at most this many less one failures into each service, in all: even if
- * every one of them landed on the same order's same step, it would ride the
- * outage out. An order that fails for a step's retries is then a violation.
+ * chapters/08-failures-and-time/workflow.ts): five attempts. An outage is
+ * sized so that no order can run out of them, whichever orders its 503s hit:
+ * a new outage replaces what is left of the last one (the world's counter is
+ * set, not added to), so from then on an order can fail no more attempts of
+ * the step than it has recorded, plus one in flight (a run that got its 503
+ * and has not recorded it yet; a zombie's record would be fenced off), plus
+ * the new outage's. The outage is kept to what leaves the worst order short
+ * of the fifth: an order that fails for a step's retries is a violation.
  */
 const ORDER_STEP_ATTEMPTS = 5;
 
@@ -240,8 +244,6 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
     if (block.length === 0) block = shuffled(kinds, random);
     return block.pop()!;
   };
-  /** Provider failures still allowed this round, per service (see ORDER_STEP_ATTEMPTS). */
-  const outageBudget: Record<ServiceName, number> = { payments: ORDER_STEP_ATTEMPTS - 1, mail: ORDER_STEP_ATTEMPTS - 1 };
   const thaws: Promise<void>[] = [];
   for (let i = 0; i < options.faults; i++) {
     await sleep(between(80, Math.max(120, leaseMs / 2)));
@@ -288,7 +290,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
         }
         case 'kill-postgres': {
           const down = between(100, 600);
-          disruptions.database.push(Date.now());
+          disruptions.database.push({ at: Date.now(), what: 'PostgreSQL killed' });
           await server.embedded!.kill();
           note(kind, `kill -9 the PostgreSQL server, down for ${down} ms`);
           await sleep(down);
@@ -296,7 +298,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
           break;
         }
         case 'drop-connections': {
-          disruptions.database.push(Date.now());
+          disruptions.database.push({ at: Date.now(), what: 'connections dropped' });
           const { rowCount } = await retrying(() =>
             db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`),
           );
@@ -304,16 +306,31 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
           break;
         }
         case 'provider-outage': {
-          // The service with more failures left to give, then 1 or 2 of them.
-          const service: ServiceName = outageBudget.payments === outageBudget.mail ? pick(['payments', 'mail'] as const) : outageBudget.payments > outageBudget.mail ? 'payments' : 'mail';
-          const times = Math.min(outageBudget[service], between(1, 2));
-          if (times === 0) {
-            note(kind, `(none: this round has injected the ${2 * (ORDER_STEP_ATTEMPTS - 1)} provider failures its orders are sure to ride out)`);
+          // How many more failures each service's step can take, for its worst order (see ORDER_STEP_ATTEMPTS); then 1 to 3 of them.
+          const room = async (service: ServiceName) => ORDER_STEP_ATTEMPTS - 2 - (await retrying(() => mostFailedAttempts(db, ids, STEP_OF[service])));
+          const rooms = { payments: await room('payments'), mail: await room('mail') };
+          const service: ServiceName = rooms.payments === rooms.mail ? pick(['payments', 'mail'] as const) : rooms.payments > rooms.mail ? 'payments' : 'mail';
+          const times = Math.min(rooms[service], between(1, 3));
+          if (times <= 0) {
+            note(kind, `(none: an order has failed ${ORDER_STEP_ATTEMPTS - 2} attempts of each step already; one more outage could exhaust its retries)`);
             break;
           }
-          outageBudget[service] -= times;
           await world.failNext(service, times);
-          note(kind, `the ${service} service answers 503 to its next ${times} call(s): ${STEP_OF[service]} retries after a back-off`);
+          // Then, for up to a second, look for a workflow the outage put to wait out a back-off, and kill the worker that put it there.
+          let waiting: Awaited<ReturnType<typeof waitingWorkflows>> = [];
+          const alive = (name: string) => slots.find((s) => s.process === name && s.child && !s.paused);
+          for (let look = 0; look < 10 && !waiting.some((w) => w.reason === 'back-off' && alive(w.putBy)); look++) {
+            await sleep(100);
+            waiting = await retrying(() => waitingWorkflows(db));
+          }
+          const target = waiting.find((w) => w.reason === 'back-off' && alive(w.putBy));
+          const slot = target && alive(target.putBy);
+          slot?.child?.signal('SIGKILL');
+          note(
+            kind,
+            `the ${service} service answers 503 to its next ${times} call(s): ${STEP_OF[service]} retries after a back-off` +
+              (target && slot ? `; SIGKILL ${slot.process} while ${target.id} waits out its back-off (${target.leftMs} ms left), the worker that put it to wait` : ''),
+          );
           break;
         }
         case 'kill-waiting': {
@@ -421,6 +438,19 @@ async function waitingWorkflows(db: pg.Pool): Promise<Array<{ id: string; reason
       ORDER BY reason, random()`,
   );
   return rows;
+}
+
+/** The most failed attempts of `step` any order has recorded while the step is not done (0: none). */
+async function mostFailedAttempts(db: pg.Pool, ids: string[], step: string): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT coalesce(max(n), 0)::int AS n FROM (
+       SELECT count(*) AS n FROM step_failures f
+        WHERE f.workflow_id = ANY($1) AND f.name = $2
+          AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.workflow_id = f.workflow_id AND s.seq = f.seq)
+        GROUP BY f.workflow_id, f.seq) AS per_order`,
+    [ids, step],
+  );
+  return rows[0]!.n;
 }
 
 /** Every order has ended (or not been started yet: then it has not ended). */
