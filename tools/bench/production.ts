@@ -579,11 +579,14 @@ export async function history(ctx: SuiteContext, chapter: ProductionChapter): Pr
     await sleep(200);
     const id = 'long-1';
     const t = process.hrtime.bigint();
-    // Not runnable (lease_expires_at in the future) until its history is in.
-    await o.db.query(`INSERT INTO workflows (id, name, input, lease_expires_at) VALUES ($1, 'long', '{}'::jsonb, now() + interval '1 hour')`, [id]);
+    // Not runnable (lease_expires_at in the future) until its history is in. Written as a run claimed
+    // with token 1 would have left it: a workflow with a history is never at token 0 (chapter 7's
+    // migration 003), and a first claim (token 1) loads no log — chapter 8 fails a workflow whose
+    // first run finds its steps already recorded.
+    await o.db.query(`INSERT INTO workflows (id, name, input, fencing_token, lease_expires_at) VALUES ($1, 'long', '{}'::jsonb, 1, now() + interval '1 hour')`, [id]);
     await o.db.query(
-      `INSERT INTO steps (workflow_id, seq, name, output)
-       SELECT $1, i, 's' || i, to_jsonb(i) FROM generate_series(0, $2::int - 1) AS i`,
+      `INSERT INTO steps (workflow_id, seq, name, output, fencing_token)
+       SELECT $1, i, 's' || i, to_jsonb(i), 1 FROM generate_series(0, $2::int - 1) AS i`,
       [id, LONG_STEPS],
     );
     const insertSeconds = msSince(t) / 1000;
