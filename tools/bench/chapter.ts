@@ -9,12 +9,19 @@
  *                       records, prepared statements, start() claiming for a
  *                       local worker in its INSERT, NOTIFY coalescing,
  *                       write-combining, claims of two or more
+ *   08-failures-and-time chapter 7's engine with attempts counted by the
+ *                       claim, step retries and durable sleep waiting in the
+ *                       database (lease_expires_at set ahead, nobody holding
+ *                       it), deadlines, schedules — the fast path kept
  *
  * The suites that compare them (steps, sequential, throughput, dispatch) run
- * on both; the others (takeover, steady, history) on the last one.
+ * on all three — chapter 6, the reference before the fast path, on fewer
+ * throughput levels and without the polling-only dispatch run (REFERENCE_CHAPTERS);
+ * the others (takeover, steady, history) on the last one, and so do the
+ * suites of durable sleep (wakeup, sleeping), on a chapter that has it (timeApi).
  *
  * Only what the benchmark calls is typed here, so that a chapter's internals
- * can change freely; tsc checks below that both entries still fit.
+ * can change freely; tsc checks below that every entry still fits.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,16 +29,27 @@ import { pathToFileURL } from 'node:url';
 import type pg from 'pg';
 import { projectRoot } from '../../shared/db/server.ts';
 import { CourseError } from '../../shared/errors.ts';
-import type { BenchWorkflows } from './workflows.ts';
+import type { BenchWorkflows, NapInput, TimeWorkflows } from './workflows.ts';
 
 /** The engines compared, in chapter order; the last is the one the single-chapter suites measure. */
-export const PRODUCTION_CHAPTERS = ['06-leasing-workers', '07-fast-path'] as const;
+export const PRODUCTION_CHAPTERS = ['06-leasing-workers', '07-fast-path', '08-failures-and-time'] as const;
 export const LAST_CHAPTER: string = PRODUCTION_CHAPTERS[PRODUCTION_CHAPTERS.length - 1]!;
+/**
+ * Compared for what the chapter after them buys, not in every detail: the
+ * throughput suite drains them at the two ends only (one worker × 1 and × 8,
+ * 8 processes × 1: the figures "what chapter 7 buys" quotes), and dispatch
+ * skips their polling-only run (polling is the same in every chapter). It keeps
+ * three chapters side by side inside the run's time budget.
+ */
+export const REFERENCE_CHAPTERS: readonly string[] = ['06-leasing-workers'];
+/** The first chapter whose workflows can sleep durably (ctx.sleep): the wakeup and sleeping suites need it. */
+export const FIRST_TIME_CHAPTER = 8;
 
 /** What "recorded" means in each, for the per-chapter durability table. */
 const DURABILITY: Record<string, string> = {
   '06-leasing-workers': 'BEGIN, a fenced INSERT, COMMIT per step (after a claim)',
   '07-fast-path': 'one fenced INSERT … SELECT per step (claimed in start()’s INSERT)',
+  '08-failures-and-time': 'as chapter 7: one fenced INSERT … SELECT per step (claimed in start()’s INSERT)',
 };
 
 export interface BenchRun {
@@ -68,10 +86,31 @@ export interface ProductionApi {
   createEngine(options: { db: pg.Pool; workflows: BenchWorkflows; resultPollMs?: number }): ProductionEngine;
 }
 
-// Both chapters' public entries must fit ProductionApi: `npx tsc --noEmit` fails here if one stops fitting.
+/** A worker of a chapter with durable sleep: it says what it holds (a sleeping workflow must not be there). */
+export interface TimeWorker extends BenchWorker {
+  readonly held: string[];
+}
+
+/** What the wakeup and sleeping suites use of a chapter with durable sleep: the same engine, with workflows that sleep. */
+export interface TimeEngine {
+  start(name: keyof TimeWorkflows & string, input: NapInput | Record<string, never>, options: { id: string }): Promise<BenchRun>;
+  createWorker(options?: BenchWorkerOptions): TimeWorker;
+}
+
+/** The part of a chapter with durable sleep (8 on) that the wakeup and sleeping suites use. */
+export interface TimeApi {
+  migrate(db: pg.Pool): Promise<unknown>;
+  createEngine(options: { db: pg.Pool; workflows: TimeWorkflows; resultPollMs?: number }): TimeEngine;
+}
+
+// Every chapter's public entry must fit ProductionApi: `npx tsc --noEmit` fails here if one stops fitting.
 type Fits<T extends ProductionApi> = T;
 export type Chapter6Fits = Fits<typeof import('../../chapters/06-leasing-workers/index.ts')>;
 export type Chapter7Fits = Fits<typeof import('../../chapters/07-fast-path/index.ts')>;
+export type Chapter8Fits = Fits<typeof import('../../chapters/08-failures-and-time/index.ts')>;
+// …and a chapter with durable sleep, TimeApi too (its workflows call ctx.sleep, which chapters 6 and 7 do not have).
+type TimeFits<T extends TimeApi> = T;
+export type Chapter8TimeFits = TimeFits<typeof import('../../chapters/08-failures-and-time/index.ts')>;
 
 /** A production chapter, loaded. */
 export interface ProductionChapter {
@@ -83,6 +122,11 @@ export interface ProductionChapter {
   name: string;
   durability: string;
   api: ProductionApi;
+}
+
+/** The chapter's engine with durable sleep, or undefined for a chapter before it (FIRST_TIME_CHAPTER). */
+export function timeApi(chapter: ProductionChapter): TimeApi | undefined {
+  return chapter.number >= FIRST_TIME_CHAPTER ? (chapter.api as unknown as TimeApi) : undefined;
 }
 
 export function chapterNumber(dir: string): number {

@@ -3,9 +3,10 @@
  * results as report.md (a full run, or `npm run bench -- --render`), no
  * dependency and no browser — a chart is a few dozen shapes.
  *
- *   throughput.svg   workflows/s against concurrency: chapters 6 and 7, in one process and in N processes
- *   dispatch.svg     start() to first step: p50 to p99 (and the max) of each wake-up, chapters 6 and 7
+ *   throughput.svg   workflows/s against concurrency: chapters 6, 7 and 8, in one process and in N processes
+ *   dispatch.svg     start() to first step: p50 to p99 (and the max) of each wake-up, chapters 6, 7 and 8
  *   chapters.svg     what durability costs, chapter by chapter: sequential workflows/s and commits a workflow
+ *   wakeup.svg       how late sleeping workflows woke (chapter 8): the share woken within each lateness
  */
 import type { BenchResults } from './report.ts';
 
@@ -20,6 +21,13 @@ const WIDTH = 720;
 const HEIGHT = 360;
 const MARGIN = { top: 48, right: 170, bottom: 52, left: 72 };
 const COLOURS = ['#1f77b4', '#d62728', '#7fb1d9', '#f4a3a3', '#2ca02c', '#9467bd', '#8c564b'];
+/** Each compared chapter's pair of colours (one process, N processes), counted from the last: the newest darkest. */
+const CHAPTER_COLOURS: Array<[string, string]> = [
+  ['#1f77b4', '#d62728'],
+  ['#7fb1d9', '#f4a3a3'],
+  ['#b8b8b8', '#d8b48c'],
+];
+const chapterColours = (index: number, count: number): [string, string] => CHAPTER_COLOURS[Math.min(CHAPTER_COLOURS.length - 1, count - 1 - index)]!;
 const FONT = 'font-family="system-ui, -apple-system, Segoe UI, sans-serif"';
 
 /** Text for SVG: nothing a label holds can become markup. */
@@ -86,7 +94,7 @@ function throughputChart(r: BenchResults): Chart | undefined {
   const series = compared.flatMap((c, ci) =>
     (['in-process', 'processes'] as const).map((mode, mi) => ({
       label: `ch. ${Number.parseInt(c.chapter, 10)}, ${mode === 'in-process' ? 'one process' : 'N processes'}`,
-      colour: COLOURS[ci === compared.length - 1 ? mi : 2 + mi]!,
+      colour: chapterColours(ci, compared.length)[mi]!,
       dashed: mode === 'processes',
       points: (c.throughput?.runs ?? []).filter((run) => run.mode === mode).map((run) => ({ x: run.concurrency, y: run.workflowsPerSecond })),
     })),
@@ -113,7 +121,7 @@ function throughputChart(r: BenchResults): Chart | undefined {
 function dispatchChart(r: BenchResults): Chart | undefined {
   const compared = r.production?.compared ?? [];
   const rows = compared.flatMap((c, ci) =>
-    (c.dispatch ?? []).map((d) => ({ label: `ch. ${Number.parseInt(c.chapter, 10)}: ${d.wake.replace(/ \(.*\)$/, '')}`, colour: COLOURS[ci === compared.length - 1 ? 0 : 2]!, ...d.latency })),
+    (c.dispatch ?? []).map((d) => ({ label: `ch. ${Number.parseInt(c.chapter, 10)}: ${d.wake.replace(/ \(.*\)$/, '')}`, colour: chapterColours(ci, compared.length)[0], ...d.latency })),
   );
   if (rows.length === 0) return undefined;
   const plotW = WIDTH - MARGIN.left - MARGIN.right;
@@ -134,7 +142,7 @@ function dispatchChart(r: BenchResults): Chart | undefined {
     body.push(`<text x="${(Math.max(x(row.p99Ms), x(row.maxMs)) + 6).toFixed(1)}" y="${(cy + 4).toFixed(1)}" fill="#555">${esc(`${fmt(row.p50Ms)}–${fmt(row.p99Ms)} ms`)}</text>`);
   });
   body.push(`<text x="${MARGIN.left + 150 + (plotW - 150) / 2}" y="${HEIGHT - 12}" text-anchor="middle" fill="#333">start() to the first step (log scale): bar p50 to p99, tick at the max</text>`);
-  body.push(...legend(compared.map((c, ci) => ({ label: `chapter ${Number.parseInt(c.chapter, 10)}`, colour: COLOURS[ci === compared.length - 1 ? 0 : 2]! }))));
+  body.push(...legend(compared.map((c, ci) => ({ label: `chapter ${Number.parseInt(c.chapter, 10)}`, colour: chapterColours(ci, compared.length)[0] }))));
   return { file: 'dispatch.svg', title: 'Dispatch latency', svg: frame('Dispatch latency', 'an idle worker, a new workflow: how soon its first step starts', body) };
 }
 
@@ -161,7 +169,69 @@ function chaptersChart(r: BenchResults): Chart | undefined {
   return { file: 'chapters.svg', title: 'What durability costs, chapter by chapter', svg: frame('What durability costs, chapter by chapter', '3-step workflows one after another; below each bar, its commits a workflow', body) };
 }
 
+/**
+ * How late sleeping workflows woke: for each way of waking them, the share
+ * woken within x ms of the sleep's recorded end (a step line through the
+ * sorted samples), with the p50 and p99 marked, and the target's 50 ms where
+ * the axis reaches it.
+ */
+function wakeUpChart(r: BenchResults): Chart | undefined {
+  const w = r.production?.wakeUp;
+  if (!w) return undefined;
+  const cases = [
+    { label: 'own worker', colour: COLOURS[0]!, k: w.alarm },
+    ...(w.handoff ? [{ label: 'another worker', colour: COLOURS[1]!, k: w.handoff }] : []),
+  ].filter((c) => c.k.samplesMs.length > 0);
+  if (cases.length === 0) return undefined;
+  const top = Math.max(...cases.map((c) => c.k.samplesMs[c.k.samplesMs.length - 1]!));
+  // A round top for the x axis: the whole distribution, and the 50 ms target if it is near.
+  const xmax = niceCeil(top <= 50 && top > 10 ? 55 : top);
+  const plotW = WIDTH - MARGIN.left - MARGIN.right;
+  const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
+  const x = (v: number) => MARGIN.left + (Math.max(0, v) / xmax) * plotW;
+  const y = (share: number) => MARGIN.top + plotH - share * plotH;
+  const body: string[] = [];
+  for (const share of [0, 0.25, 0.5, 0.75, 1]) {
+    body.push(`<line x1="${MARGIN.left}" x2="${WIDTH - MARGIN.right}" y1="${y(share).toFixed(1)}" y2="${y(share).toFixed(1)}" stroke="#e5e5e5"/>`);
+    body.push(`<text x="${MARGIN.left - 6}" y="${(y(share) + 4).toFixed(1)}" text-anchor="end" fill="#555">${share * 100} %</text>`);
+  }
+  const step = niceCeil(xmax / 6);
+  for (let t = 0; t <= xmax + 1e-9; t += step) {
+    body.push(`<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="${MARGIN.top}" y2="${HEIGHT - MARGIN.bottom}" stroke="#f0f0f0"/>`);
+    body.push(`<text x="${x(t).toFixed(1)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle" fill="#555">${esc(`${Number.isInteger(Math.round(t * 1e6) / 1e6) ? Math.round(t) : fmt(t)} ms`)}</text>`);
+  }
+  if (50 <= xmax) {
+    body.push(`<line x1="${x(50).toFixed(1)}" x2="${x(50).toFixed(1)}" y1="${MARGIN.top}" y2="${HEIGHT - MARGIN.bottom}" stroke="#2ca02c" stroke-width="1.5" stroke-dasharray="5 3"/>`);
+    body.push(`<text x="${(x(50) - 4).toFixed(1)}" y="${MARGIN.top + 12}" text-anchor="end" fill="#2ca02c">target: p99 &lt; 50 ms</text>`);
+  }
+  body.push(`<text transform="translate(16 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#333">woken within x of the due time</text>`);
+  for (const c of cases) {
+    const n = c.k.samplesMs.length;
+    const points = [`${x(0).toFixed(1)},${y(0).toFixed(1)}`];
+    c.k.samplesMs.forEach((v, i) => points.push(`${x(v).toFixed(1)},${y(i / n).toFixed(1)}`, `${x(v).toFixed(1)},${y((i + 1) / n).toFixed(1)}`));
+    body.push(`<polyline fill="none" stroke="${c.colour}" stroke-width="2.5" points="${points.join(' ')}"/>`);
+    for (const [name, v, share] of [['p50', c.k.lateness.p50Ms, 0.5], ['p99', c.k.lateness.p99Ms, 0.99]] as const) {
+      body.push(`<circle cx="${x(v).toFixed(1)}" cy="${y(share).toFixed(1)}" r="4" fill="${c.colour}"><title>${esc(`${c.label}: ${name} ${fmt(v)} ms`)}</title></circle>`);
+    }
+  }
+  body.push(`<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 12}" text-anchor="middle" fill="#333">lateness: the step after the sleep ran − the sleep's recorded end (database clock)</text>`);
+  body.push(...legend(cases.map((c) => ({ label: `${c.label}: p99 ${fmt(c.k.lateness.p99Ms)} ms`, colour: c.colour }))));
+  const chapter = `chapter ${Number.parseInt(w.chapter, 10)}`;
+  return {
+    file: 'wakeup.svg',
+    title: 'Wake-up lateness of sleeping workflows',
+    svg: frame('Wake-up lateness of sleeping workflows', `${chapter}: an idle worker, concurrency ${w.concurrency}, pollMs ${w.pollMs}; dots at p50 and p99`, body),
+  };
+}
+
+/** 1, 2 or 5 times a power of ten, at least `v`. */
+function niceCeil(v: number): number {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  return ([1, 2, 5, 10].find((m) => m * p >= v - 1e-9) ?? 10) * p;
+}
+
 /** Every chart the results allow (a --only run may have data for some). */
 export function renderCharts(results: BenchResults): Chart[] {
-  return [throughputChart(results), dispatchChart(results), chaptersChart(results)].filter((chart): chart is Chart => chart !== undefined);
+  return [throughputChart(results), dispatchChart(results), chaptersChart(results), wakeUpChart(results)].filter((chart): chart is Chart => chart !== undefined);
 }

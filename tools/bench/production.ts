@@ -1,10 +1,13 @@
 /**
- * The production chapters — 6 (leasing workers, plain statements) and 7 (the
- * same engine made fast) — measured through their public API (index.ts): step
- * overhead, sequential workflows, throughput in one process and across
- * processes, dispatch latency (each of these on the chapter it is given:
- * bench.ts runs them on both, side by side), takeover after kill -9, a steady
- * open-loop load, memory and a 10,000-step history (on the last chapter).
+ * The production chapters — 6 (leasing workers, plain statements), 7 (the
+ * same engine made fast) and 8 (failures and time, on top of 7) — measured
+ * through their public API (index.ts): step overhead, sequential workflows,
+ * throughput in one process and across processes, dispatch latency (each of
+ * these on the chapter it is given: bench.ts runs them on all three, side by
+ * side), takeover after kill -9, a steady open-loop load, memory and a
+ * 10,000-step history (on the last chapter); and, on a chapter with durable
+ * sleep, how late a sleeping workflow wakes and what 10,000 sleeping ones cost
+ * the others.
  *
  * Every suite takes the chapter (chapter.ts) as a parameter; its worker
  * processes load the same chapter (CHAPTER=<dir>, worker.ts). Each suite gets
@@ -13,12 +16,12 @@
  */
 import pg from 'pg';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
-import type { ProductionChapter, ProductionEngine } from './chapter.ts';
+import { REFERENCE_CHAPTERS, type ProductionChapter, type ProductionEngine, type TimeApi, type TimeEngine, type TimeWorker } from './chapter.ts';
 import { WorkerProcess, type WorkerStats } from './children.ts';
 import { Probe, type Snapshot } from './probes.ts';
 import { roundTrips } from './roundtrips.ts';
 import { msSince, summarize, type Summary } from './stats.ts';
-import { benchWorkflows, LONG_STEPS, wallMs, type BenchWorkflows } from './workflows.ts';
+import { benchWorkflows, LONG_STEPS, timeWorkflows, wallMs, type BenchWorkflows } from './workflows.ts';
 
 export interface SuiteContext {
   serverUrl: string;
@@ -126,9 +129,76 @@ export interface ChapterResults {
   dispatch?: Dispatch[];
 }
 
+/** How late sleeping workflows woke: one way of waking them. */
+export interface WakeUpCase {
+  /** Who woke them, and how it knew when. */
+  wake: string;
+  /** Workflows measured (each slept once). */
+  workflows: number;
+  /** Their sleeps, ms: the shortest and the longest asked for. */
+  sleepMs: [number, number];
+  /** actual − due, ms, both on the database clock: due is the sleep's recorded end, actual when the step after it ran. */
+  lateness: Summary;
+  /** Every sample (ms, sorted, to 0.01 ms): the chart's distribution. */
+  samplesMs: number[];
+}
+
+export interface WakeUp {
+  /** The chapter it ran on. */
+  chapter: string;
+  concurrency: number;
+  pollMs: number;
+  /** The yardstick: how late a bare setTimeout of the same lengths fired in this process, meanwhile — no database. */
+  timer?: Summary;
+  /** The worker that put them to sleep is idle, and wakes them itself: its alarm is the database's own figure. */
+  alarm: WakeUpCase;
+  /** That worker is gone; another idle worker, which learnt the next due time from nextWakeUp after its last claim, wakes them. */
+  handoff?: WakeUpCase;
+}
+
+/** What the other workflows got, with or without the sleepers beside them. */
+export interface SleepingCondition {
+  /** Workflows asleep in this database meanwhile. */
+  sleeping: number;
+  /** start() from an engine with no worker → NOTIFY → an idle worker (concurrency 8) claims → first step: the claim's latency as felt. */
+  dispatch: Summary;
+  /** A backlog of 3-step workflows drained by one worker of concurrency 8: claims of several, one after another. */
+  drain: Cost;
+}
+
+export interface Sleeping {
+  chapter: string;
+  /** Workflows asleep (for about an hour and more) in the second database. */
+  sleepers: number;
+  /** Writing them: one started and run to its sleep by the engine, the rest copies of its rows (INSERT … SELECT). */
+  insertSeconds: number;
+  /** The same measurements in a database where nothing sleeps, and in one with the sleepers, interleaved (ABBA). */
+  none: SleepingCondition;
+  sleeping: SleepingCondition;
+  /** The workers' `held`, sampled every 5 ms while they ran beside the sleepers (idle, dispatching, draining). */
+  heldSamples: number;
+  /** The most an idle worker held, beside the sleepers, over `idleMs` (at least one poll and its nextWakeUp). */
+  idleHeldMax: number;
+  idleMs: number;
+  /** Sleepers ever seen in a worker's `held` (any sample), and sleepers whose row a claim touched: both 0 when sleeping costs nothing. */
+  sleepersHeld: number;
+  sleepersClaimed: number;
+  /** The claim's index (workflows_runnable) with the sleepers in it, and without. */
+  indexBytes: { none: number; sleeping: number };
+}
+
+/** A chapter measured a second time in the same suite, after the last one: how far one engine's figures move within a run. */
+export interface Again {
+  chapter: string;
+  stepOverhead?: StepOverhead;
+  sequential?: Sequential;
+}
+
 export interface ProductionResults {
-  /** Steps, sequential, throughput and dispatch on each production chapter, in chapter order (6, then 7). */
+  /** Steps, sequential, throughput and dispatch on each production chapter, in chapter order (6, 7, 8). */
   compared?: ChapterResults[];
+  /** The chapter before the last measured again, after the last, in the steps and sequential suites: the noise band. */
+  again?: Again;
   /** Dispatch's yardstick: a bare INSERT commit after the same idle time, measured once for both chapters. */
   dispatchYardstick?: Dispatch;
   /** The chapter the suites below ran on: the last one. */
@@ -136,6 +206,10 @@ export interface ProductionResults {
   takeover?: Takeover;
   steady?: Steady;
   history?: History;
+  /** Wake-up lateness of sleeping workflows (a chapter with durable sleep). */
+  wakeUp?: WakeUp;
+  /** 10,000 sleeping workflows beside the others (a chapter with durable sleep). */
+  sleeping?: Sleeping;
 }
 
 // ── plumbing ─────────────────────────────────────────────────────────────────
@@ -215,7 +289,7 @@ async function sequentially(engine: ProductionEngine, name: keyof BenchWorkflows
 }
 
 /** Start `count` workflows from 8 concurrent callers; starts per second. */
-async function startMany(engine: ProductionEngine, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number> {
+async function startMany(engine: Pick<ProductionEngine, 'start'>, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number> {
   let next = 0;
   const t = process.hrtime.bigint();
   await Promise.all(
@@ -284,7 +358,9 @@ export async function throughput(ctx: SuiteContext, chapter: ProductionChapter):
   const count = ctx.quick ? 16 : 1500;
   // Quick: the two ends in-process, and two worker processes — each worker process costs a Node start
   // (about a second of CPU), and the quick run does this for both chapters inside `npm test`.
-  const levels = { 'in-process': ctx.quick ? [1, 8] : [1, 2, 4, 8], processes: ctx.quick ? [2] : [1, 2, 4, 8] };
+  // A reference chapter (6: the figures "what chapter 7 buys" quotes) is drained at the ends only.
+  const reference = REFERENCE_CHAPTERS.includes(chapter.dir);
+  const levels = { 'in-process': ctx.quick || reference ? [1, 8] : [1, 2, 4, 8], processes: ctx.quick ? [2] : reference ? [8] : [1, 2, 4, 8] };
   const runs: ThroughputRun[] = [];
   let startsPerSecond = 0;
   for (const mode of ['in-process', 'processes'] as const) {
@@ -430,10 +506,9 @@ export async function dispatch(ctx: SuiteContext, chapter: ProductionChapter): P
       await o.close();
     }
   }
-  for (const [listen, pollMs, runs] of [
-    [true, 5000, count],
-    [false, 200, ctx.quick ? 3 : 50],
-  ] as const) {
+  // Polling is the same in every chapter: a reference chapter skips it.
+  const wakes = [[true, 5000, count] as const, ...(REFERENCE_CHAPTERS.includes(chapter.dir) ? [] : [[false, 200, ctx.quick ? 3 : 50] as const])];
+  for (const [listen, pollMs, runs] of wakes) {
     const o = await open(ctx, chapter, `dispatch_${listen ? 'listen' : 'poll'}`);
     const child = spawnWorker(chapter, { DATABASE_URL: o.url, CONCURRENCY: '1', POLL_MS: String(pollMs), LISTEN: listen ? '1' : '0' });
     try {
@@ -608,4 +683,314 @@ export async function history(ctx: SuiteContext, chapter: ProductionChapter): Pr
     await child.stop();
     await o.close();
   }
+}
+
+// ── 10. durable sleep: wake-up lateness ──────────────────────────────────────
+
+interface OpenedTime {
+  url: string;
+  db: pg.Pool;
+  api: TimeApi;
+  /** A new engine on this database (each has its own local workers: start() hands work to its own only). */
+  engine(): TimeEngine;
+  close(): Promise<void>;
+}
+
+/** A fresh database for a chapter with durable sleep, migrated; engines on it register the sleeping workflows too. */
+async function openTime(ctx: SuiteContext, chapter: ProductionChapter, api: TimeApi, label: string, poolMax = 24): Promise<OpenedTime> {
+  const url = await createDatabase(ctx.serverUrl, `bench_ch${chapter.number}_${label}`);
+  const db = new pg.Pool({ connectionString: url, max: poolMax });
+  db.on('error', () => {});
+  await api.migrate(db);
+  const workflows = timeWorkflows(async () => (await db.query<{ ms: number }>(`SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS ms`)).rows[0]!.ms);
+  return {
+    url,
+    db,
+    api,
+    engine: () => api.createEngine({ db, workflows, resultPollMs: 10 }),
+    async close() {
+      await db.end();
+      await dropDatabase(url, ctx.serverUrl).catch(() => {});
+    },
+  };
+}
+
+/** A run's result, awaited later: a failure is kept (and thrown by `settle`), never an unhandled rejection meanwhile. */
+function later(result: Promise<unknown>): Promise<unknown> {
+  return result.then(
+    () => undefined,
+    (error: unknown) => error ?? new Error('run failed'),
+  );
+}
+
+/** Wait for results taken with `later`; throw the first failure. */
+async function settle(results: Array<Promise<unknown>>): Promise<void> {
+  const failure = (await Promise.all(results)).find((x) => x !== undefined);
+  if (failure !== undefined) throw failure;
+}
+
+/** Sleep lengths spread evenly over [lo, hi], in a fixed order that is not sorted (the golden ratio's steps): the same every run. */
+const spread = (i: number, lo: number, hi: number) => Math.round(lo + ((i * 0.6180339887) % 1) * (hi - lo));
+
+/** The yardstick of wake-up lateness: how late a bare setTimeout(ms) fires in this process, meanwhile (performance.now()). */
+function timerLateness(ms: number): Promise<number> {
+  const due = performance.now() + ms;
+  return new Promise((resolve) => setTimeout(() => resolve(performance.now() - due), ms));
+}
+
+/** actual − due of each `nap` workflow whose id starts with `prefix`, in ms on the database clock. */
+async function lateness(db: pg.Pool, prefix: string, only?: Set<string>): Promise<number[]> {
+  const { rows } = await db.query<{ id: string; due: number; woke: number }>(
+    `SELECT w.id, (extract(epoch FROM (s.output->>'until')::timestamptz) * 1000)::float8 AS due, (k.output #>> '{}')::float8 AS woke
+       FROM workflows w
+       JOIN steps s ON s.workflow_id = w.id AND s.kind = 'sleep'
+       JOIN steps k ON k.workflow_id = w.id AND k.name = 'woke'
+      WHERE w.id LIKE $1 || '%' AND w.status = 'completed'`,
+    [prefix],
+  );
+  return rows.filter((r) => !only || only.has(r.id)).map((r) => r.woke - r.due);
+}
+
+function wakeUpCase(wake: string, samples: number[], sleepMs: [number, number]): WakeUpCase {
+  return { wake, workflows: samples.length, sleepMs, lateness: summarize(samples), samplesMs: [...samples].sort((a, b) => a - b).map((x) => Math.round(x * 100) / 100) };
+}
+
+/**
+ * How late a sleeping workflow wakes: many `nap` workflows, each sleeping
+ * 50–500 ms, started one every 16 ms on an in-process worker of concurrency 8
+ * (default pollMs, 1000); lateness = when the step after the sleep ran −
+ * the sleep's recorded end, both read from the database's clock. Then the
+ * same with the worker that put them to sleep stopped before they are due,
+ * and another idle worker (another engine, so start() never hands it work)
+ * waking them: it knows when from nextWakeUp after its last claim.
+ */
+export async function wakeUp(ctx: SuiteContext, chapter: ProductionChapter, api: TimeApi): Promise<WakeUp> {
+  const concurrency = 8;
+  const pollMs = 1000;
+  const o = await openTime(ctx, chapter, api, 'wakeup');
+  try {
+    // 1. The worker that put them to sleep wakes them; beside them, bare timers (the yardstick).
+    let alarm: WakeUpCase;
+    let timer: Summary;
+    {
+      const engine = o.engine();
+      const worker = engine.createWorker({ concurrency, pollMs, name: 'bench-sleeper' });
+      await worker.start();
+      try {
+        const warm = await Promise.all([0, 1, 2].map((i) => engine.start('nap', { ms: 20 }, { id: `warm-${i}` })));
+        await Promise.all(warm.map((run) => run.result()));
+        const count = ctx.quick ? 10 : 250;
+        const [lo, hi] = [50, 500];
+        const runs: Array<Promise<unknown>> = [];
+        const timers: Array<Promise<number>> = [];
+        for (let i = 0; i < count; i++) {
+          const run = await engine.start('nap', { ms: spread(i, lo, hi) }, { id: `nap-${i}` });
+          runs.push(later(run.result()));
+          timers.push(timerLateness(spread(i + 0.5, lo, hi)));
+          await sleep(16);
+        }
+        await settle(runs);
+        timer = summarize(await Promise.all(timers));
+        alarm = wakeUpCase('the worker that put it to sleep (its alarm: the database’s dueInMs)', await lateness(o.db, 'nap-'), [lo, hi]);
+        ctx.log(`  its own worker: p50 ${alarm.lateness.p50Ms.toFixed(2)} ms, p99 ${alarm.lateness.p99Ms.toFixed(2)} ms, max ${alarm.lateness.maxMs.toFixed(2)} ms late`);
+      } finally {
+        await worker.stop();
+      }
+    }
+    // 2. That worker is gone; another idle worker wakes them.
+    let handoff: WakeUpCase;
+    {
+      const finder = o.engine().createWorker({ concurrency, pollMs, name: 'bench-finder' });
+      await finder.start();
+      const engine = o.engine();
+      const sleptHere = new Set<string>();
+      const sleeper = engine.createWorker({ concurrency, pollMs, name: 'bench-gone', onRunEnd: (e) => void (e.outcome === 'waiting' && sleptHere.add(e.workflowId)) });
+      await sleeper.start();
+      try {
+        const count = ctx.quick ? 4 : 40;
+        // Longer than the finder's poll (pollMs +20 %): it has claimed — and asked nextWakeUp — since they went to sleep.
+        const [lo, hi] = ctx.quick ? [1300, 1600] : [1500, 3000];
+        const runs: Array<Promise<unknown>> = [];
+        for (let i = 0; i < count; i++) runs.push(later((await engine.start('nap', { ms: spread(i, lo, hi) }, { id: `handoff-${i}` })).result()));
+        const giveUp = performance.now() + lo / 2;
+        while (sleptHere.size < count && performance.now() < giveUp) await sleep(5);
+        await sleeper.stop(); // gone before any is due
+        await settle(runs);
+        const { rows } = await o.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM workflows WHERE id LIKE 'handoff-%' AND lease_owner <> 'bench-finder'`);
+        if (rows[0]!.n > 0) throw new Error(`${rows[0]!.n} handoff workflow(s) were not woken by the other worker`);
+        handoff = wakeUpCase('another idle worker, the first gone (nextWakeUp after its last claim)', await lateness(o.db, 'handoff-', sleptHere), [lo, hi]);
+        ctx.log(`  another worker: p50 ${handoff.lateness.p50Ms.toFixed(2)} ms, p99 ${handoff.lateness.p99Ms.toFixed(2)} ms, max ${handoff.lateness.maxMs.toFixed(2)} ms late`);
+      } finally {
+        await sleeper.stop();
+        await finder.stop();
+      }
+    }
+    return { chapter: chapter.dir, concurrency, pollMs, timer, alarm, handoff };
+  } finally {
+    await o.close();
+  }
+}
+
+// ── 11. 10,000 sleeping workflows ────────────────────────────────────────────
+
+/** stampRuns, started from an engine with no worker: the row goes in unclaimed with a NOTIFY, and the idle worker claims it. */
+async function claimedStamps(starter: TimeEngine, count: number, prefix: string): Promise<number[]> {
+  const latencies: number[] = [];
+  for (let i = 0; i < count; i++) {
+    await sleep(15);
+    const t0 = wallMs();
+    const run = await starter.start('stamp', {}, { id: `${prefix}-${i}` });
+    latencies.push(((await run.result()) as number) - t0);
+  }
+  return latencies;
+}
+
+/**
+ * 10,000 workflows asleep for an hour and more, beside other work: one
+ * started and run to its sleep by the engine, 9,999 copies of its rows (every
+ * column as the engine wrote it; ids and ends of sleep spread over the next
+ * hour). Then, in that database and in one where nothing sleeps, interleaved
+ * (none, sleeping, sleeping, none): dispatch through a claim (start() from an
+ * engine without a worker, NOTIFY, an idle worker of concurrency 8 claims and
+ * asks nextWakeUp), and a backlog drained by a worker of concurrency 8 —
+ * the workers' `held` sampled all along.
+ */
+export async function sleeping(ctx: SuiteContext, chapter: ProductionChapter, api: TimeApi): Promise<Sleeping> {
+  const sleepers = ctx.quick ? 1000 : 10_000;
+  const stamps = ctx.quick ? 5 : 80;
+  const backlog = ctx.quick ? 16 : 600;
+  const dbs = { none: await openTime(ctx, chapter, api, 'awake'), sleeping: await openTime(ctx, chapter, api, 'asleep') };
+  const samples = { none: { dispatch: [] as number[], drains: [] as Cost[] }, sleeping: { dispatch: [] as number[], drains: [] as Cost[] } };
+  let heldSamples = 0;
+  let sleepersHeld = 0;
+  const watch = (workers: () => TimeWorker[]) => {
+    const timer = setInterval(() => {
+      for (const w of workers()) {
+        heldSamples++;
+        sleepersHeld += w.held.filter((id) => id.startsWith('sleeper-')).length;
+      }
+    }, 5);
+    return () => clearInterval(timer);
+  };
+  try {
+    // The sleepers: one the engine puts to sleep, then copies of its rows.
+    const t = process.hrtime.bigint();
+    const o = dbs.sleeping;
+    {
+      const engine = o.engine();
+      const worker = engine.createWorker({ concurrency: 8, name: 'bench-template' });
+      await worker.start();
+      await engine.start('nap', { ms: 3_600_000 }, { id: 'sleeper-0' });
+      for (;;) {
+        const { rows } = await o.db.query(`SELECT 1 FROM workflows WHERE id = 'sleeper-0' AND lease_owner IS NULL AND lease_expires_at > now() + interval '59 minutes'`);
+        if (rows.length === 1) break;
+        await sleep(5);
+      }
+      await worker.stop();
+    }
+    // jsonb_populate_record: the template's row with the id and the end of the sleep replaced, every other column as the engine wrote it.
+    await o.db.query(
+      `WITH copies AS (
+         SELECT i, 'sleeper-' || i AS id, date_trunc('milliseconds', w.lease_expires_at + i * interval '360 milliseconds') AS until
+           FROM workflows w, generate_series(1, $1::int - 1) AS i WHERE w.id = 'sleeper-0'
+       ), wf AS (
+         INSERT INTO workflows SELECT (jsonb_populate_record(w, jsonb_build_object('id', c.id, 'lease_expires_at', c.until))).*
+           FROM workflows w, copies c WHERE w.id = 'sleeper-0'
+       )
+       INSERT INTO steps SELECT (jsonb_populate_record(s, jsonb_build_object('workflow_id', c.id, 'output', jsonb_build_object('until', c.until)))).*
+         FROM steps s, copies c WHERE s.workflow_id = 'sleeper-0'`,
+      [sleepers],
+    );
+    await o.db.query('ANALYZE workflows; ANALYZE steps');
+    await dbs.none.db.query('ANALYZE workflows; ANALYZE steps');
+    const insertSeconds = msSince(t) / 1000;
+    const template = (await o.db.query<{ token: number }>(`SELECT fencing_token AS token FROM workflows WHERE id = 'sleeper-0'`)).rows[0]!.token;
+
+    // An idle worker beside them: it claims (nothing), asks nextWakeUp (an hour), polls again — holding nothing.
+    const idleMs = ctx.quick ? 300 : 1500;
+    let idleHeldMax = 0;
+    {
+      const worker = o.engine().createWorker({ concurrency: 8, name: 'bench-idle' });
+      await worker.start();
+      const stop = watch(() => [worker]);
+      const until = performance.now() + idleMs;
+      while (performance.now() < until) {
+        idleHeldMax = Math.max(idleHeldMax, worker.held.length);
+        await sleep(5);
+      }
+      stop();
+      await worker.stop();
+    }
+
+    const round = async (cond: 'none' | 'sleeping', r: number) => {
+      const d = dbs[cond];
+      const starter = d.engine(); // no worker of its own: its starts go out with a NOTIFY
+      const engine = d.engine();
+      const worker = engine.createWorker({ concurrency: 8, name: `bench-claimer-${r}` });
+      await worker.start();
+      const stopWatching = cond === 'sleeping' ? watch(() => [worker]) : () => {};
+      try {
+        await claimedStamps(starter, 3, `warm-${r}`);
+        samples[cond].dispatch.push(...(await claimedStamps(starter, stamps, `stamp-${r}`)));
+      } finally {
+        stopWatching();
+        await worker.stop();
+      }
+      await startMany(starter, 'noop3', backlog, `backlog-${r}`);
+      const drainer = engine.createWorker({ concurrency: 8, pollMs: 1000, name: `bench-drainer-${r}` });
+      const stop = cond === 'sleeping' ? watch(() => [drainer]) : () => {};
+      try {
+        samples[cond].drains.push(await measure(ctx, backlog, () => drainer.drain()));
+      } finally {
+        stop();
+      }
+    };
+    const order: Array<'none' | 'sleeping'> = ctx.quick ? ['none', 'sleeping'] : ['none', 'sleeping', 'sleeping', 'none'];
+    for (const [r, cond] of order.entries()) await round(cond, r);
+
+    const claimed = await o.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM workflows WHERE id LIKE 'sleeper-%' AND (fencing_token <> $1 OR lease_owner IS NOT NULL OR status <> 'running' OR lease_expires_at <= now())`,
+      [template],
+    );
+    const indexBytes = async (d: OpenedTime) => (await d.db.query<{ b: number }>(`SELECT pg_relation_size('workflows_runnable')::float8 AS b`)).rows[0]!.b;
+    const condition = (cond: 'none' | 'sleeping'): SleepingCondition => ({
+      sleeping: cond === 'none' ? 0 : sleepers,
+      dispatch: summarize(samples[cond].dispatch),
+      drain: sumCosts(samples[cond].drains),
+    });
+    return {
+      chapter: chapter.dir,
+      sleepers,
+      insertSeconds,
+      none: condition('none'),
+      sleeping: condition('sleeping'),
+      heldSamples,
+      idleHeldMax,
+      idleMs,
+      sleepersHeld,
+      sleepersClaimed: claimed.rows[0]!.n,
+      indexBytes: { none: await indexBytes(dbs.none), sleeping: await indexBytes(dbs.sleeping) },
+    };
+  } finally {
+    await dbs.none.close();
+    await dbs.sleeping.close();
+  }
+}
+
+/** Several measured stretches as one: totals, and the rates they make. */
+function sumCosts(costs: Cost[]): Cost {
+  const workflows = costs.reduce((n, c) => n + c.workflows, 0);
+  const seconds = costs.reduce((n, c) => n + c.seconds, 0);
+  const per = (f: (c: Cost) => number) => costs.reduce((n, c) => n + f(c) * c.workflows, 0) / workflows;
+  const pg = costs.every((c) => c.pgCpuSeconds !== undefined) ? costs.reduce((n, c) => n + c.pgCpuSeconds!, 0) : undefined;
+  return {
+    workflows,
+    seconds,
+    workflowsPerSecond: workflows / seconds,
+    commitsPerWorkflow: per((c) => c.commitsPerWorkflow),
+    walBytesPerWorkflow: per((c) => c.walBytesPerWorkflow),
+    roundTripsPerWorkflow: per((c) => c.roundTripsPerWorkflow),
+    nodeCpuSeconds: costs.reduce((n, c) => n + c.nodeCpuSeconds, 0),
+    pgCpuSeconds: pg,
+  };
 }

@@ -1,12 +1,15 @@
 /**
  * The benchmark's results as markdown: what `npm run bench` prints and
  * writes to docs/bench/report.md. The production chapters are shown side by
- * side — a column for chapter 6, one for chapter 7, and 7/6 — and chapter 7,
- * the last, is judged against the targets.
+ * side — a column for each of chapters 6, 7 and 8, then 7/6 and 8/7 — with
+ * "what chapter 7 buys" (6 against 7), "did chapter 8 keep chapter 7's
+ * figures" (7 against 8, within the run's noise band), and chapter 8, the
+ * last, judged against the targets, durable sleep's among them.
  */
 import { renderCharts } from './charts.ts';
 import type { CommitRate } from './baseline.ts';
-import type { ChapterResults, Cost, Dispatch, ProductionResults, ThroughputRun } from './production.ts';
+import { REFERENCE_CHAPTERS } from './chapter.ts';
+import type { Again, ChapterResults, Cost, Dispatch, ProductionResults, Sleeping, ThroughputRun, WakeUp } from './production.ts';
 import { fmt, type Summary } from './stats.ts';
 
 export interface ChapterCost {
@@ -64,6 +67,17 @@ function costColumns(c: Cost): string {
 
 // ── the production chapters, side by side ───────────────────────────────────
 
+/** A reference chapter (chapter.ts) measured on fewer figures than the others in these results: the report says so. */
+function reduced(c: ChapterResults, cs: ChapterResults[]): boolean {
+  if (!REFERENCE_CHAPTERS.includes(c.chapter)) return false;
+  const others = cs.filter((x) => x !== c);
+  const runs = (x: ChapterResults) => x.throughput?.runs.length ?? 0;
+  const polled = (x: ChapterResults) => (x.dispatch ?? []).some((d) => d.wake.startsWith('polling'));
+  return others.some((x) => runs(x) > runs(c) || (polled(x) && !polled(c) && c.dispatch !== undefined));
+}
+
+/** 'a', 'a and b', 'a, b and c'. */
+const listOf = (items: string[]) => (items.length <= 1 ? (items[0] ?? '') : `${items.slice(0, -1).join(', ')} and ${items[items.length - 1]}`);
 const capital = (text: string) => `${text.charAt(0).toUpperCase()}${text.slice(1)}`;
 /** 'chapter 7' for '07-fast-path'. */
 const chapterName = (dir: string) => `chapter ${Number.parseInt(dir, 10)}`;
@@ -78,6 +92,10 @@ const MECHANISM: Record<string, { local: string; notify: string }> = {
   '07-fast-path': {
     local: 'start() inserts the workflow already claimed for the idle local worker (token 1): one commit, then the step runs — no claim, no NOTIFY, no log to load',
     notify: "the window's first start() carries the NOTIFY in its own INSERT (one commit); the worker hears it and claims (a second commit), then the step runs — no log to load on token 1",
+  },
+  '08-failures-and-time': {
+    local: "as chapter 7: start() inserts the workflow already claimed for the idle local worker (token 1, attempts 1): one commit, then the step runs",
+    notify: "as chapter 7: the NOTIFY rides in the window's first start(); the worker claims (a second commit; the claim also counts attempts, in the same UPDATE), then the step runs — and, slots left over, asks nextWakeUp when the next waiting workflow is due (a read, no commit)",
   },
 };
 
@@ -102,32 +120,35 @@ export function normalizeResults(raw: BenchResults): BenchResults {
   return { ...raw, suiteSeconds: raw.suiteSeconds ?? {}, chapters: raw.chapters ?? [], production };
 }
 
-/** `7/6` when two or more chapters are compared: the last one's figure over the first one's. */
-function ratioHeader(cs: ChapterResults[]): string | undefined {
-  return cs.length >= 2 ? `${chapterNumber(cs[cs.length - 1]!.chapter)}/${chapterNumber(cs[0]!.chapter)}` : undefined;
+/** `7/6`, `8/7`…: one ratio per chapter after the first, each over the one before it (two chapters: just `7/6`). */
+function ratioHeaders(cs: ChapterResults[]): string[] {
+  return cs.slice(1).map((c, i) => `${chapterNumber(c.chapter)}/${chapterNumber(cs[i]!.chapter)}`);
 }
 
-function ratioCell(values: Array<number | undefined>): string {
-  const first = values[0];
-  const last = values[values.length - 1];
-  if (first === undefined || last === undefined || !Number.isFinite(first) || !Number.isFinite(last) || first === 0) return '—';
-  return `${fmt(last / first, 2)}×`;
+function ratio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || a === 0) return '—';
+  return `${fmt(b / a, 2)}×`;
+}
+
+/** Each value over the one before it: the cells under ratioHeaders. */
+function ratioCells(values: Array<number | undefined>): string[] {
+  return values.slice(1).map((v, i) => ratio(values[i], v));
 }
 
 interface SideRow {
   label: string;
   value: (c: ChapterResults) => number | undefined;
   show: (x: number) => string;
-  /** Show last/first (default true). */
+  /** Show the ratios (default true). */
   ratio?: boolean;
   note?: string;
 }
 
-/** A table with one column per chapter, then last/first, then (if any row has one) a note. */
+/** A table with one column per chapter, then each chapter over the one before (7/6, 8/7), then (if any row has one) a note. */
 function sideTable(firstHeader: string, cs: ChapterResults[], rows: SideRow[], noteHeader?: string): string[] {
-  const rh = ratioHeader(cs);
+  const rh = ratioHeaders(cs);
   const notes = noteHeader !== undefined;
-  const header = [firstHeader, ...cs.map((c) => chapterName(c.chapter)), ...(rh ? [rh] : []), ...(notes ? [noteHeader] : [])];
+  const header = [firstHeader, ...cs.map((c) => chapterName(c.chapter)), ...rh, ...(notes ? [noteHeader] : [])];
   return [
     `| ${header.join(' | ')} |`,
     `|${header.map(() => '---').join('|')}|`,
@@ -136,7 +157,7 @@ function sideTable(firstHeader: string, cs: ChapterResults[], rows: SideRow[], n
       const cells = [
         row.label,
         ...values.map((v) => (v === undefined || !Number.isFinite(v) ? '—' : row.show(v))),
-        ...(rh ? [row.ratio === false ? '' : ratioCell(values)] : []),
+        ...(row.ratio === false ? rh.map(() => '') : ratioCells(values)),
         ...(notes ? [row.note ?? ''] : []),
       ];
       return `| ${cells.join(' | ')} |`;
@@ -264,13 +285,43 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
       why: `one SELECT of all ${fmt(h.steps, 0)} rows (loadSteps), then replay in memory; measured from making it runnable to its end, in a worker process idle at ${mb(h.idleRssBytes)}`,
     });
   }
+  if (last && p.wakeUp) {
+    const w = p.wakeUp;
+    for (const k of [w.alarm, w.handoff]) {
+      if (!k) continue;
+      const own = k === w.alarm;
+      out.push({
+        target: own ? WAKE_TARGET : `${WAKE_TARGET}, the worker that put it to sleep gone`,
+        measured: `p50 ${ms(k.lateness.p50Ms)}, p99 ${ms(k.lateness.p99Ms)}, max ${ms(k.lateness.maxMs)} (${k.workflows} sleeps of ${fmt(k.sleepMs[0], 0)}–${fmt(k.sleepMs[1], 0)} ms)`,
+        met: k.lateness.p99Ms < 50,
+        why: own
+          ? `no polling to add: the run that goes to sleep gets how long until its end from the database (dueInMs, from its own now()), and its worker sets the claim loop's alarm from that figure (wakeAt) — it does not wait for the next poll (every ${w.pollMs} ms ±20 %)`
+          : `the other worker learnt the due time from nextWakeUp after its last claim (it polls every ${w.pollMs} ms ±20 % and asks after each claim that leaves a slot free); a sleep due sooner than that after its worker died waits for that poll`,
+      });
+    }
+  }
+  if (last && p.sleeping) {
+    const s = p.sleeping;
+    const drain = s.sleeping.drain.workflowsPerSecond / s.none.drain.workflowsPerSecond;
+    const dispatch = s.sleeping.dispatch.p50Ms / s.none.dispatch.p50Ms;
+    out.push({
+      target: SLEEPING_TARGET(s.sleepers),
+      measured: `held: ${s.idleHeldMax} while idle, ${s.sleepersHeld} sleepers in ${fmt(s.heldSamples, 0)} samples; drain ${fmt(drain, 2)}×, dispatch p50 ${fmt(dispatch, 2)}× the figure with none asleep`,
+      met: s.idleHeldMax === 0 && s.sleepersHeld === 0 && s.sleepersClaimed === 0 && drain >= 1 - NOISE_FLOOR && dispatch <= 1 + NOISE_FLOOR,
+      why: "a sleeper is a row whose lease_expires_at is ahead with no owner: in the claim's index it sits to the right of now(), which the claim (`lease_expires_at <= now()`) never reads, and nextWakeUp reads one entry there",
+    });
+  }
   return out;
 }
+
+const WAKE_TARGET = 'wake-up lateness p99 < 50 ms beyond the chapter’s polling';
+const SLEEPING_TARGET = (n: number) => `${fmt(n, 0)} sleeping workflows hold no slot and leave the claim as fast (within ${fmt(NOISE_FLOOR * 100, 0)} %)`;
 
 const metCell = (v: Verdict | undefined) => (v === undefined ? '' : v.met === undefined ? 'n/a' : v.met ? '✓ met' : '✗ not met');
 
 /** The last chapter against the targets; the other chapters' figures beside it, same run. */
 function targetsTable(r: BenchResults, cs: ChapterResults[], lastDir: string): string[] {
+  const p = r.production;
   const last = cs.find((c) => c.chapter === lastDir) ?? ({ chapter: lastDir, durability: '' } satisfies ChapterResults);
   const others = cs.filter((c) => c !== last);
   const mine = verdicts(r, last, true);
@@ -278,10 +329,10 @@ function targetsTable(r: BenchResults, cs: ChapterResults[], lastDir: string): s
   if (mine.length === 0) return [];
   const name = chapterName(lastDir);
   return [
-    `## ${capital(name)} against its targets${others.length ? `, ${others.map((c) => chapterName(c.chapter)).join(', ')} beside it` : ''}`,
+    `## ${capital(name)} against its targets${others.length ? `, ${others.length > 1 ? `chapters ${listOf(others.map((c) => String(chapterNumber(c.chapter))))}` : chapterName(others[0]!.chapter)} beside it` : ''}`,
     '',
-    `The targets are the last chapter's${others.length ? `; ${others.map((c) => chapterName(c.chapter)).join(', ')} — the same engine before the fast path — is measured against them in the same run, to show what the fast path buys. ` : '; '}` +
-      `${others.length ? 'Takeover' : 'takeover'} and the long history are measured on ${name} only.`,
+    `The targets are the last chapter's${others.length ? `; ${listOf(others.map((c) => `${chapterName(c.chapter)}${c.chapter === '06-leasing-workers' ? ' (the engine before the fast path: what the fast path buys)' : c.chapter === '07-fast-path' ? ' (the fast path before failures and time: what they cost)' : ''}`))} ${others.length === 1 ? 'is' : 'are'} measured against them in the same run. ` : '; '}` +
+      `${capital(listOf(['takeover', 'the long history', ...(p.wakeUp || p.sleeping ? ['durable sleep'] : [])]))} are measured on ${name} only.`,
     '',
     `| target | ${name} | met | ${others.map((c) => `${chapterName(c.chapter)} (same run) | met`).join(' | ')}${others.length ? ' | ' : ''}why (${name}; where not met: the figures that explain it) |`,
     `|---|---|---|${others.map(() => '---|---|').join('')}---|`,
@@ -306,7 +357,7 @@ export function renderReport(raw: BenchResults): string {
   const cs = p.compared ?? [];
   const lastDir = p.last ?? cs[cs.length - 1]?.chapter ?? '07-fast-path';
   const lastName = chapterName(lastDir);
-  const names = cs.map((c) => chapterName(c.chapter)).join(' and ');
+  const names = listOf(cs.map((c) => chapterName(c.chapter)));
   const lines: string[] = [
     '# Benchmark report',
     '',
@@ -318,8 +369,10 @@ export function renderReport(raw: BenchResults): string {
     'Reproduce: `npm run bench` (embedded server) or `DATABASE_URL=… npm run bench`; `-- --only throughput,dispatch` for some suites, `-- --quick` for a smoke run.' +
       (r.server.embedded ? '' : ' **External server: PostgreSQL CPU is n/a (its process id is unknown).**'),
     '',
-    `What is measured on which engine: steps, sequential, throughput and dispatch on ${names || 'the production chapters'}, side by side (each suite runs on one chapter, then at once on the other, so that both meet the same machine); ` +
-      `takeover, steady state and the long history on ${lastName}, the last chapter; the per-chapter table on chapters 1–5 (chapters 6 and 7: their sequential figures). ` +
+    `What is measured on which engine: steps, sequential, throughput and dispatch on ${names || 'the production chapters'}, side by side (each suite runs on one chapter, then at once on the next, so that all meet the same machine` +
+      `${cs.some((c) => reduced(c, cs)) ? `; ${listOf(cs.filter((c) => reduced(c, cs)).map((c) => chapterName(c.chapter)))}, the reference before the fast path, on the figures "what chapter 7 buys" quotes` : ''}); ` +
+      `takeover, steady state and the long history on ${lastName}, the last chapter${p.wakeUp || p.sleeping ? ', and so are durable sleep\'s wake-up lateness and what sleeping workflows cost' : ''}; ` +
+      `the per-chapter table on chapters 1–5 (${cs.some((c) => c.sequential) ? `chapter${cs.filter((c) => c.sequential).length > 1 ? 's' : ''} ${listOf(cs.filter((c) => c.sequential).map((c) => String(chapterNumber(c.chapter))))}` : 'the production chapters'}: their sequential figures). ` +
       'Every figure is set against the yardsticks below, measured in the same run on the same server.',
     '',
   ];
@@ -335,7 +388,10 @@ export function renderReport(raw: BenchResults): string {
       '',
     );
   }
-  lines.push(...whatTheFastPathBuys(r, cs));
+  // Chapter 6 against 7 (what the fast path buys), then 7 against the last (did it keep the fast path).
+  const fastPath = ['06-leasing-workers', '07-fast-path'].map((dir) => cs.find((c) => c.chapter === dir)).filter((c): c is ChapterResults => c !== undefined);
+  lines.push(...whatTheFastPathBuys(r, fastPath));
+  if (cs.length >= 3 || !fastPath.includes(cs[cs.length - 1]!)) lines.push(...keptFigures(r, cs));
   // The same figures as pictures (charts.ts writes the SVG files beside this report).
   const charts = renderCharts(r);
   if (charts.length > 0) lines.push(...charts.map((chart) => `![${chart.title}](${chart.file})`), '');
@@ -395,7 +451,7 @@ export function renderReport(raw: BenchResults): string {
   const withTp = cs.filter((c) => c.throughput);
   if (withTp.length > 0) {
     const t0 = withTp[0]!.throughput!;
-    const rh = ratioHeader(withTp);
+    const rh = ratioHeaders(withTp);
     const drainedBy = (x: Pick<ThroughputRun, 'mode' | 'concurrency'>) => (x.mode === 'in-process' ? `1 worker × ${x.concurrency}` : `${x.concurrency} process${x.concurrency === 1 ? '' : 'es'} × 1`);
     const allowanceOf = (x: ThroughputRun | undefined) => (x === undefined || eight === undefined ? undefined : eight / x.commitsPerWorkflow);
     // Every (mode, concurrency) any chapter ran, in the order run.
@@ -409,16 +465,20 @@ export function renderReport(raw: BenchResults): string {
         "and by N worker processes (tools/bench/worker.ts, loading the same chapter's library) with concurrency 1 each, started and connected before the clock starts. " +
         'Commits, round trips and CPU count the drain only (claim, steps, completion; each start committed before the clock started). ' +
         "Allowance: the 8-client commit rate divided by the commits one workflow needs in the drain; share: the rate measured against it. Node CPU includes the worker processes' (from /proc). " +
-        (r.quick ? '' : `(${fmt(t0.workflows, 0)} per run rather than the issue's 2,000: sixteen runs — eight a chapter — each started then drained, must fit the full run's budget on 2 cores.)`),
+        (r.quick
+          ? ''
+          : `(${fmt(t0.workflows, 0)} per run rather than the issue's 2,000: ${withTp.reduce((n, c) => n + c.throughput!.runs.length, 0)} runs — ${withTp.map((c) => `${c.throughput!.runs.length} on ${chapterName(c.chapter)}`).join(', ')} — each started then drained, must fit the full run's budget on 2 cores.` +
+            (withTp.some((c) => reduced(c, withTp)) ? ` ${capital(listOf(withTp.filter((c) => reduced(c, withTp)).map((c) => chapterName(c.chapter))))}, the reference, is drained at the ends only: the figures "what chapter 7 buys" quotes.` : '') +
+            ')'),
       '',
-      `| drained by | ${per('workflows/s').join(' | ')} | ${rh ? `${rh} | ` : ''}${per('commits / wf').join(' | ')} | ${per('share of allowance').join(' | ')} |`,
-      `|---|${withTp.map(() => '---|').join('')}${rh ? '---|' : ''}${withTp.map(() => '---|').join('')}${withTp.map(() => '---|').join('')}`,
+      `| drained by | ${per('workflows/s').join(' | ')} | ${rh.map((x) => `${x} | `).join('')}${per('commits / wf').join(' | ')} | ${per('share of allowance').join(' | ')} |`,
+      `|---|${withTp.map(() => '---|').join('')}${rh.map(() => '---|').join('')}${withTp.map(() => '---|').join('')}${withTp.map(() => '---|').join('')}`,
       ...keys.map((k) => {
         const runs = withTp.map((c) => throughputRun(c, k.mode, k.concurrency));
         const cell = (x: ThroughputRun | undefined, f: (x: ThroughputRun) => string) => (x === undefined ? '—' : f(x));
         return (
           `| ${drainedBy(k)} | ${runs.map((x) => cell(x, (y) => fmt(y.workflowsPerSecond, 0))).join(' | ')} | ` +
-          `${rh ? `${ratioCell(runs.map((x) => x?.workflowsPerSecond))} | ` : ''}` +
+          `${ratioCells(runs.map((x) => x?.workflowsPerSecond)).map((x) => `${x} | `).join('')}` +
           `${runs.map((x) => cell(x, (y) => fmt(y.commitsPerWorkflow, 1))).join(' | ')} | ` +
           `${runs.map((x) => cell(x, (y) => { const a = allowanceOf(y); return a === undefined ? 'n/a' : `${fmt((y.workflowsPerSecond / a) * 100, 0)} %`; })).join(' | ')} |`
         );
@@ -446,7 +506,7 @@ export function renderReport(raw: BenchResults): string {
   const withDispatch = cs.filter((c) => c.dispatch);
   if (withDispatch.length > 0 || p.dispatchYardstick) {
     const y = p.dispatchYardstick;
-    const rh = ratioHeader(withDispatch);
+    const rh = ratioHeaders(withDispatch);
     const kinds = ['local', 'notify', 'poll'].filter((k) => withDispatch.some((c) => dispatchOf(c, k)));
     const sample = (k: string) => withDispatch.map((c) => dispatchOf(c, k)).find((d) => d !== undefined)!;
     lines.push(
@@ -455,15 +515,15 @@ export function renderReport(raw: BenchResults): string {
       'An idle worker; `start()` a workflow; the time from the call to start() until its first step runs (the step records the wall clock; same machine).' +
         (y ? ` The yardstick — ${y.wake} — takes p50 ${ms(y.latency.p50Ms)}, p99 ${ms(y.latency.p99Ms)}, max ${ms(y.latency.maxMs)} (${y.latency.n} runs): one commit is the least a durable start can cost.` : ''),
       '',
-      `| worker | woken by | runs | ${withDispatch.map((c) => `${chapterName(c.chapter)}: p50 | p99 | max`).join(' | ')} | ${rh ? `${rh} (p50) | ` : ''}${y ? `${lastName} p50 ÷ yardstick |` : ''}`,
-      `|---|---|---|${withDispatch.map(() => '---|---|---|').join('')}${rh ? '---|' : ''}${y ? '---|' : ''}`,
+      `| worker | woken by | runs | ${withDispatch.map((c) => `${chapterName(c.chapter)}: p50 | p99 | max`).join(' | ')} | ${rh.map((x) => `${x} (p50) | `).join('')}${y ? `${lastName} p50 ÷ yardstick |` : ''}`,
+      `|---|---|---|${withDispatch.map(() => '---|---|---|').join('')}${rh.map(() => '---|').join('')}${y ? '---|' : ''}`,
       ...kinds.map((k) => {
         const ds = withDispatch.map((c) => dispatchOf(c, k));
         const lastD = withDispatch.find((c) => c.chapter === lastDir) && dispatchOf(withDispatch.find((c) => c.chapter === lastDir)!, k);
         const s = sample(k);
         return (
           `| ${s.mode} | ${s.wake} | ${s.latency.n} | ${ds.map((d) => (d ? `${ms(d.latency.p50Ms)} | ${ms(d.latency.p99Ms)} | ${ms(d.latency.maxMs)}` : '— | — | —')).join(' | ')} | ` +
-          `${rh ? `${ratioCell(ds.map((d) => d?.latency.p50Ms))} | ` : ''}${y ? `${lastD ? `${fmt(lastD.latency.p50Ms / y.latency.p50Ms, 1)}×` : '—'} |` : ''}`
+          `${ratioCells(ds.map((d) => d?.latency.p50Ms)).map((x) => `${x} | `).join('')}${y ? `${lastD ? `${fmt(lastD.latency.p50Ms / y.latency.p50Ms, 1)}×` : '—'} |` : ''}`
         );
       }),
       '',
@@ -525,7 +585,8 @@ export function renderReport(raw: BenchResults): string {
       '',
     );
   }
-  // Chapters 6 and 7: their sequential figures, the same workflow run the same way.
+  lines.push(...wakeUpSection(p.wakeUp), ...sleepingSection(p.sleeping));
+  // The production chapters: their sequential figures, the same workflow run the same way.
   const production: ChapterCost[] = cs
     .filter((c) => c.sequential)
     .map((c) => ({
@@ -545,7 +606,7 @@ export function renderReport(raw: BenchResults): string {
     lines.push(
       '## What durability costs, per chapter',
       '',
-      `The same workflow — three steps that do nothing — run one after another on each chapter’s engine${production.length ? ` (${production.map((x) => `chapter ${x.chapter}`).join(' and ')}: the sequential figures above, one in-process worker of concurrency 1)` : ''}.`,
+      `The same workflow — three steps that do nothing — run one after another on each chapter’s engine${production.length ? ` (${listOf(production.map((x) => `chapter ${x.chapter}`))}: the sequential figures above, one in-process worker of concurrency 1)` : ''}.`,
       '"× commit" is the workflow’s mean latency divided by one baseline commit (1 client).',
       '',
       '| chapter | "recorded" means | workflows/s | mean | p99 | × commit | write txns / wf | WAL bytes / wf | CPU node / pg (s) |',
@@ -564,8 +625,9 @@ export function renderReport(raw: BenchResults): string {
     '|---|---|',
     ...PEERS,
     '',
-    `Targets for ${lastName}, the last chapter (chapter 6 is held to them only to show the difference): step overhead ≤ 1.2× the baseline commit; sequential ≥ 270 workflows/s (3× DBOS); 8 concurrent ≥ 900 workflows/s (5× DBOS's queue) and ≥ 70 % of what the 8-client commit rate allows; ` +
-      'dispatch p50 < 3 ms, p99 < 10 ms (graphile: ~4 ms); takeover ≤ lease + 1 s; peak RSS < 150 MB; a 10,000-step resume < 1 s and < 100 MB extra.',
+    `Targets for ${lastName}, the last chapter${cs.some((c) => c.chapter !== lastDir) ? ` (${listOf(cs.filter((c) => c.chapter !== lastDir).map((c) => chapterName(c.chapter)))} ${cs.filter((c) => c.chapter !== lastDir).length > 1 ? 'are' : 'is'} held to them only to show the difference)` : ''}: step overhead ≤ 1.2× the baseline commit; sequential ≥ 270 workflows/s (3× DBOS); 8 concurrent ≥ 900 workflows/s (5× DBOS's queue) and ≥ 70 % of what the 8-client commit rate allows; ` +
+      'dispatch p50 < 3 ms, p99 < 10 ms (graphile: ~4 ms); takeover ≤ lease + 1 s; peak RSS < 150 MB; a 10,000-step resume < 1 s and < 100 MB extra' +
+      (p.wakeUp || p.sleeping ? '; a sleeping workflow wakes with p99 < 50 ms of lateness beyond the polling the chapter chooses; 10,000 sleeping workflows hold no worker slot and leave the claim as fast.' : '.'),
     '',
     ...whereTheTimeGoes(r, cs, lastDir),
   );
@@ -598,11 +660,178 @@ function whatTheFastPathBuys(r: BenchResults, cs: ChapterResults[]): string[] {
     `## What ${last} buys: ${first}'s figures beside it, same run`,
     '',
     `${capital(last)} is ${first}'s engine — the same leases, fences and guarantees — made fast; the failure it fixes is cost. ` +
-      `${ratioHeader(cs)}: ${last}'s figure divided by ${first}'s (above 1× is more for a rate, below 1× is less for a time or a count).`,
+      `${ratioHeaders(cs)[0]}: ${last}'s figure divided by ${first}'s (above 1× is more for a rate, below 1× is less for a time or a count).`,
     '',
     ...sideTable('measure', cs, rows, `what ${last} changes`),
     '',
     `Figures move by ±20 % between runs on a shared virtual machine (the 8-client baseline itself has read 5,400–6,900 commits/s in one session), so compare ratios within a run — ${last} against ${first}, each against the yardsticks — not raw rates across runs.`,
+    '',
+  ];
+}
+
+/** Durable sleep: how late a sleeping workflow wakes, on the database clock. */
+function wakeUpSection(w: WakeUp | undefined): string[] {
+  if (!w) return [];
+  const name = chapterName(w.chapter);
+  const cases = [w.alarm, ...(w.handoff ? [w.handoff] : [])];
+  const lowest = Math.min(...cases.map((k) => k.samplesMs[0] ?? NaN));
+  const late = cases.map((k) => ({ k, over: k.samplesMs.filter((x) => x > 50).length })).filter((x) => x.over > 0);
+  return [
+    `## Durable sleep: how late a sleeping workflow wakes (${name})`,
+    '',
+    `\`nap\` workflows, each \`ctx.sleep(d)\` then one step, run by an in-process worker of concurrency ${w.concurrency} with the default pollMs (${w.pollMs} ms) and nothing else to do: ` +
+      `${w.alarm.workflows} started one every 16 ms, each sleeping ${fmt(w.alarm.sleepMs[0], 0)}–${fmt(w.alarm.sleepMs[1], 0)} ms (spread evenly), so that a few are asleep at any time. ` +
+      'Lateness = when the step after the sleep ran (its own `SELECT clock_timestamp()`) − the end of the sleep the log records (`steps.output.until`, kind `sleep`, written as now() + d on the database clock): both read from the database\'s clock, so no skew between this process\'s clock and the server\'s enters.' +
+      (w.handoff
+        ? ` Then ${w.handoff.workflows} more, sleeping ${fmt(w.handoff.sleepMs[0], 0)}–${fmt(w.handoff.sleepMs[1], 0)} ms, put to sleep by a worker that is stopped before any is due; another idle worker (another engine: start() never handed it work) wakes them — it knows when from \`nextWakeUp\` after its last claim.`
+        : ''),
+    '',
+    '| woken by | sleeps | p50 | p99 | max | mean |',
+    '|---|---|---|---|---|---|',
+    ...(w.timer
+      ? [`| yardstick: a bare \`setTimeout\` of the same lengths in this process, meanwhile (no database; performance.now()) | ${w.timer.n} | ${ms(w.timer.p50Ms)} | ${ms(w.timer.p99Ms)} | ${ms(w.timer.maxMs)} | ${ms(w.timer.meanMs)} |`]
+      : []),
+    ...cases.map((k) => `| ${k.wake} | ${k.workflows} of ${fmt(k.sleepMs[0], 0)}–${fmt(k.sleepMs[1], 0)} ms | ${ms(k.lateness.p50Ms)} | **${ms(k.lateness.p99Ms)}** | ${ms(k.lateness.maxMs)} | ${ms(k.lateness.meanMs)} |`),
+    '',
+    `Target: p99 < 50 ms beyond the polling the chapter chooses — and for a sleep ${name} chooses none. The statement that records the sleep also answers how long until its end (\`dueInMs\`, counted from the database's own now() and rounded up to the millisecond), and the worker sets its claim loop's alarm from that figure (\`wakeAt\`); an idle worker that did not put it to sleep gets the same figure from \`nextWakeUp\` (the first entry to the right of now() in the claim's index) after each claim that leaves a slot free. ` +
+      `Either way the wake-up does not wait for a poll: polling alone (every ${w.pollMs} ms ±20 %) would make a wake-up 0–${fmt(w.pollMs * 1.2, 0)} ms late, about ${fmt(w.pollMs / 2, 0)} ms on average. ` +
+      `What is left is the timer's own lateness (the yardstick${w.timer ? `: p50 ${ms(w.timer.p50Ms)}, p99 ${ms(w.timer.p99Ms)} in this run` : ''}), the claim (a commit), loading the log and replaying the sleep, and the queue when several fall due together. ` +
+      `Never early: a timer set from the database's figure when its answer arrives cannot fire before the time has come on the database's clock, and the claim tests \`lease_expires_at <= now()\` on that clock again (smallest lateness measured: ${ms(lowest)}).`,
+    '',
+    ...(late.length > 0
+      ? [
+          `**The tail:** ${late.map((k) => `${k.over} of ${k.k.workflows} (${k.k === w.alarm ? 'its own worker' : 'another worker'})`).join(', ')} woke more than 50 ms late. ` +
+            "Traced while this suite was written (the worker's claims and nextWakeUp's answers set against each sleep's end): a sleep that ends between a claim and the nextWakeUp right after it is in neither answer — the claim ran just before its end, and nextWakeUp counts only workflows not yet runnable (`lease_expires_at > now()`) — " +
+            "and the alarm its own run had set is gone, for the claim loop forgets what it knew before each claim (`dueAt = Infinity`, worker.ts) and learns it again from nextWakeUp. " +
+            `It then wakes at the next sleep's end, a NOTIFY, or the poll (${w.pollMs} ms ±20 %). The window is as wide as the claim's answer and nextWakeUp's round trip: the busier the machine, the wider — and the more sleeps end inside one.`,
+          '',
+        ]
+      : []),
+  ];
+}
+
+/** 10,000 workflows asleep beside the others: what they cost a worker and the claim. */
+function sleepingSection(s: Sleeping | undefined): string[] {
+  if (!s) return [];
+  const name = chapterName(s.chapter);
+  const rows: Array<[string, number, number, (x: number) => string]> = [
+    ['dispatch through a claim (start() → NOTIFY → claim → first step): p50', s.none.dispatch.p50Ms, s.sleeping.dispatch.p50Ms, ms],
+    ['… p99', s.none.dispatch.p99Ms, s.sleeping.dispatch.p99Ms, ms],
+    ['a backlog drained by one worker × 8: workflows/s', s.none.drain.workflowsPerSecond, s.sleeping.drain.workflowsPerSecond, (x) => `**${fmt(x, 0)}/s**`],
+    ['… commits a workflow', s.none.drain.commitsPerWorkflow, s.sleeping.drain.commitsPerWorkflow, (x) => fmt(x, 2)],
+    ['… round trips a workflow', s.none.drain.roundTripsPerWorkflow, s.sleeping.drain.roundTripsPerWorkflow, (x) => fmt(x, 2)],
+    ['… CPU ms a workflow (Node + PostgreSQL)', cpuMsPerWorkflow(s.none.drain) ?? NaN, cpuMsPerWorkflow(s.sleeping.drain) ?? NaN, (x) => fmt(x)],
+    ["the claim's index (workflows_runnable)", s.indexBytes.none, s.indexBytes.sleeping, (x) => `${fmt(x / 1024, 0)} kB`],
+  ];
+  return [
+    `## ${fmt(s.sleepers, 0)} sleeping workflows (${name})`,
+    '',
+    `${fmt(s.sleepers, 0)} workflows asleep for an hour and more: one started and run to its \`ctx.sleep\` by the engine, the rest copies of the rows it wrote (every column as written, ids and ends of sleep spread over the next hour; ${fmt(s.insertSeconds, 1)} s in all). ` +
+      `Beside them, and in a database where nothing sleeps, interleaved (none, asleep, asleep, none): dispatch through a claim — start() from an engine with no worker of its own, so the row goes in unclaimed with a NOTIFY and an idle worker of concurrency 8 claims it (then, slots left, asks \`nextWakeUp\`) — ${s.none.dispatch.n} runs each; ` +
+      `and a backlog of 3-step workflows drained by a worker of concurrency 8 (claims of several), ${fmt(s.none.drain.workflows, 0)} each.`,
+    '',
+    `| measure | nothing asleep | ${fmt(s.sleepers, 0)} asleep | asleep / none |`,
+    '|---|---|---|---|',
+    ...rows.map(([label, a, b, show]) => `| ${label} | ${Number.isFinite(a) ? show(a) : 'n/a'} | ${Number.isFinite(b) ? show(b) : 'n/a'} | ${ratio(a, b)} |`),
+    '',
+    `**No slot held:** an idle worker beside them held at most ${s.idleHeldMax} workflow(s) over ${fmt(s.idleMs / 1000, 1)} s (its claims and nextWakeUp's answers included); ` +
+      `in ${fmt(s.heldSamples, 0)} samples of the workers' \`held\` (every 5 ms, idle, dispatching and draining) ${s.sleepersHeld} was a sleeper, and no claim touched a sleeper's row (${s.sleepersClaimed} with its fencing token, owner or lease changed). ` +
+      'A sleeping workflow is a row whose `lease_expires_at` is ahead and whose `lease_owner` is NULL: nobody holds it, no connection waits for it, no timer in any worker stands for it. ' +
+      "In the claim's index — `workflows_runnable (lease_expires_at) WHERE status = 'running'` — it sits to the right of now(), where the claim's `lease_expires_at <= now()` never reads; `nextWakeUp` reads the first entry there, one probe however many wait. What the sleepers cost is their rows and their index entries.",
+    '',
+  ];
+}
+
+/** The least band within which a figure counts as kept: what back-to-back measurements of one engine move by on this machine, at the least. */
+const NOISE_FLOOR = 0.1;
+
+interface KeptRow {
+  label: string;
+  value: (c: ChapterResults) => number | undefined;
+  /** The same figure in the chapter measured again (steps and sequential only). */
+  again?: (a: Again) => number | undefined;
+  show: (x: number) => string;
+  /** Is a larger figure better (a rate) or worse (a time, a count)? */
+  higherIsBetter: boolean;
+}
+
+/** The rows "did chapter 8 keep chapter 7's figures" compares: the headline figures of each suite the two share. */
+const KEPT_ROWS: KeptRow[] = [
+  { label: 'one step', value: (c) => c.stepOverhead?.perStepMs, again: (a) => a.stepOverhead?.perStepMs, show: ms, higherIsBetter: false },
+  { label: 'one step: round trips', value: (c) => c.stepOverhead?.roundTripsPerStep, again: (a) => a.stepOverhead?.roundTripsPerStep, show: (x) => fmt(x, 2), higherIsBetter: false },
+  { label: 'sequential 3-step workflows/s', value: (c) => c.sequential?.workflowsPerSecond, again: (a) => a.sequential?.workflowsPerSecond, show: (x) => `${fmt(x, 0)}/s`, higherIsBetter: true },
+  { label: 'sequential: p50', value: (c) => c.sequential?.latency.p50Ms, again: (a) => a.sequential?.latency.p50Ms, show: ms, higherIsBetter: false },
+  { label: 'sequential: commits a workflow', value: (c) => c.sequential?.commitsPerWorkflow, again: (a) => a.sequential?.commitsPerWorkflow, show: (x) => fmt(x, 2), higherIsBetter: false },
+  { label: 'sequential: round trips a workflow', value: (c) => c.sequential?.roundTripsPerWorkflow, again: (a) => a.sequential?.roundTripsPerWorkflow, show: (x) => fmt(x, 2), higherIsBetter: false },
+  { label: 'sequential: CPU ms a workflow (Node + PostgreSQL)', value: (c) => cpuMsPerWorkflow(c.sequential), again: (a) => cpuMsPerWorkflow(a.sequential), show: (x) => fmt(x), higherIsBetter: false },
+  { label: 'drained by one worker × 1: workflows/s', value: (c) => throughputRun(c, 'in-process', 1)?.workflowsPerSecond, show: (x) => `${fmt(x, 0)}/s`, higherIsBetter: true },
+  { label: 'drained by one worker × 8: workflows/s', value: (c) => throughputRun(c, 'in-process', 8)?.workflowsPerSecond, show: (x) => `${fmt(x, 0)}/s`, higherIsBetter: true },
+  { label: 'drained by one worker × 8: commits a workflow', value: (c) => throughputRun(c, 'in-process', 8)?.commitsPerWorkflow, show: (x) => fmt(x, 2), higherIsBetter: false },
+  { label: 'drained by 8 worker processes × 1: workflows/s', value: (c) => throughputRun(c, 'processes', 8)?.workflowsPerSecond, show: (x) => `${fmt(x, 0)}/s`, higherIsBetter: true },
+  { label: 'dispatch, same process: p50', value: (c) => dispatchOf(c, 'local')?.latency.p50Ms, show: ms, higherIsBetter: false },
+  { label: 'dispatch, LISTEN/NOTIFY: p50', value: (c) => dispatchOf(c, 'notify')?.latency.p50Ms, show: ms, higherIsBetter: false },
+];
+
+function cpuMsPerWorkflow(c: Cost | undefined): number | undefined {
+  return c === undefined || c.pgCpuSeconds === undefined ? undefined : ((c.nodeCpuSeconds + c.pgCpuSeconds) * 1000) / c.workflows;
+}
+
+/** |b/a − 1|, or undefined when either is missing. */
+function gap(a: number | undefined, b: number | undefined): number | undefined {
+  return a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || a === 0 ? undefined : Math.abs(b / a - 1);
+}
+
+/**
+ * Did the last chapter keep the figures of the one before it? Each headline
+ * figure of the suites they share, side by side, with the noise band: the
+ * larger of NOISE_FLOOR and the widest gap between the chapter before and
+ * itself measured again after the last (steps, sequential).
+ */
+function keptFigures(r: BenchResults, cs: ChapterResults[]): string[] {
+  if (cs.length < 2) return [];
+  const prev = cs[cs.length - 2]!;
+  const last = cs[cs.length - 1]!;
+  const again = r.production.again?.chapter === prev.chapter ? r.production.again : undefined;
+  const rows = KEPT_ROWS.filter((row) => row.value(prev) !== undefined && row.value(last) !== undefined);
+  if (rows.length === 0) return [];
+  const [pn, ln] = [chapterName(prev.chapter), chapterName(last.chapter)];
+  const spreads = again ? rows.map((row) => gap(row.value(prev), row.again?.(again))).filter((x): x is number => x !== undefined) : [];
+  const band = Math.max(NOISE_FLOOR, ...spreads);
+  const pct = (x: number) => `${fmt(x * 100, 0)} %`;
+  const verdictOf = (row: KeptRow) => {
+    const a = row.value(prev)!;
+    const b = row.value(last)!;
+    const change = b / a - 1;
+    if (!Number.isFinite(change)) return { kept: undefined, text: '—' };
+    if (Math.abs(change) <= band) return { kept: true, text: 'kept' };
+    const better = row.higherIsBetter ? change > 0 : change < 0;
+    return better ? { kept: true, text: `better by ${pct(Math.abs(change))}` } : { kept: false, text: `**worse by ${pct(Math.abs(change))}**` };
+  };
+  const verdicts = rows.map(verdictOf);
+  const worse = rows.filter((_, i) => verdicts[i]!.kept === false);
+  const rh = `${chapterNumber(last.chapter)}/${chapterNumber(prev.chapter)}`;
+  return [
+    `## Did ${ln} keep ${pn}'s figures?`,
+    '',
+    `${capital(ln)} adds failures and time to ${pn}'s engine — attempts counted by the claim, step retries and sleeps that wait in the database, deadlines, schedules — and must not give back the fast path. ` +
+      `Each suite below ran ${pn} and ${ln} one after the other; ${rh}: ${ln}'s figure over ${pn}'s. ` +
+      `Noise band ±${pct(band)}: the larger of ${pct(NOISE_FLOOR)} and the widest gap between ${pn} and ${pn} measured again after ${ln} in the same suite` +
+      (spreads.length > 0 ? ` (step overhead and sequential: ${pct(Math.max(...spreads))} here)` : ' (not measured in this run)') +
+      ' — what one engine\'s figures move by within a run on this machine.',
+    '',
+    `| measure | ${pn} | ${ln} | ${rh} | ${again ? `${pn} again | ` : ''}kept? |`,
+    `|---|---|---|---|${again ? '---|' : ''}---|`,
+    ...rows.map((row, i) => {
+      const a = row.value(prev)!;
+      const b = row.value(last)!;
+      const x = again && row.again?.(again);
+      return `| ${row.label} | ${row.show(a)} | ${row.show(b)} | ${ratio(a, b)} | ${again ? `${x === undefined ? '—' : row.show(x)} | ` : ''}${verdicts[i]!.text} |`;
+    }),
+    '',
+    (worse.length === 0
+      ? `**${capital(ln)} kept ${pn}'s figures: ${rows.length} of ${rows.length} within the ±${pct(band)} band or better.**`
+      : `**${capital(ln)} kept ${rows.length - worse.length} of ${pn}'s ${rows.length} figures; beyond the ±${pct(band)} band and worse: ${worse.map((row) => row.label).join('; ')}.**`) +
+      (band > 0.25 ? ` A band this wide cannot tell a small change from noise: this run's machine was busy (compare again on a quiet one).` : ''),
     '',
   ];
 }
@@ -638,6 +867,7 @@ function whereTheTimeGoes(r: BenchResults, cs: ChapterResults[], lastDir: string
   }
   const six = cs.find((c) => c.chapter === '06-leasing-workers');
   const seven = cs.find((c) => c.chapter === '07-fast-path');
+  const later = cs.filter((c) => chapterNumber(c.chapter) > 7 && c.sequential);
   const measured = (c: ChapterResults | undefined) =>
     c?.sequential ? [`**${fmt(c.sequential.roundTripsPerWorkflow, 1)}**`, `**${fmt(c.sequential.commitsPerWorkflow, 1)}**`] : ['—', '—'];
   return [
@@ -659,6 +889,13 @@ function whereTheTimeGoes(r: BenchResults, cs: ChapterResults[], lastDir: string
     '| **as the code sends them** | **17** | **7** | **5** | **5** |',
     `| **measured in this run** (sequential suite) | ${measured(six).join(' | ')} | ${measured(seven).join(' | ')} |`,
     '',
+    ...(later.length
+      ? [
+          `${capital(listOf(later.map((c) => chapterName(c.chapter))))} ${later.length === 1 ? 'sends' : 'send'} chapter 7's statements on this path — the claim also counts attempts, in the same UPDATE; a sleep, a retry's back-off or a failed attempt is a statement of its own, only where the code sleeps or a step fails — ` +
+            `measured: ${later.map((c) => `${chapterName(c.chapter)} ${fmt(c.sequential!.roundTripsPerWorkflow, 1)} round trips and ${fmt(c.sequential!.commitsPerWorkflow, 1)} commits a workflow`).join('; ')}.`,
+          '',
+        ]
+      : []),
     "Chapter 6's heartbeat (a renewal per held lease every lease/3 to lease/2, 30 s by default) does not show in a workflow this short. " +
       'Drained from a backlog, a workflow adds its share of a claim. In chapter 7 at concurrency 8 the runs that write at the same moment share one multi-row fenced statement ' +
       '(`batcher.ts`: while one is in flight the next ones wait, then go out together), which is why commits and round trips a workflow fall below one per write.',

@@ -4,7 +4,8 @@
  * must register the same code under the same names.
  *
  * Typed against the little of a workflow's context they use, not against one
- * chapter: chapters 6 and 7 both run them (chapter.ts checks that they fit).
+ * chapter: chapters 6, 7 and 8 all run them (chapter.ts checks that they fit).
+ * The workflows that sleep (timeWorkflows) need a chapter with ctx.sleep (8 on).
  */
 
 /** What these workflows use of a chapter's `Context`. */
@@ -51,3 +52,34 @@ export const benchWorkflows = (role: 'worker' | 'victim' = 'worker') =>
   }) satisfies Record<string, BenchWorkflow>;
 
 export type BenchWorkflows = ReturnType<typeof benchWorkflows>;
+
+/** What a workflow that sleeps uses of a chapter's `Context` (chapter 8 on). */
+export interface SleepContext extends StepContext {
+  sleep(ms: number): Promise<void>;
+}
+
+/** The input of `nap`: how long it sleeps. */
+export interface NapInput {
+  ms: number;
+}
+
+/**
+ * The workflows of the wakeup and sleeping suites, beside the others:
+ *
+ *   nap   sleeps `input.ms` (durably: the log's sleep entry records its end,
+ *         `until`, on the database clock), then one step that returns the
+ *         database's clock_timestamp() in epoch ms — when the step after the
+ *         sleep ran, on the same clock as `until`, so no clock skew between
+ *         this process and the server enters the wake-up's lateness.
+ *
+ * `dbClockMs` reads the database's clock; the engine's own pool will do.
+ */
+export const timeWorkflows = (dbClockMs: () => Promise<number>) => ({
+  ...benchWorkflows(),
+  nap: async (ctx: SleepContext, input: NapInput) => {
+    await ctx.sleep(input.ms);
+    return ctx.step('woke', dbClockMs);
+  },
+});
+
+export type TimeWorkflows = ReturnType<typeof timeWorkflows>;

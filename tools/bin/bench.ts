@@ -1,24 +1,27 @@
 /**
  * `npm run bench` — what durability costs, measured against yardsticks taken
- * in the same run on the same server: each chapter's engine, and the two
+ * in the same run on the same server: each chapter's engine, and the three
  * production chapters side by side — chapter 6 (leasing workers, plain
- * statements) and chapter 7 (the same engine made fast) — with chapter 7
- * against its targets and its peers.
+ * statements), chapter 7 (the same engine made fast) and chapter 8 (failures
+ * and time, on top of 7) — with chapter 8, the last, against its targets and
+ * its peers, and whether it kept chapter 7's figures.
  *
- *   npm run bench                          the full run (about 5 minutes on 2 cores); writes docs/bench/report.md,
- *                                          results.json and the charts (throughput.svg, dispatch.svg, chapters.svg)
+ *   npm run bench                          the full run (about 6 minutes on 2 cores); writes docs/bench/report.md,
+ *                                          results.json and the charts (throughput.svg, dispatch.svg, chapters.svg, wakeup.svg)
  *   npm run bench -- --quick               tiny counts, no report files (what `npm test` runs so this cannot rot)
  *   npm run bench -- --only steps,dispatch some suites (the yardsticks always run: everything is compared with them)
  *   npm run bench -- --no-write            the full run, printed only
  *   npm run bench -- --render              report.md again from results.json, measuring nothing (after editing report.ts)
  *
- * Suites: chapters (chapters 1–5; 6 and 7 come from the sequential suite);
- * steps, sequential, throughput, dispatch (on chapters 6 and 7, one after the
- * other within each suite, so that both are measured under the same
- * conditions); takeover, steady, history (on the last chapter, 7). A
- * benchmark, never a timed test: nothing here passes or fails on speed. Uses
- * the embedded server by default, or DATABASE_URL (then PostgreSQL's CPU is
- * not measured: its pid is unknown).
+ * Suites: chapters (chapters 1–5; 6, 7 and 8 come from the sequential suite);
+ * steps, sequential, throughput, dispatch (on chapters 6, 7 and 8, one after
+ * the other within each suite, so that all meet the same conditions; steps and
+ * sequential then measure chapter 7 again, the noise band for "did chapter 8
+ * keep chapter 7's figures"); takeover, steady, history (on the last chapter,
+ * 8); wakeup, sleeping (durable sleep, on the last chapter). A benchmark,
+ * never a timed test: nothing here passes or fails on speed. Uses the
+ * embedded server by default, or DATABASE_URL (then PostgreSQL's CPU is not
+ * measured: its pid is unknown).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -29,7 +32,7 @@ import { renderCharts } from '../bench/charts.ts';
 import { CourseError, runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
 import { flushRate, insertCommits } from '../bench/baseline.ts';
-import { LAST_CHAPTER, loadProductionChapter, PRODUCTION_CHAPTERS, type ProductionChapter } from '../bench/chapter.ts';
+import { LAST_CHAPTER, loadProductionChapter, PRODUCTION_CHAPTERS, timeApi, type ProductionChapter } from '../bench/chapter.ts';
 import { chapterEngines } from '../bench/engines.ts';
 import * as production from '../bench/production.ts';
 import { Probe, type Delta } from '../bench/probes.ts';
@@ -39,7 +42,7 @@ import { fmt, msSince, summarize } from '../bench/stats.ts';
 
 export type { BenchResults } from '../bench/report.ts';
 
-const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history'] as const;
+const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history', 'wakeup', 'sleeping'] as const;
 type Suite = (typeof SUITES)[number];
 
 function selectedSuites(argv: string[]): Suite[] {
@@ -155,7 +158,7 @@ runMain(async () => {
 
     const ctx: production.SuiteContext = { serverUrl: server.url, probe, quick, log, baselineCommitMs: oneClient.latency.meanMs };
     const p: production.ProductionResults = {};
-    // The production chapters, side by side: each suite runs on chapter 6, then at once on chapter 7.
+    // The production chapters, side by side: each suite runs on chapter 6, then at once on chapter 7, then on 8.
     const compared: Array<{ chapter: ProductionChapter; results: production.ChapterResults }> = [];
     if (run('steps') || run('sequential') || run('throughput') || run('dispatch')) {
       for (const dir of PRODUCTION_CHAPTERS) {
@@ -164,10 +167,18 @@ runMain(async () => {
       }
       p.compared = compared.map((c) => c.results);
     }
+    // The chapter before the last, measured again after the last in the two short suites: how far one engine's figures move within a run.
+    const again = compared.length >= 3 ? compared[compared.length - 2]!.chapter : undefined;
+    if (again && (run('steps') || run('sequential'))) p.again = { chapter: again.dir };
     if (run('steps')) {
       for (const { chapter, results } of compared) {
         section(`${chapter.name}: step overhead (20 no-op steps vs 0, one after another)`, 'steps');
         const s = (results.stepOverhead = await production.stepOverhead(ctx, chapter));
+        log(`  ${fmt(s.perStepMs)} ms a step (${fmt(s.ratioToCommit ?? NaN)}× the commit)`);
+      }
+      if (again && p.again) {
+        section(`${again.name} again: step overhead (the noise band)`, 'steps');
+        const s = (p.again.stepOverhead = await production.stepOverhead(ctx, again));
         log(`  ${fmt(s.perStepMs)} ms a step (${fmt(s.ratioToCommit ?? NaN)}× the commit)`);
       }
     }
@@ -175,6 +186,11 @@ runMain(async () => {
       for (const { chapter, results } of compared) {
         section(`${chapter.name}: sequential 3-step workflows`, 'sequential');
         const s = (results.sequential = await production.sequential(ctx, chapter));
+        log(`  ${fmt(s.workflowsPerSecond, 0)} workflows/s, p50 ${fmt(s.latency.p50Ms)} ms`);
+      }
+      if (again && p.again) {
+        section(`${again.name} again: sequential 3-step workflows (the noise band)`, 'sequential');
+        const s = (p.again.sequential = await production.sequential(ctx, again));
         log(`  ${fmt(s.workflowsPerSecond, 0)} workflows/s, p50 ${fmt(s.latency.p50Ms)} ms`);
       }
     }
@@ -195,7 +211,7 @@ runMain(async () => {
       }
     }
     // The rest measure the last chapter only.
-    if (run('takeover') || run('steady') || run('history')) {
+    if (run('takeover') || run('steady') || run('history') || run('wakeup') || run('sleeping')) {
       const last = await loadProductionChapter(LAST_CHAPTER);
       p.last = last.dir;
       if (run('takeover')) {
@@ -214,6 +230,24 @@ runMain(async () => {
         section(`${last.name}: resuming a 10,000-step history`, 'history');
         p.history = await production.history(ctx, last);
         log(`  ${fmt(p.history.resumeMs)} ms, ${fmt(p.history.extraRssBytes / 2 ** 20, 1)} MB extra, ${p.history.roundTrips} round trips`);
+      }
+      // Durable sleep: on the last chapter, if it has it.
+      const time = timeApi(last);
+      if (run('wakeup') || run('sleeping')) {
+        if (!time) log(`  ${last.name} has no durable sleep: the wakeup and sleeping suites are skipped`);
+        if (time && run('wakeup')) {
+          section(`${last.name}: wake-up lateness of sleeping workflows (idle worker, concurrency 8, pollMs 1000)`, 'wakeup');
+          p.wakeUp = await production.wakeUp(ctx, last, time);
+        }
+        if (time && run('sleeping')) {
+          section(`${last.name}: ${ctx.quick ? '1,000' : '10,000'} sleeping workflows beside the others`, 'sleeping');
+          p.sleeping = await production.sleeping(ctx, last, time);
+          const s = p.sleeping;
+          log(
+            `  dispatch p50 ${fmt(s.none.dispatch.p50Ms)} → ${fmt(s.sleeping.dispatch.p50Ms)} ms, drain ${fmt(s.none.drain.workflowsPerSecond, 0)} → ${fmt(s.sleeping.drain.workflowsPerSecond, 0)} workflows/s; ` +
+              `held: idle max ${s.idleHeldMax}, sleepers ever held ${s.sleepersHeld}, claimed ${s.sleepersClaimed}`,
+          );
+        }
       }
     }
 
