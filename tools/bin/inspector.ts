@@ -1,0 +1,82 @@
+/**
+ * `npm run inspector` — the web inspector (tools/inspector/) on the course's
+ * database: the workflows of chapter 8's demo, each one's timeline, live.
+ *
+ *   npm run inspector                          chapter 8's demo database (chapter_8_demo), http://127.0.0.1:7654/
+ *   npm run inspector -- --db other_db --port 0
+ *   npm run inspector -- --allow-actions       with a retry button on failed workflows
+ *   npm run inspector -- --screenshots docs/inspector   the PNGs of the docs, from a scenario of its own
+ *   npm run chapter 8 -- --inspect             the demo, with the inspector beside it
+ *
+ * The course's server (started, or shared with another course process) unless DATABASE_URL names one.
+ */
+import pg from 'pg';
+import { withDatabase } from '../../shared/db/databases.ts';
+import { redact, startPostgres } from '../../shared/db/server.ts';
+import { CourseError, runMain } from '../../shared/errors.ts';
+import { paint } from '../../shared/narrate.ts';
+import { parseInspectorArgs, USAGE, type InspectorArgs } from '../inspector/options.ts';
+import { startInspector, type Inspector, type InspectorOptions } from '../inspector/server.ts';
+
+/** The inspector on `options.port`, or — when that was only the default and is taken — on any free port. */
+export async function startOnPort(options: InspectorOptions, args: Pick<InspectorArgs, 'portGiven'>): Promise<Inspector> {
+  try {
+    return await startInspector(options);
+  } catch (thrown) {
+    const code = (thrown as { code?: string }).code;
+    if (code === 'EADDRINUSE' && !args.portGiven) return startInspector({ ...options, port: 0 });
+    if (code === 'EADDRINUSE') throw new CourseError(`port ${options.port} on ${options.host} is taken.`, '--port 0 takes any free port.');
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new CourseError(`--host ${options.host}: not an address of this machine.`, USAGE);
+    throw thrown;
+  }
+}
+
+/** Fail at once, with what to do, when the database is not there at all (waiting would not bring it). */
+async function checkDatabase(url: string, name: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (thrown) {
+    if ((thrown as { code?: string }).code === '3D000') {
+      throw new CourseError(`there is no database ${name} on ${redact(url)}.`, name === 'chapter_8_demo' ? 'npm run chapter 8 creates it (or pass --db NAME: npm run db lists the databases).' : 'npm run db lists the databases there are.');
+    }
+    // Anything else (the server restarting, say) the inspector rides out: it says so on the page.
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+runMain(async () => {
+  const args = parseInspectorArgs(process.argv.slice(2));
+  if (args.help) {
+    console.log(USAGE);
+    return;
+  }
+  if (args.screenshots) {
+    const { takeScreenshots } = await import('../inspector/screenshots.ts');
+    await takeScreenshots(args.screenshots);
+    return;
+  }
+  const server = process.env.DATABASE_URL ? undefined : await startPostgres({ purpose: 'dev', log: (line) => console.error(paint.dim(line)) });
+  const base = server?.url ?? process.env.DATABASE_URL!;
+  const databaseUrl = server || args.databaseGiven ? withDatabase(base, args.database) : base;
+  const name = decodeURIComponent(new URL(databaseUrl).pathname.slice(1));
+  for (const warning of args.warnings) console.error(paint.yellow(warning));
+  try {
+    await checkDatabase(databaseUrl, name);
+    const inspector = await startOnPort(
+      { databaseUrl, host: args.host, port: args.port, allowActions: args.allowActions, log: (line) => console.error(paint.dim(line)) },
+      args,
+    );
+    console.log(`${paint.bold('durable inspector')} on database ${name}: ${paint.cyan(inspector.url)}`);
+    console.log(paint.dim(`${args.allowActions ? 'actions on: failed workflows can be retried from the page' : 'read-only (--allow-actions adds a retry button)'} · Ctrl-C to stop`));
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve());
+      process.once('SIGTERM', () => resolve());
+    });
+    await inspector.close();
+  } finally {
+    await server?.stop();
+  }
+});
