@@ -357,6 +357,27 @@ describe('deadlines', () => {
   });
 });
 
+describe('a log changed behind the engine’s back', () => {
+  it('a first claim (which reads no log) that meets a position already written stops, gives its lease back, and the next claim replays it: the workflow completes, not failed', async () => {
+    const ran: string[] = [];
+    const ends: RunEndEvent[] = [];
+    const engine = createEngine({
+      db,
+      workflows: { imported: async (ctx: Context) => [await ctx.step('a', async () => (ran.push('a'), 'a ran')), await ctx.step('b', async () => (ran.push('b'), 'b ran'))] },
+    });
+    await engine.start('imported', {}, { id: 'behind-1' });
+    // Written by another program: the first claim (token 1) skips loading the log, and meets it when it records.
+    await db.query(`INSERT INTO steps (workflow_id, seq, name, output) VALUES ('behind-1', 0, 'a', '"imported"')`);
+    await engine.createWorker({ leaseMs: 5000, onRunEnd: (e) => ends.push(e) }).drain();
+    expect(await engine.result('behind-1')).toEqual(['imported', 'b ran']);
+    expect(ends.map((e) => [e.outcome, e.error?.name])).toEqual([
+      ['error', 'StepAlreadyRecordedError'],
+      ['completed', undefined],
+    ]);
+    expect(ran).toEqual(['a', 'b']); // a ran once, on the first claim, and its record was refused
+  });
+});
+
 describe('an operator’s retry (durable retry)', () => {
   it('a workflow failed by its deadline, retried, runs again without it: the step the deadline aborted was no failed attempt, and the recorded step does not run again', async () => {
     let slow = true;

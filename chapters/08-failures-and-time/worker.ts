@@ -33,7 +33,7 @@
 import os from 'node:os';
 import type pg from 'pg';
 import type { EngineCore } from './engine.ts';
-import { DatabaseUnavailableError, toError } from './errors.ts';
+import { DatabaseUnavailableError, StepAlreadyRecordedError, toError } from './errors.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import { explainMissingSchema, SchemaMissingError } from './migrate.ts';
 import {
@@ -439,6 +439,10 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         if (error instanceof LeaseLostError) {
           say('warn', 'lease-lost', error.message, { ...about, error });
           report({ workflowId: claim.id, fencingToken: claim.fencingToken, outcome: 'lease-lost', error });
+        } else if (error instanceof StepAlreadyRecordedError) {
+          say('warn', 'run-stopped', `${error.message}; the lease is given back and the next claim replays the log`, { ...about, error });
+          await releaseLeases(db, [lease]).catch(() => {});
+          report({ workflowId: claim.id, fencingToken: claim.fencingToken, outcome: 'error', error });
         } else if (error instanceof DatabaseUnavailableError) {
           say('warn', 'run-stopped', error.message, { ...about, error });
           // Back to the queue now rather than after the lease (if the database answers; else the lease runs out).

@@ -301,6 +301,10 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       // An aborted fetch, a connection PostgreSQL ended: symptoms of the lease being gone.
       if (lease.lost) throw lease.lost;
       if (error instanceof DatabaseUnavailableError) throw error;
+      // Its log changed under it (a position written behind the engine's back):
+      // not the code's error. The run stops and its lease is given back; the
+      // next claim loads the log and replays what is there now.
+      if (error instanceof StepAlreadyRecordedError) throw error;
       // The workflow's code threw: a step that failed for good and was not
       // caught (StepFailedError), a result the log cannot record,
       // non-determinism, a bug. Its steps already had their retries; another
@@ -539,8 +543,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     /**
      * A plain step's record was refused, and the statement cannot say why: its
      * fence, or (never under leases) a position already recorded. Ask the log.
-     * Still held: the position was taken — StepAlreadyRecordedError, which
-     * fails the workflow (something wrote its log behind the engine's back).
+     * Still held: the position was taken — StepAlreadyRecordedError: the run
+     * stops, and the next claim replays the log as it is now.
      * Anything else is a lost lease, and so is an answer that could not be
      * read: the safe side. A lost lease stops the run (had it held after all,
      * it runs out, and the next claim replays the log).
