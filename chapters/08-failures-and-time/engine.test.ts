@@ -341,6 +341,15 @@ describe('deadlines', () => {
     expect(after).toBe(0);
   });
 
+  it('a deadline past a timer’s reach (30 days) does not fire at once: Node runs a setTimeout longer than 2^31 − 1 ms immediately', async () => {
+    const engine = createEngine({ db, workflows: { quick: async (ctx: Context) => ctx.step('s', async () => 'done', { timeoutMs: 30 * 24 * 3600 * 1000 }) } });
+    await engine.start('quick', {}, { id: 'deadline-far', timeoutMs: 30 * 24 * 3600 * 1000 });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    expect(await engine.result('deadline-far')).toBe('done');
+    expect(() => engine.createWorker({ leaseMs: 2 ** 31 })).toThrow('leaseMs must be a whole number from 100 to 2147483647');
+    expect(() => engine.createWorker({ pollMs: 2 ** 31 })).toThrow('pollMs must be a number of milliseconds from 1 to 2147483647');
+  });
+
   it('a deadline cuts a sleep short: the workflow is claimed and failed when its deadline comes, not when the sleep would have ended', async () => {
     const engine = createEngine({ db, workflows: { long: async (ctx: Context) => ctx.sleep(60_000) } });
     const startedAt = performance.now();

@@ -50,6 +50,7 @@ import {
   WAKE_CHANNEL,
   type Claim,
 } from './queries.ts';
+import { MAX_TIMER_MS } from './run.ts';
 import { nextTick, ticksBetween } from './schedules.ts';
 import type { LocalWorker } from './start.ts';
 
@@ -157,7 +158,9 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     throw new RangeError(`retention: olderThanMs ≥ 0, everyMs ≥ 10 and a whole batch ≥ 1, got ${JSON.stringify(retention)}`);
   }
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`concurrency must be a whole number ≥ 1, got ${concurrency}`);
-  if (!Number.isInteger(leaseMs) || leaseMs < 100) throw new RangeError(`leaseMs must be a whole number ≥ 100, got ${leaseMs}`);
+  // A Node timer cannot wait longer than 2^31 − 1 ms: a longer lease or poll would fire its timers at once.
+  if (!Number.isInteger(leaseMs) || leaseMs < 100 || leaseMs > MAX_TIMER_MS) throw new RangeError(`leaseMs must be a whole number from 100 to ${MAX_TIMER_MS}, got ${leaseMs}`);
+  if (!(pollMs > 0 && pollMs <= MAX_TIMER_MS)) throw new RangeError(`pollMs must be a number of milliseconds from 1 to ${MAX_TIMER_MS}, got ${pollMs}`);
   const { db, say } = core;
 
   /** What this worker holds: one lease per workflow. */

@@ -98,6 +98,9 @@ class AttemptThrew extends Error {
   }
 }
 
+/** The longest a Node timer can wait (2^31 − 1 ms, 24.8 days): a longer setTimeout fires at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The longest sleep: to JavaScript's last date (year 275760), which PostgreSQL's timestamps also reach. */
 const LATEST_DATE_MS = 8.64e15;
 
@@ -325,7 +328,9 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     const reached = new Promise<never>((_, reject) => {
-      if (claim.deadlineInMs === null) return;
+      // Past a timer's reach (24.8 days: Node fires a longer setTimeout at once) no run of one claim lasts;
+      // the claim after it checks the deadline again.
+      if (claim.deadlineInMs === null || claim.deadlineInMs > MAX_TIMER_MS) return;
       timer = setTimeout(() => {
         const error = new WorkflowTimeoutError(claim.id);
         controller.abort(error);
@@ -395,7 +400,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
      * workflow (and its lease) for as long as it hangs.
      */
     async function withTimeout<T>(info: StepInfo, timeoutMs: number | undefined, fn: (info: StepInfo) => Promise<T>): Promise<T> {
-      if (timeoutMs === undefined) return fn(info);
+      if (timeoutMs === undefined || timeoutMs > MAX_TIMER_MS) return fn(info); // longer than a timer can wait: none
       const timedOut = new AbortController();
       const limited = { ...info, signal: AbortSignal.any([signal, timedOut.signal]) };
       let timer: NodeJS.Timeout | undefined;
