@@ -220,6 +220,21 @@ describe('durable sleep', () => {
     }
   });
 
+  it('a sleep of a year: the workflow waits, and inspect, durable list and the claim read it (its time left is past an int’s 2^31 − 1 ms)', async () => {
+    const engine = createEngine({ db, workflows: { yearly: async (ctx: Context) => ctx.sleep(365 * 24 * 3600 * 1000) } });
+    await engine.start('yearly', {}, { id: 'nap-year' });
+    const worker = engine.createWorker({ leaseMs: 5000 });
+    await worker.start();
+    try {
+      await until('nap-year sleeps', async () => (await engine.inspect('nap-year'))?.waiting?.reason === 'sleep', { timeoutMs: 5000, everyMs: 10 });
+      const info = await engine.inspect('nap-year');
+      expect(info!.leaseMsLeft).toBeGreaterThan(364 * 24 * 3600 * 1000);
+      expect(worker.held).toEqual([]);
+    } finally {
+      await worker.stop();
+    }
+  });
+
   it('no worker runs when the sleep ends: the first worker to start runs it at once; sleepUntil a past date does not wait', async () => {
     const engine = createEngine({
       db,

@@ -205,10 +205,11 @@ function deadlineInMs(column: string): string {
   return `ceil(extract(epoch FROM ${column} - now()) * 1000)::float8 AS "deadlineInMs"`;
 }
 
+// Milliseconds as float8, never int: a sleep of 25 days or more is past an int's 2^31 − 1.
 const workflowColumns = `id, name, input, status, output, error,
        fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
        attempts, max_attempts AS "maxAttempts", ${deadlineInMs('deadline_at')},
-       GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::int AS "leaseMsLeft"`;
+       GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::float8 AS "leaseMsLeft"`;
 
 /** The channel workers LISTEN on. */
 export const WAKE_CHANNEL = 'durable_workflows';
@@ -323,7 +324,7 @@ export interface LeaseView {
 export async function viewLeases(db: Sql, ids: string[]): Promise<LeaseView[]> {
   const result = await db.query<LeaseView>(
     `SELECT id, status, lease_owner AS "leaseOwner", fencing_token AS "fencingToken",
-            GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::int AS "leaseMsLeft",
+            GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::float8 AS "leaseMsLeft",
             (SELECT count(*)::int FROM steps WHERE steps.workflow_id = workflows.id) AS steps
        FROM workflows WHERE id = ANY($1::text[]) ORDER BY id`,
     [ids],
@@ -894,7 +895,7 @@ export async function listWorkflows(db: Sql, filter: WorkflowFilter): Promise<Wo
   const result = await db.query<WorkflowSummary>(
     `SELECT w.id, w.name, w.status, w.error,
             w.fencing_token AS "fencingToken", w.lease_owner AS "leaseOwner",
-            GREATEST(0, ceil(extract(epoch FROM w.lease_expires_at - now()) * 1000))::int AS "leaseMsLeft",
+            GREATEST(0, ceil(extract(epoch FROM w.lease_expires_at - now()) * 1000))::float8 AS "leaseMsLeft",
             (SELECT count(*) FROM steps s WHERE s.workflow_id = w.id)::int AS steps,
             w.created_at AS "createdAt", w.updated_at AS "updatedAt"
        FROM workflows w
