@@ -211,7 +211,10 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
     slot.paused = false;
     disruptions.workers.set(name, { frozenAt: [] });
     void child.done.then((attempt) => {
-      if (attempt.signal === 'SIGKILL') disruptions.workers.get(name)!.killedAt = Date.now();
+      if (attempt.signal === 'SIGKILL') {
+        const killedBy = attempt.killedFromOutside ? 'the harness' : attempt.crashedAt ? `its crash point ${attempt.crashedAt}` : 'itself';
+        Object.assign(disruptions.workers.get(name)!, { killedAt: Date.now(), killedBy });
+      }
       deaths.push({ process: name, atMs: Date.now() - started, attempt });
       if (slot.child !== child) return;
       slot.child = undefined;
