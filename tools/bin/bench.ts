@@ -261,6 +261,7 @@ runMain(async () => {
         node: process.version,
         platform: `${process.platform}-${process.arch}`,
         loadAverage,
+        loadAverageAtEnd: os.loadavg(),
       },
       server: { describe: server.describe, version: row.version, fsync: row.fsync, synchronousCommit: row.sc, embedded: Boolean(server.embedded) },
       quick,
