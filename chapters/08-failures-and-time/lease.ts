@@ -98,20 +98,21 @@ export class Lease {
     clearTimeout(this.timer);
   }
 
-  private finishedListeners: Array<() => void> = [];
+  private finishedListeners: Array<(waitMs?: number | null) => void> = [];
 
-  /** Call `listener` once the run's end is recorded (the worker frees its slot then). */
-  onFinished(listener: () => void): void {
+  /** Call `listener` once the run's end is recorded, or its workflow put to wait (the worker frees its slot then). */
+  onFinished(listener: (waitMs?: number | null) => void): void {
     this.finishedListeners.push(listener);
   }
 
   /**
-   * The run's end is recorded: the workflow is no longer this lease's
+   * The run's end is recorded — or, with `waitMs`, the workflow was put to wait
+   * for that long (null: until an event): the workflow is no longer this lease's
    * business. Said before anyone awaiting the result hears of it, so a caller
    * that starts the next workflow at once finds the slot already free.
    */
-  finished(): void {
-    for (const listener of this.finishedListeners.splice(0)) listener();
+  finished(waitMs?: number | null): void {
+    for (const listener of this.finishedListeners.splice(0)) listener(waitMs);
   }
 
   /**

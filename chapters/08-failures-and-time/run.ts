@@ -349,7 +349,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
      */
     function goToWait(reason: 'retry' | 'sleep', dueInMs: number): GoneToWait {
       waiting ??= { reason, dueInMs };
-      lease.finished();
+      lease.finished(dueInMs);
       return new GoneToWait(`workflow ${workflowId} waits (${reason}) ${dueInMs} ms`);
     }
 

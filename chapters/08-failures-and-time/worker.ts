@@ -429,12 +429,6 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     const run = core.execute(claim, lease).then(
       (ended) => {
         databaseAnswered(); // its end is recorded: the database answers
-        if (ended.outcome === 'waiting') {
-          // Be claiming when it is due: whichever worker is free then runs it, this one included.
-          const at = performance.now() + ended.dueInMs;
-          ownWaitsUntil = Math.max(ownWaitsUntil, at);
-          wakeAt(at);
-        }
         report({ workflowId: claim.id, fencingToken: claim.fencingToken, ...ended });
       },
       async (thrown: unknown) => {
@@ -477,7 +471,16 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       if ((lastClaimWasFull || missedLocalStart || draining) && enough) wake();
     };
     void run.then(free);
-    lease.onFinished(free);
+    // A run that goes to wait says so as it frees its slot — before it returns: be claiming when the wait is due
+    // (whichever worker is free then runs it, this one included), and a drain waits for it.
+    lease.onFinished((waitMs) => {
+      if (waitMs !== undefined && waitMs !== null) {
+        const at = performance.now() + waitMs;
+        ownWaitsUntil = Math.max(ownWaitsUntil, at);
+        wakeAt(at);
+      }
+      free();
+    });
     lease.signal.addEventListener('abort', free, { once: true });
     held.set(claim.id, { lease });
   }
