@@ -1,0 +1,103 @@
+/**
+ * Chapter 9's events under real kills and freezes: the order waits for its
+ * payment's "settled" webhook (AWAIT_SETTLEMENT=1), sent by another process
+ * (`main.ts send`). Every kill a SIGKILL, every freeze a SIGSTOP, every
+ * verdict from the world's ledger and the log.
+ */
+import pg from 'pg';
+import { describe, expect, it } from 'vitest';
+import { startChild } from '../../shared/crash/runner.ts';
+import { withPool } from '../../shared/testing/database.ts';
+import { noColourEnv, printed } from '../../shared/testing/output.ts';
+import { startWorker } from '../../shared/testing/processes.ts';
+import { until } from '../../shared/testing/waiting.ts';
+import { withWorld } from '../../shared/testing/world.ts';
+import type { World } from '../../shared/world/world.ts';
+import { createEngine, migrate, type WorkflowInfo } from './index.ts';
+import { orderWorkflow } from './workflow.ts';
+
+const main = 'chapters/09-waiting-for-the-world/main.ts';
+
+function inspect(world: World, id: string): Promise<WorkflowInfo | undefined> {
+  return withPool(world.databaseUrl, async (db: pg.Pool) => {
+    await migrate(db);
+    return createEngine({ db, workflows: { order: orderWorkflow() } }).inspect(id);
+  });
+}
+
+const events = (world: World) =>
+  withPool(world.databaseUrl, async (db) => (await db.query<{ key: string; taken_at_seq: number | null }>(`SELECT key, taken_at_seq FROM events ORDER BY arrival`)).rows);
+
+/** `main.ts send <id> settled` as the payment provider's webhook handler would run it. */
+const send = (world: World, id: string, env: Record<string, string> = {}) =>
+  startChild({ script: main, args: ['send', id, 'settled', '--payload', '{"chargeId":"ch"}', '--key', `settled:${id}`], env: { ...world.env, ...noColourEnv, ...env }, timeoutMs: 30_000 }).done;
+
+describe('events under kills and freezes', () => {
+  it('the event arrives while the waiting workflow’s only worker is dead: the next worker takes it, and the order completes once', async () => {
+    await withWorld('ch09_event_dead_worker', async (world) => {
+      const env = { ...world.env, ...noColourEnv, AWAIT_SETTLEMENT: '1', LEASE_MS: '1000' };
+      const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A' }, timeoutMs: 30_000 });
+      await a.waitForLine(/waits for "settled"/);
+      a.signal('SIGKILL');
+      await a.done;
+      const sent = await send(world, 'order-1');
+      expect(sent.exitCode, sent.stderr).toBe(0);
+      expect(sent.stdout).toContain('SENT {"delivered":true,"woke":true}');
+      const b = startWorker(main, 'B', { ...env });
+      await until('order-1 completed', async () => (await inspect(world, 'order-1'))?.status === 'completed', { timeoutMs: 20_000 });
+      b.signal('SIGTERM');
+      expect((await b.done).exitCode).toBe(0);
+      expect((await world.ledger()).byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
+      expect(await events(world)).toEqual([{ key: 'settled:order-1', taken_at_seq: 1 }]);
+    });
+  });
+
+  it('the sender is killed right after its event commits: the event is delivered; sent again under the same key, it is the same event, taken once', async () => {
+    await withWorld('ch09_event_sender_killed', async (world) => {
+      const env = { ...world.env, ...noColourEnv, AWAIT_SETTLEMENT: '1' };
+      const worker = startWorker(main, 'W', env);
+      await withPool(world.databaseUrl, async (db) => {
+        await migrate(db);
+        await createEngine({ db, workflows: { order: orderWorkflow() } }).start('order', (await import('../../shared/world/services.ts')).demoOrder('order-1'), { id: 'order-1' });
+      });
+      await until('order-1 waits', async () => (await inspect(world, 'order-1'))?.waiting?.reason === 'event', { timeoutMs: 20_000 });
+      const killed = await send(world, 'order-1', { CRASH_AT: 'after-event-sent' });
+      expect(killed.crashedAt ?? killed.signal).toBe('after-event-sent@1');
+      const again = await send(world, 'order-1'); // the webhook, redelivered by the provider
+      expect(again.stdout).toContain('SENT {"delivered":false,"woke":false}');
+      await until('order-1 completed', async () => (await inspect(world, 'order-1'))?.status === 'completed', { timeoutMs: 20_000 });
+      worker.signal('SIGTERM');
+      expect((await worker.done).exitCode).toBe(0);
+      expect(await events(world)).toEqual([{ key: 'settled:order-1', taken_at_seq: 1 }]);
+      expect((await world.ledger()).byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
+    });
+  });
+
+  it('a worker frozen inside its wait, holding the row: PostgreSQL ends its session at the lease, another worker takes the event, and the frozen one takes nothing when it wakes', async () => {
+    await withWorld('ch09_event_zombie', async (world) => {
+      const env = { ...world.env, ...noColourEnv, AWAIT_SETTLEMENT: '1', LEASE_MS: '1000' };
+      // A looks for the event, finds none, and freezes before it parks — inside its transaction, holding the row's lock.
+      const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', PAUSE_AT: 'before-park:settled' }, timeoutMs: 30_000 });
+      await a.waitForLine(/\[pause-point\]/);
+      // The send waits for A's lock; PostgreSQL ends A's idle transaction one lease later, and the send goes on.
+      const sent = await send(world, 'order-1');
+      expect(sent.exitCode, sent.stderr).toBe(0);
+      const b = startWorker(main, 'B', env);
+      await until('order-1 completed', async () => (await inspect(world, 'order-1'))?.status === 'completed', { timeoutMs: 20_000 });
+      a.signal('SIGCONT');
+      const zombie = await a.done;
+      b.signal('SIGTERM');
+      await b.done;
+      expect(printed(zombie)).not.toMatch(/got its event|ran\s+send_email/);
+      const info = (await inspect(world, 'order-1'))!;
+      expect(info.steps.map((s) => [s.name, s.fencingToken > 1])).toEqual([
+        ['charge_card', false],
+        ['settled', true],
+        ['reserve_inventory', true],
+        ['send_email', true],
+      ]);
+      expect(await events(world)).toEqual([{ key: 'settled:order-1', taken_at_seq: 1 }]);
+      expect((await world.ledger()).byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
+    });
+  });
+});

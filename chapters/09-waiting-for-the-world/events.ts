@@ -1,0 +1,57 @@
+/**
+ * `engine.send(workflowId, name, payload, { key })`: an event for a workflow,
+ * from anywhere — another process, an HTTP handler, a webhook.
+ *
+ * One transaction, the sender's half of the protocol in queries.ts ("events"):
+ * lock the workflow's row FIRST, then insert the event (once per key), then
+ * wake the workflow if it is parked waiting for that name. Taking the same
+ * lock as the waiter is what makes the wake-up impossible to lose; the NOTIFY
+ * that rides on the wake makes an idle worker elsewhere claim it at once, and
+ * this process's own workers are woken in memory.
+ */
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { checkWorkflowId, NoSuchWorkflowError, WorkflowNotRunningError } from './errors.ts';
+import { explainMissingSchema } from './migrate.ts';
+import { eventSent, inTransaction, insertEvent, lockForSend, wakeIfWaiting, WAKE_CHANNEL } from './queries.ts';
+import { checkEventName } from './run.ts';
+import type { LocalWorker } from './start.ts';
+
+export interface SendParts {
+  db: pg.Pool;
+  /** The crash-test hook: `after-event-sent`, once the event is committed. */
+  crashPoint(name: string): void;
+  /** The payload as the log records it, or a refusal of what JSON cannot carry (too large included). */
+  toRecordable(value: unknown, where: string): unknown;
+  localWorkers: Set<LocalWorker>;
+  /** This process's NOTIFY payload: its own workers ignore it (woken in memory). */
+  processTag: string;
+}
+
+export function createSend({ db, toRecordable, localWorkers, processTag, crashPoint }: SendParts) {
+  return async function send(workflowId: string, name: string, payload: unknown, options: { key?: string } = {}): Promise<{ delivered: boolean; woke: boolean }> {
+    checkWorkflowId(workflowId);
+    checkEventName(name);
+    const key = options.key ?? randomUUID();
+    if (typeof key !== 'string' || key === '' || Buffer.byteLength(key) > 1024) throw new RangeError(`an event key is a non-empty string of at most 1024 bytes; got ${JSON.stringify(key)}`);
+    if (payload === undefined) throw new RangeError(`the payload of event "${name}" is undefined: send null, or a value`);
+    const recordable = toRecordable(payload, `the payload of event "${name}" for workflow ${workflowId}`);
+    const outcome = await inTransaction(db, async (tx) => {
+      const target = await lockForSend(tx, workflowId);
+      if (!target) throw new NoSuchWorkflowError(`workflow ${workflowId} is not in the log: event "${name}" was not sent`, 'Check the id; start() the workflow before sending it events.');
+      if (target.status !== 'running') {
+        // A webhook redelivered after its workflow finished: the same event, already delivered — not an error.
+        if (await eventSent(tx, { workflowId, name, key })) return { delivered: false, woke: false };
+        throw new WorkflowNotRunningError(`workflow ${workflowId} is ${target.status}: nothing will wait for event "${name}", which was not sent`, 'Send events only to running workflows.');
+      }
+      const delivered = await insertEvent(tx, { workflowId, name, key, payload: recordable });
+      const woke = delivered && (await wakeIfWaiting(tx, workflowId, name, processTag));
+      return { delivered, woke };
+    }).catch((thrown: unknown) => Promise.reject(explainMissingSchema(thrown)));
+    crashPoint('after-event-sent'); // committed: a crash now loses nothing; a resend with the same key is the same event
+    if (outcome.woke) for (const worker of localWorkers) worker.wake();
+    return outcome;
+  };
+}
+
+export { WAKE_CHANNEL };

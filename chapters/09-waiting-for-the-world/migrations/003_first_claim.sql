@@ -1,0 +1,15 @@
+-- 003: a first claim needs no look at the log.
+--
+-- A run claimed with fencing token 1 is the workflow's first: no run before it
+-- could have recorded a step, so the engine skips loading the log (one round
+-- trip a workflow fewer; start() in a process with a free worker even inserts
+-- the workflow already claimed, token 1). That holds for every workflow
+-- written since 002 — except those adopted from before it: a log chapters 3–5
+-- wrote has unfinished workflows WITH recorded steps and token 0, so their
+-- first claim here would be token 1 and replay nothing, running their finished
+-- steps again. Counting those as claimed once already makes their first claim
+-- here token 2, and the engine loads their logs.
+--
+-- Workflows 002 created and nobody has claimed yet get the same bump: harmless,
+-- their first claim loads an empty log.
+UPDATE workflows SET fencing_token = 1 WHERE fencing_token = 0 AND status = 'running';
