@@ -44,6 +44,28 @@ export interface DemoKit {
   ledger(orders: string[]): Promise<boolean>;
 }
 
+/**
+ * Something run beside a demo, on its database, from the moment the database
+ * exists until the demo ends: `npm run chapter 8 -- --inspect` puts the web
+ * inspector here (tools/bin/chapter.ts). shared/ imports nothing from tools/;
+ * a tool comes in through this.
+ */
+export interface DemoCompanion {
+  /** Called once the demo's database exists (the chapter's processes migrate it), before the story. */
+  start(demo: { chapter: Chapter; databaseUrl: string; databaseName: string }): Promise<{
+    /** After the story, if it ran to its end (e.g. keep a page open until the learner is done). */
+    afterStory?(): Promise<void>;
+    stop(): Promise<void>;
+  }>;
+}
+
+let companion: DemoCompanion | undefined;
+
+/** Run `next` beside the demo that runs next in this process. */
+export function besideTheDemo(next: DemoCompanion): void {
+  companion = next;
+}
+
 /** Run a chapter's demo from start to finish, cleaning up even on Ctrl-C. */
 export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<void>): void {
   runMain(async () => {
@@ -56,7 +78,9 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
     const world = await startWorld({ databaseUrl });
     // Processes are numbered across the whole demo, not per run() call.
     const processCount = { value: 0 };
+    let beside: Awaited<ReturnType<DemoCompanion['start']>> | undefined;
     const cleanUp = async () => {
+      await beside?.stop();
       await world.stop();
       await server.stop();
     };
@@ -70,6 +94,7 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
     try {
+      beside = await companion?.start({ chapter, databaseUrl, databaseName });
       await story({
         chapter,
         server,
@@ -84,6 +109,7 @@ export function demo(chapterNumber: number, story: (kit: DemoKit) => Promise<voi
         },
       });
       say.line(paint.dim(`\nThe tables are still there: npm run db -- psql ${databaseName}`));
+      await beside?.afterStory?.();
     } catch (thrown) {
       if (interrupted) return interrupted; // exits 130 once clean
       throw thrown;

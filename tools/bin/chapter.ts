@@ -1,9 +1,12 @@
 /**
  * `npm run chapter N` — run chapter N's narrated demo.
+ *
+ *   npm run chapter 8 -- --inspect   with the web inspector beside it, on the demo's database (its URL printed first)
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import fs from 'node:fs';
+import { besideTheDemo } from '../../shared/demo.ts';
 import { CourseError, runMain } from '../../shared/errors.ts';
 import { findChapter, listChapters } from '../../shared/scenarios.ts';
 
@@ -21,5 +24,12 @@ runMain(async () => {
   }
   const demo = path.join(chapter.dir, 'demo.ts');
   if (!fs.existsSync(demo)) throw new CourseError(`chapter ${chapter.number} has no demo yet`);
+  if (process.argv.slice(3).includes('--inspect')) {
+    if (chapter.number !== 8) {
+      throw new CourseError(`--inspect: the inspector reads chapter 8's tables (failed attempts, sleeps, attempts); chapter ${chapter.number}'s log has not got them.`, 'npm run chapter 8 -- --inspect');
+    }
+    const { inspectorBesideTheDemo } = await import('../inspector/companion.ts');
+    besideTheDemo(inspectorBesideTheDemo());
+  }
   await import(pathToFileURL(demo).href);
 });

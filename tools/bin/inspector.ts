@@ -15,21 +15,7 @@ import { withDatabase } from '../../shared/db/databases.ts';
 import { redact, startPostgres } from '../../shared/db/server.ts';
 import { CourseError, runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
-import { parseInspectorArgs, USAGE, type InspectorArgs } from '../inspector/options.ts';
-import { startInspector, type Inspector, type InspectorOptions } from '../inspector/server.ts';
-
-/** The inspector on `options.port`, or — when that was only the default and is taken — on any free port. */
-export async function startOnPort(options: InspectorOptions, args: Pick<InspectorArgs, 'portGiven'>): Promise<Inspector> {
-  try {
-    return await startInspector(options);
-  } catch (thrown) {
-    const code = (thrown as { code?: string }).code;
-    if (code === 'EADDRINUSE' && !args.portGiven) return startInspector({ ...options, port: 0 });
-    if (code === 'EADDRINUSE') throw new CourseError(`port ${options.port} on ${options.host} is taken.`, '--port 0 takes any free port.');
-    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new CourseError(`--host ${options.host}: not an address of this machine.`, USAGE);
-    throw thrown;
-  }
-}
+import { parseInspectorArgs, startOnPort, USAGE } from '../inspector/options.ts';
 
 /** Fail at once, with what to do, when the database is not there at all (waiting would not bring it). */
 async function checkDatabase(url: string, name: string): Promise<void> {

@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { CourseError } from '../../shared/errors.ts';
-import { isLoopback } from './server.ts';
+import { isLoopback, startInspector, type Inspector, type InspectorOptions } from './server.ts';
 
 export const DEFAULT_PORT = 7654;
 export const DEFAULT_DATABASE = 'chapter_8_demo';
@@ -72,4 +72,17 @@ export function parseInspectorArgs(argv: string[]): InspectorArgs {
     help: values.help,
     warnings,
   };
+}
+
+/** The inspector on `options.port`, or — when that was only the default and is taken — on any free port. */
+export async function startOnPort(options: InspectorOptions, args: Pick<InspectorArgs, 'portGiven'>): Promise<Inspector> {
+  try {
+    return await startInspector(options);
+  } catch (thrown) {
+    const code = (thrown as { code?: string }).code;
+    if (code === 'EADDRINUSE' && !args.portGiven) return startInspector({ ...options, port: 0 });
+    if (code === 'EADDRINUSE') throw new CourseError(`port ${options.port} on ${options.host ?? '127.0.0.1'} is taken.`, '--port 0 takes any free port.');
+    if (code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND') throw new CourseError(`--host ${options.host}: not an address of this machine.`, USAGE);
+    throw thrown;
+  }
 }

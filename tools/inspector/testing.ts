@@ -21,7 +21,7 @@ export interface Reply {
 export function request(base: string, method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Reply> {
   const url = new URL(path, base);
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: url.hostname, port: url.port, path: `${url.pathname}${url.search}`, method, headers }, (res) => {
+    const req = http.request({ host: url.hostname, port: url.port, path: `${url.pathname}${url.search}`, method, headers, agent: false }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => (text += chunk));
@@ -146,4 +146,12 @@ export async function startFixtureWorker(databaseUrl: string, name: string): Pro
   const worker = startChild({ script: 'tools/inspector/fixtures/worker.ts', env: { ...noColourEnv, DATABASE_URL: databaseUrl, WORKER_NAME: name }, timeoutMs: 120_000 });
   await worker.waitForLine(/running/, 30_000);
   return worker;
+}
+
+/** What console.log prints from here until `restore()`, kept instead of shown. */
+export function captureConsole(): { text(): string; restore(): void } {
+  const original = console.log;
+  const lines: string[] = [];
+  console.log = (...args: unknown[]) => void lines.push(args.map(String).join(' '));
+  return { text: () => lines.join('\n'), restore: () => void (console.log = original) };
 }
