@@ -358,8 +358,8 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
           // Its figure is the database's, counted from its now(): a timer set from
           // it when the answer arrives cannot fire before the time has come.
           if (claims.length < free) {
-            const dueInMs = await nextWakeUp(db);
-            if (dueInMs !== null) wakeAt(performance.now() + dueInMs);
+            const dueInMs = await nextWakeUp(db, performance.now() - sentAt);
+            if (dueInMs !== null) wakeAt(performance.now() + Math.max(0, dueInMs));
           }
         } catch (thrown) {
           failed = true;

@@ -813,18 +813,26 @@ export async function suspendUntil(db: Sql, fence: Fence, until: Date): Promise<
 }
 
 /**
- * How long, by the database clock, until the next unfinished workflow that is
- * not runnable now becomes runnable — a back-off or a sleep ending, or a lease
- * running out — in whole ms rounded up; null when there is none. A worker
- * with free slots sleeps until then instead of a whole poll interval: the
- * first entry to the right of now() in the claim's own index, one probe.
+ * How long, by the database clock, until the next unfinished workflow that the
+ * last claim could not take becomes runnable — a back-off or a sleep ending, or
+ * a lease running out — in whole ms rounded up (0 or less: it is due already);
+ * null when there is none. A worker with free slots sleeps until then instead
+ * of a whole poll interval: the first entry to the right of a time in the
+ * claim's own index, one probe.
+ *
+ * That time is not now() but `sinceMs` earlier — when the worker sent its
+ * claim: a workflow that fell due between the claim's look and this one was
+ * not claimed, and must not be skipped for being no longer in the future (it
+ * would wait for the next poll). One that was due before the claim and is not
+ * claimed is locked by another claim in flight: left out, or a worker would
+ * spin on it.
  */
-export async function nextWakeUp(db: Sql): Promise<number | null> {
+export async function nextWakeUp(db: Sql, sinceMs: number): Promise<number | null> {
   const result = await db.query<{ dueInMs: number | null }>({
     name: 'next-wake-up',
     text: `SELECT ceil(extract(epoch FROM min(lease_expires_at) - now()) * 1000)::float8 AS "dueInMs"
-             FROM workflows WHERE status = 'running' AND lease_expires_at > now()`,
-    values: [],
+             FROM workflows WHERE status = 'running' AND lease_expires_at > now() - $1::float8 * interval '1 millisecond'`,
+    values: [Math.max(0, sinceMs)],
   });
   return result.rows[0]?.dueInMs ?? null;
 }
