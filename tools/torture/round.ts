@@ -77,6 +77,8 @@ const STEP_OF: Record<ServiceName, string> = { payments: 'charge_card', mail: 's
 
 export interface FaultEvent {
   atMs: number;
+  /** When, on this machine's clock (ISO): to set beside the claim watch's times and the workers' logs. */
+  at: string;
   kind: FaultKind;
   detail: string;
 }
@@ -107,6 +109,12 @@ export interface RoundResult {
   invariants: Invariant[];
   /** What the checker saw: sleeps and back-offs checked, orders failed (and explained), poison workflows, worker deaths. */
   observed: Observed & { workerDeaths: Record<string, number> };
+  /**
+   * For a violation that names worker processes (a claim no fault explains):
+   * each one's log, every line stamped with this machine's clock, and the
+   * claim watch's history of the workflows concerned — saved with the trace.
+   */
+  evidence?: { logs: Record<string, string[]>; claims: Array<Record<string, unknown>>; disruptions: Record<string, unknown> };
   /** Worker exits the harness did not cause (a crash loop after a database restart, say), nor a crash point or a poison. */
   unexpectedExits: string[];
   durationMs: number;
@@ -145,9 +153,11 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   /** When each process died or was frozen, and when the database went away (epoch ms): what may explain an order that failed. */
   const disruptions: Disruptions = { workers: new Map(), database: [] };
   const deaths: Death[] = [];
+  /** Each worker process's output, by name, each line stamped with the time it arrived. */
+  const logs = new Map<string, string[]>();
   let progress = '';
   const note = (kind: FaultKind, detail: string) => {
-    faults.push({ atMs: Date.now() - started, kind, detail });
+    faults.push({ atMs: Date.now() - started, at: new Date().toISOString(), kind, detail });
     log(`  ${String(Date.now() - started).padStart(6)} ms  ${kind.padEnd(16)} ${detail}${progress}`);
   };
 
@@ -202,10 +212,15 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
       CONCURRENCY: '4',
       WORKER_NAME: name,
       COOLING_OFF_MS: String(coolingOffMs),
-      COURSE_TRACE: '0',
+      // The engine's log lines, kept (stamped) in memory: evidence, should a claim end with no fault to explain it.
+      COURSE_TRACE: '1',
+      NO_COLOR: '1',
     };
     if (crashAt) env.CRASH_AT = crashAt;
-    const child = startChild({ script: `${ENGINE}/main.ts`, args: ['worker'], env });
+    const lines: string[] = [];
+    logs.set(name, lines);
+    const onLine = (line: string, stream: 'stdout' | 'stderr') => lines.push(`${new Date().toISOString().slice(11, 23)} ${stream === 'stderr' ? '!' : ' '} ${line}`);
+    const child = startChild({ script: `${ENGINE}/main.ts`, args: ['worker'], env, onLine });
     slot.child = child;
     slot.process = name;
     slot.paused = false;
@@ -422,10 +437,26 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
     if (cause) workerDeaths[cause]!++;
     else unexpectedExits.push(`${name} died of a SIGKILL nobody sent (no crash point, no poison claimed): ${lastLines(attempt.stderr || attempt.stdout)}`);
   }
+  // A claim no fault explains: keep the named processes' logs and the workflows' claim histories.
+  const named = invariants.flatMap((i) => i.violations.flatMap((v) => [...v.matchAll(/ by (w\d+\.\d+) at /g)].map((m) => m[1]!)));
+  let evidence: RoundResult['evidence'];
+  if (named.length) {
+    const concerned = invariants.flatMap((i) => i.violations.map((v) => v.split(':')[0]!));
+    const claims = await db.query(`SELECT * FROM torture_claims WHERE workflow_id = ANY($1) ORDER BY workflow_id, token`, [concerned]);
+    const iso = (t: number | undefined) => (t === undefined ? undefined : new Date(t).toISOString());
+    evidence = {
+      logs: Object.fromEntries([...new Set(named)].map((name) => [name, logs.get(name) ?? []])),
+      claims: claims.rows,
+      disruptions: {
+        workers: Object.fromEntries([...disruptions.workers].map(([name, d]) => [name, { killedAt: iso(d.killedAt), killedBy: d.killedBy, frozenAt: d.frozenAt.map(iso) }])),
+        database: disruptions.database.map((d) => ({ at: iso(d.at), what: d.what })),
+      },
+    };
+  }
   await db.end();
   await world.stop({ removeDir: true });
   await dropDatabase(databaseUrl, adminUrl).catch(() => {});
-  return { seed, orders, faults, skipped, invariants, observed: { ...observed, workerDeaths }, unexpectedExits, durationMs: Date.now() - started };
+  return { seed, orders, faults, skipped, invariants, observed: { ...observed, workerDeaths }, evidence, unexpectedExits, durationMs: Date.now() - started };
 }
 
 /** Workflows waiting in the database right now — a back-off first — and the worker whose run released them. */
