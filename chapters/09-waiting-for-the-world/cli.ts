@@ -8,7 +8,8 @@
  *   durable list [--status S] [--name N] [--older-than AGE] [--newer-than AGE] [--limit N] [--json]
  *   durable show <id> [--json]                 its row, its lease, its recorded steps
  *   durable retry <id>                         a failed workflow runnable again, replayed from its log
- *   durable prune --older-than AGE [--status completed,failed] [--batch N] [--dry-run] [--yes]
+ *   durable cancel <id> [--reason TEXT]        cancel a running workflow (its code decides what to undo)
+ *   durable prune --older-than AGE [--status completed,failed,cancelled] [--batch N] [--dry-run] [--yes]
  *
  * The database is DATABASE_URL, or --database-url. AGE is a number and a
  * unit: 90s, 15m, 12h, 30d. Tables are for people; --json is for scripts.
@@ -20,16 +21,17 @@ import pg from 'pg';
 import { EngineError, toError } from './errors.ts';
 import { decodeFromLog } from './json.ts';
 import { checkConnectionString, explainMissingSchema } from './migrate.ts';
-import { countPrunable, getWorkflow, listWorkflows, loadLog, pruneFinished, retryWorkflow, waitingOf, type WorkflowStatus } from './queries.ts';
+import { countPrunable, getWorkflow, listWorkflows, loadLog, pruneFinished, requestCancel, retryWorkflow, waitingOf, type WorkflowStatus } from './queries.ts';
 
 const USAGE = `usage:
-  durable list [--status running|completed|failed] [--name NAME] [--older-than AGE] [--newer-than AGE] [--limit N] [--json]
+  durable list [--status running|completed|failed|cancelled] [--name NAME] [--older-than AGE] [--newer-than AGE] [--limit N] [--json]
   durable show <id> [--json]
   durable retry <id>
-  durable prune --older-than AGE [--status completed,failed] [--batch N] [--dry-run] [--yes]
+  durable cancel <id> [--reason TEXT]
+  durable prune --older-than AGE [--status completed,failed,cancelled] [--batch N] [--dry-run] [--yes]
 options: --database-url URL (default: DATABASE_URL); AGE: 90s, 15m, 12h, 30d`;
 
-const STATUSES: readonly WorkflowStatus[] = ['running', 'completed', 'failed'];
+const STATUSES: readonly WorkflowStatus[] = ['running', 'completed', 'failed', 'cancelled'];
 
 /** A mistake on the command line: said with the usage, exit 2. */
 class UsageError extends EngineError {}
@@ -51,6 +53,7 @@ export async function runCli(argv: string[], io: { out: (text: string) => void; 
         'dry-run': { type: 'boolean', default: false },
         yes: { type: 'boolean', default: false },
         'database-url': { type: 'string' },
+        reason: { type: 'string' },
         help: { type: 'boolean', default: false },
       },
     });
@@ -59,10 +62,10 @@ export async function runCli(argv: string[], io: { out: (text: string) => void; 
       io.out(`${USAGE}\n`);
       return values.help ? 0 : 2;
     }
-    if (command === 'cancel' || command === 'resume') {
-      throw new UsageError(`${command}: this engine has no ${command === 'cancel' ? 'cancellation' : 'pause and resume'}.`, 'Later chapters of the course add it; until then, a running workflow runs to its end.');
+    if (command === 'resume') {
+      throw new UsageError('resume: this engine has no pause and resume.', 'A workflow that waits resumes on its own: when its time comes, or its event is sent.');
     }
-    if (!['list', 'show', 'retry', 'prune'].includes(command)) throw new UsageError(`unknown command "${command}"`, USAGE);
+    if (!['list', 'show', 'retry', 'cancel', 'prune'].includes(command)) throw new UsageError(`unknown command "${command}"`, USAGE);
     const url = values['database-url'] ?? io.env.DATABASE_URL;
     if (!url) throw new UsageError('no database: set DATABASE_URL or pass --database-url.', USAGE);
     checkConnectionString(url, values['database-url'] ? '--database-url' : 'DATABASE_URL');
@@ -74,6 +77,7 @@ export async function runCli(argv: string[], io: { out: (text: string) => void; 
       if (command === 'prune') return await prune(db, values, io);
       if (!id) throw new UsageError(`${command}: which workflow? Give its id.`, USAGE);
       if (command === 'show') return await show(db, id, values.json, io);
+      if (command === 'cancel') return await cancel(db, id, values.reason ?? 'cancelled by an operator (durable cancel)', io);
       return await retry(db, id, io);
     } catch (thrown) {
       throw explainMissingSchema(thrown);
@@ -171,11 +175,23 @@ async function retry(db: pg.Pool, id: string, io: Io): Promise<number> {
   throw new EngineError(row ? `workflow ${shown(id)} is ${row.status}, not failed: nothing to retry` : `no workflow ${shown(id)} in the log`, 'Only a failed workflow can be retried.');
 }
 
+async function cancel(db: pg.Pool, id: string, reason: string, io: Io): Promise<number> {
+  const found = await requestCancel(db, id, reason);
+  if (!found) throw new EngineError(`no workflow ${shown(id)} in the log`, 'durable list shows the ids there are.');
+  const said = {
+    requested: `workflow ${shown(id)}: cancellation requested; its run stops at its next step (its code may compensate first) and it ends cancelled.`,
+    already: `workflow ${shown(id)}: cancellation was requested already; nothing changed.`,
+    finished: `workflow ${shown(id)} is ${found.status}: nothing to cancel.`,
+  };
+  io.out(`${said[found.outcome]}\n`);
+  return found.outcome === 'finished' ? 1 : 0;
+}
+
 async function prune(db: pg.Pool, values: Values, io: Io): Promise<number> {
   if (values['older-than'] === undefined) throw new UsageError('prune: how old? Give --older-than AGE (e.g. 30d).', USAGE);
   const olderThanMs = age(values['older-than'], '--older-than');
-  const statuses = (values.status ?? 'completed,failed').split(',').map((s) => status(s.trim()));
-  if (statuses.includes('running')) throw new UsageError('prune: a running workflow is never pruned.', 'Use --status completed,failed (the default), or one of them.');
+  const statuses = (values.status ?? 'completed,failed,cancelled').split(',').map((s) => status(s.trim()));
+  if (statuses.includes('running')) throw new UsageError('prune: a running workflow is never pruned.', 'Use --status completed,failed,cancelled (the default), or some of them.');
   const batch = whole(values.batch!, '--batch');
   const { count, oldest } = await countPrunable(db, olderThanMs, statuses);
   const what = `${count} ${statuses.join(' or ')} workflow(s) last changed more than ${values['older-than']} ago, with their steps`;

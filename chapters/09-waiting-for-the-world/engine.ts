@@ -21,7 +21,13 @@
  * the database clock, the same one statement per durable fact on the path of
  * a workflow that does not wait.
  *
- * Still to come in this chapter (issue 14): cancellation, child workflows and fan-out.
+ * And cancellation: engine.cancel(id) notes the request on the row, wakes the
+ * workflow if it waits, and tells the worker holding it (a NOTIFY, and every
+ * renewal's answer): the running step's signal aborts, no further step
+ * starts outside ctx.nonCancellable (the saga's compensation), and the run
+ * records `cancelled` however its code ends.
+ *
+ * Still to come in this chapter (issue 14): child workflows and fan-out.
  *
  * The engine, by role:
  *   engine.ts    createEngine: options, the registry of workflows, the parts wired together
@@ -41,12 +47,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
-import { checkWorkflowId, DEFAULT_MAX_RECORD_BYTES, RecordTooLargeError, UnknownWorkflowError } from './errors.ts';
+import { checkWorkflowId, DEFAULT_MAX_RECORD_BYTES, NoSuchWorkflowError, RecordTooLargeError, UnknownWorkflowError } from './errors.ts';
 import { decodeFromLog, encodeForLog } from './json.ts';
 import type { Lease } from './lease.ts';
 import { createSay, type Say } from './log.ts';
 import { checkPoolConnectionString, explainMissingSchema } from './migrate.ts';
-import { getWorkflow, loadLog, waitingOf, workflowStatuses, type Claim, type Log, type WorkflowRow, type WorkflowStatus } from './queries.ts';
+import { getWorkflow, loadLog, requestCancel, waitingOf, workflowStatuses, type Claim, type Log, type WorkflowRow, type WorkflowStatus } from './queries.ts';
 import { createResults } from './results.ts';
 import { createRunner, DEFAULT_RETRY, resolveRetryPolicy, type RunOutcome } from './run.ts';
 import { createSend } from './events.ts';
@@ -172,6 +178,14 @@ export function createEngine<W extends Workflows>({
   return {
     start,
     send: createSend({ db, toRecordable, localWorkers, processTag, crashPoint }),
+    async cancel(id, { reason = 'cancelled' } = {}) {
+      checkWorkflowId(id);
+      if (typeof reason !== 'string' || reason.length > 10_000) throw new RangeError('a cancellation reason is a string of at most 10,000 characters');
+      const found = await requestCancel(db, id, reason).catch((thrown: unknown) => Promise.reject(explainMissingSchema(thrown)));
+      if (!found) throw new NoSuchWorkflowError(`workflow ${id} is not in the log: nothing to cancel`, 'Check the id.');
+      if (found.outcome === 'requested') for (const worker of localWorkers) worker.wake();
+      return found;
+    },
     result: results.result,
     status,
     inspect,

@@ -260,3 +260,21 @@ export class NoSuchWorkflowError extends EngineError {}
 
 /** `send()` to a workflow that has finished: nothing will ever wait for the event. Nothing was written. */
 export class WorkflowNotRunningError extends EngineError {}
+
+/**
+ * The workflow was cancelled (engine.cancel): thrown by a step, a sleep or a
+ * wait that would start after the cancellation (and by the running step's
+ * aborted signal), so the code stops — or compensates, in ctx.nonCancellable;
+ * and by result() of a cancelled workflow.
+ */
+export class WorkflowCancelledError extends EngineError {
+  constructor(
+    readonly workflowId: string,
+    readonly reason: string | null,
+  ) {
+    super(
+      `workflow ${workflowId} was cancelled${reason ? `: ${reason}` : ''}`,
+      'Steps that must run even so — a compensation, a release — go in ctx.nonCancellable(async () => …).',
+    );
+  }
+}

@@ -49,6 +49,7 @@ export {
   WorkflowTimeoutError,
   NoSuchWorkflowError,
   WorkflowNotRunningError,
+  WorkflowCancelledError,
 } from './errors.ts';
 export type {
   Context,

@@ -7,7 +7,7 @@
  * local copy exists so a worker can stop *before* its lease runs out when it
  * cannot renew it, instead of finding out at its next write.
  */
-import { EngineError } from './errors.ts';
+import { EngineError, WorkflowCancelledError } from './errors.ts';
 
 /**
  * This worker no longer holds the workflow's lease: it expired, another worker
@@ -51,6 +51,22 @@ export class Lease {
   ) {
     this.deadline = sentAt + leaseMs;
     this.arm();
+  }
+
+  private readonly cancelController = new AbortController();
+
+  /**
+   * cancel() was called on the workflow (heard by a NOTIFY or a renewal):
+   * abort the cancellation's signal. `reason` null: heard without one (a
+   * NOTIFY); the run reads it from the log when it records the end.
+   */
+  cancel(reason: string | null): void {
+    if (!this.cancelController.signal.aborted) this.cancelController.abort(new WorkflowCancelledError(this.workflowId, reason));
+  }
+
+  /** Aborted when the workflow is cancelled. */
+  get cancelSignal(): AbortSignal {
+    return this.cancelController.signal;
   }
 
   /** Aborted when the lease is lost: hand it to whatever a step waits on (fetch, a query). */

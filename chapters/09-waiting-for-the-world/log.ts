@@ -30,6 +30,7 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * - `sleeping` (info): the workflow sleeps in the database until `dueInMs` from now;
  * - `waiting-for-event` (info): it waits for an event, until one is sent or its timeout (`dueInMs`);
  * - `event-received` (debug): a wait ended: its event was taken, or it timed out;
+ * - `workflow-cancelled` (info): recorded as cancelled (engine.cancel), with its reason;
  * - `workflow-failed` (warn): recorded as failed (`error`): the code's error, or its attempts ran out;
  * - `lease-lost` (warn): the run stopped: another run owns the workflow now;
  * - `run-stopped` (warn): the run stopped because the database failed; it is claimed again;
@@ -53,6 +54,7 @@ export type LogEvent =
   | 'step-failed'
   | 'sleeping'
   | 'waiting-for-event'
+  | 'workflow-cancelled'
   | 'event-received'
   | 'workflow-failed'
   | 'lease-lost'

@@ -48,7 +48,7 @@ import type pg from 'pg';
 export type Sql = pg.Pool | pg.PoolClient;
 
 /** A workflow's status: `running` until it finishes (whether or not a worker holds it), then `completed` or `failed`. */
-export type WorkflowStatus = 'running' | 'completed' | 'failed';
+export type WorkflowStatus = 'running' | 'completed' | 'failed' | 'cancelled';
 
 /** A row of `workflows`. */
 export interface WorkflowRow {
@@ -351,6 +351,8 @@ export interface Claim {
   claimedAt?: number;
   /** Milliseconds to the workflow's deadline at the claim, by the database clock (≤ 0: past); null when it has none. */
   deadlineInMs: number | null;
+  /** cancel() was called on it: why (null: not cancelled). Undefined for a first claim made in start(), which cannot be. */
+  cancelReason?: string | null;
 }
 
 /**
@@ -410,7 +412,8 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
        FROM runnable
       WHERE w.id = runnable.id
      RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken", w.attempts, w.max_attempts AS "maxAttempts",
-               extract(epoch FROM now())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at')}`,
+               extract(epoch FROM now())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at')},
+               CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason"`,
     values: [claim.worker, claim.limit, claim.leaseMs],
   });
   return result.rows;
@@ -449,21 +452,23 @@ export async function deferWorkflow(db: Sql, fence: Fence, delayMs: number): Pro
  * 1.5 s lease that is ~13 commits a second against ~1.6: small (under 1 % of
  * what an 8-way run commits), and free — one statement reads no worse than eight.
  *
- * Returns the ids it renewed; a missing one is lost (expired, taken over, or
- * the workflow finished).
+ * Returns the ids it renewed, each with its cancellation's reason if cancel()
+ * was called on it (else null); a missing one is lost (expired, taken over,
+ * or the workflow finished).
  */
-export async function renewLeases(db: Sql, held: Fence[], leaseMs: number): Promise<string[]> {
+export async function renewLeases(db: Sql, held: Fence[], leaseMs: number): Promise<Array<{ id: string; cancelReason: string | null }>> {
   if (held.length === 0) return [];
-  const result = await db.query<{ id: string }>({
+  const result = await db.query<{ id: string; cancelReason: string | null }>({
     name: 'renew-leases',
     text: `UPDATE workflows w
               SET lease_expires_at = now() + $3::int * interval '1 millisecond'
              FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
             WHERE w.id = held.id AND ${stillHeld('held.fencing_token', 'w.')}
-           RETURNING w.id`,
+           RETURNING w.id, CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason"`,
     values: [held.map((h) => h.workflowId), held.map((h) => h.fencingToken), Math.round(leaseMs)],
   });
-  return result.rows.map((row) => row.id);
+  // New in chapter 9: with each, whether it was cancelled meanwhile (a NOTIFY the worker missed).
+  return result.rows;
 }
 
 /**
@@ -571,6 +576,17 @@ export async function completeWorkflows(db: Sql, done: Array<Fence & { output: u
     values: [done.map((d) => d.workflowId), done.map((d) => d.fencingToken), done.map((d) => JSON.stringify(d.output))],
   });
   return new Set(result.rows.map((row) => row.id));
+}
+
+/** Record that the workflow was cancelled (cancel() asked, its run stopped): status cancelled, its reason as its error. Fenced: the reason, or undefined when refused. */
+export async function cancelWorkflow(db: Sql, fence: Fence): Promise<string | null | undefined> {
+  const result = await db.query<{ reason: string | null }>(
+    `UPDATE workflows SET status = 'cancelled', error = cancel_reason, updated_at = now()
+      WHERE id = $1 AND ${stillHeld('$2')}
+     RETURNING cancel_reason AS reason`,
+    [fence.workflowId, fence.fencingToken],
+  );
+  return result.rows[0] ? result.rows[0].reason : undefined;
 }
 
 /** Record that the workflow failed for good. Fenced like completeWorkflows. */
@@ -980,6 +996,36 @@ export async function wakeIfWaiting(tx: pg.PoolClient, workflowId: string, name:
     values: [workflowId, name, sender],
   });
   return result.rowCount === 1;
+}
+
+// ── cancellation ─────────────────────────────────────────────────────────────
+
+/** The channel a worker hears cancellations on: the payload is the workflow's id. */
+export const CANCEL_CHANNEL = 'durable_cancellations';
+
+/**
+ * Ask for workflow `id` to be cancelled, in one statement: note the request
+ * (the first reason stays), make it runnable now if it waits (a sleep, a
+ * back-off, an event: its next run meets the cancellation at once), and tell
+ * the worker holding it (NOTIFY at COMMIT). What it finds: `requested`,
+ * `already` (asked before), `finished` (its status), or null (no such workflow).
+ */
+export async function requestCancel(db: Sql, id: string, reason: string): Promise<{ outcome: 'requested' | 'already' | 'finished'; status: WorkflowStatus } | null> {
+  const result = await db.query<{ outcome: 'requested' | 'already' | 'finished'; status: WorkflowStatus }>(
+    `WITH target AS (
+       SELECT id, status, cancel_requested_at IS NOT NULL AS asked FROM workflows WHERE id = $1 FOR NO KEY UPDATE
+     ), asked AS (
+       UPDATE workflows w
+          SET cancel_requested_at = now(), cancel_reason = $2,
+              lease_expires_at = CASE WHEN w.lease_owner IS NULL AND w.lease_expires_at > now() THEN now() ELSE w.lease_expires_at END
+         FROM target WHERE w.id = target.id AND target.status = 'running' AND NOT target.asked
+       RETURNING pg_notify('${CANCEL_CHANNEL}', w.id), pg_notify('${WAKE_CHANNEL}', 'cancel')
+     )
+     SELECT CASE WHEN status <> 'running' THEN 'finished' WHEN asked THEN 'already' ELSE 'requested' END AS outcome, status
+       FROM target, (SELECT count(*) FROM asked) AS done`,
+    [id, reason],
+  );
+  return result.rows[0] ?? null;
 }
 
 // ── schedules (schedules.ts) ─────────────────────────────────────────────────

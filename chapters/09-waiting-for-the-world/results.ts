@@ -12,7 +12,7 @@
  * or elsewhere, must not wait a poll interval for nothing.
  */
 import type pg from 'pg';
-import { checkWorkflowId, EngineError, toError, WorkflowFailedError } from './errors.ts';
+import { checkWorkflowId, EngineError, toError, WorkflowFailedError, WorkflowCancelledError } from './errors.ts';
 import { decodeFromLog } from './json.ts';
 import { explainMissingSchema, SchemaMissingError } from './migrate.ts';
 import { workflowOutcomes, type WorkflowStatus } from './queries.ts';
@@ -67,6 +67,7 @@ export function createResults(db: pg.Pool, resultPollMs: number): Results {
       signal?.addEventListener('abort', onAbort, { once: true });
       if (!polling) void pollResults();
     });
+    if (finished.status === 'cancelled') throw new WorkflowCancelledError(id, finished.error);
     if (finished.status === 'failed') {
       throw new WorkflowFailedError(`workflow ${id} failed: ${finished.error}`, 'Its record stays in the log; start it under a new id to run it again.');
     }

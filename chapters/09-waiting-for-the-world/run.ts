@@ -26,7 +26,7 @@
 import type { Span } from '@opentelemetry/api';
 import type pg from 'pg';
 import { createBatcher } from './batcher.ts';
-import { AttemptsExhaustedError, DatabaseUnavailableError, NonDeterminismError, StepAlreadyRecordedError, StepFailedError, StepTimeoutError, toError, WorkflowTimeoutError } from './errors.ts';
+import { AttemptsExhaustedError, DatabaseUnavailableError, NonDeterminismError, StepAlreadyRecordedError, StepFailedError, StepTimeoutError, toError, WorkflowCancelledError, WorkflowTimeoutError } from './errors.ts';
 import { decodeFromLog } from './json.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
@@ -41,6 +41,7 @@ import {
   loadLog,
   recordStep,
   recordStepFailure,
+  cancelWorkflow,
   recordSteps,
   suspendForRetry,
   suspendForSleep,
@@ -178,6 +179,7 @@ export interface RunParts {
 export type RunOutcome =
   | { outcome: 'completed' }
   | { outcome: 'failed'; error: Error }
+  | { outcome: 'cancelled'; error: WorkflowCancelledError }
   | { outcome: 'waiting'; reason: WaitReason; dueInMs: number | null };
 
 /** Why a workflow waits: a step's back-off, a sleep, or an event (whose wait may have no end: `dueInMs` null). */
@@ -233,6 +235,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     const span = startRunSpan(claim, claim.attempts);
     let run: ReturnType<typeof contextFor> | undefined;
     const deadline = deadlineOf(claim);
+    // Cancelled before this claim (cancel() woke it if it waited): the code meets it at its first new step.
+    if (claim.cancelReason != null) lease.cancel(claim.cancelReason);
     try {
       lease.check();
       // 0. Claimed more times in a row than it may be with no word from a run:
@@ -271,6 +275,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       const output = await withSpan(span, () => Promise.race([workflow(replay.ctx, decodeFromLog(claim.input)), deadline.reached]));
       // The code may have caught the GoneToWait its ctx call threw, and returned: it still waits.
       if (run.waiting) return wentToWait(span, run.waiting);
+      // Cancelled while it ran: however the code ended — it may have caught the cancellation and compensated — the end is `cancelled`.
+      if (lease.cancelSignal.aborted) return await cancelled(claim, lease, span);
       run.checkAllRecordedStepsWereCalled();
       // 3. Record the end — fenced like a step, and like a step one statement.
       const recordable = toRecordable(output, `the output of workflow ${claim.id}`);
@@ -297,6 +303,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       // not the code's error. The run stops and its lease is given back; the
       // next claim loads the log and replays what is there now.
       if (error instanceof StepAlreadyRecordedError) throw error;
+      if (lease.cancelSignal.aborted) return await cancelled(claim, lease, span);
       // The workflow's code threw: a step that failed for good and was not
       // caught (StepFailedError), a result the log cannot record,
       // non-determinism, a bug. Its steps already had their retries; another
@@ -330,6 +337,18 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     return { signal: controller.signal, reached, clear: () => clearTimeout(timer) };
   }
 
+  /** Record that the workflow was cancelled (fenced), and answer its waiters. */
+  async function cancelled(claim: Claim, lease: Lease, span: Span): Promise<RunOutcome> {
+    const reason = await cancelWorkflow(db, fenceOf(lease)).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
+    if (reason === undefined) throw await lost(lease);
+    const error = new WorkflowCancelledError(claim.id, reason);
+    endSpan(span, error);
+    lease.finished();
+    settleWaiters(claim.id, { status: 'cancelled', output: null, error: reason });
+    say('info', 'workflow-cancelled', error.message, { workflowId: claim.id, fencingToken: claim.fencingToken });
+    return { outcome: 'cancelled', error };
+  }
+
   /** Record that the workflow failed with `error` (fenced), and answer its waiters. */
   async function fail(claim: Claim, lease: Lease, error: Error): Promise<RunOutcome> {
     const failed = await failWorkflow(db, fenceOf(lease), error.message).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
@@ -349,8 +368,14 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
   /** The `Context` for one run of one workflow, replaying `log`, writing under `lease`. */
   function contextFor(claim: Claim, log: Log, lease: Lease, span: Span, deadline: AbortSignal) {
     const workflowId = claim.id;
-    /** Aborted when the lease is lost or the deadline passes: what every step is handed. */
-    const signal = AbortSignal.any([lease.signal, deadline]);
+    /** Aborted when the lease is lost or the deadline passes: what a step run in ctx.nonCancellable is handed. */
+    const uncancellable = AbortSignal.any([lease.signal, deadline]);
+    /** …and when the workflow is cancelled: what every other step is handed. */
+    const signal = AbortSignal.any([uncancellable, lease.cancelSignal]);
+    /** How many ctx.nonCancellable() calls are running: inside one, a cancellation stops nothing. */
+    let shielded = 0;
+    const isCancelled = () => lease.cancelSignal.aborted && shielded === 0;
+    const cancelledError = () => lease.cancelSignal.reason as WorkflowCancelledError;
     // By position, not by array index: steps run in parallel may be recorded out of order.
     const entries = new Map(log.steps.map((step) => [step.seq, step]));
     /** Failed attempts so far, by position: the next attempt of a step is this + 1. */
@@ -375,12 +400,13 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     function mayStart(): void {
       if (waiting) throw new GoneToWait(`workflow ${workflowId} is waiting`);
       if (deadline.aborted) throw deadline.reason as Error;
+      if (isCancelled()) throw cancelledError(); // no step starts after a cancellation, outside nonCancellable
       lease.check(); // a run that knows it lost the lease starts no new effect
     }
 
     /** What the step at `seq` is told about itself: where it is, which attempt, its key, this run's signal. */
     function infoFor(seq: number, name: string, attempt: number): StepInfo {
-      return { workflowId, seq, name, attempt, idempotencyKey: stepKey(workflowId, seq), fencingToken: lease.fencingToken, signal };
+      return { workflowId, seq, name, attempt, idempotencyKey: stepKey(workflowId, seq), fencingToken: lease.fencingToken, signal: shielded > 0 ? uncancellable : signal };
     }
 
     /**
@@ -391,7 +417,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     async function withTimeout<T>(info: StepInfo, timeoutMs: number | undefined, fn: (info: StepInfo) => Promise<T>): Promise<T> {
       if (timeoutMs === undefined || timeoutMs > MAX_TIMER_MS) return fn(info); // longer than a timer can wait: none
       const timedOut = new AbortController();
-      const limited = { ...info, signal: AbortSignal.any([signal, timedOut.signal]) };
+      const limited = { ...info, signal: AbortSignal.any([info.signal, timedOut.signal]) };
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
@@ -457,6 +483,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     async function attemptFailed(info: StepInfo, thrown: unknown, policy: ReturnType<typeof resolveRetryPolicy>): Promise<never> {
       if (lease.lost) throw lease.lost;
       if (deadline.aborted) throw deadline.reason as Error; // not the step's failure: the workflow's time is up
+      if (isCancelled()) throw cancelledError(); // nor after a cancellation: stop, do not retry
       const error = toError(thrown);
       if (error instanceof LeaseLostError || error instanceof DatabaseUnavailableError || error instanceof GoneToWait) throw error;
       const { seq, name, attempt } = info;
@@ -673,6 +700,19 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
         say('info', 'waiting-for-event', `workflow ${workflowId}: waits for "${name}" until ${until}, holding no worker`, { workflowId, fencingToken: lease.fencingToken, step: { seq, name }, dueInMs: ended.parked ?? undefined });
         crashPoint(`after-park:${name}`);
         throw goToWait('event', ended.parked);
+      },
+
+      async nonCancellable<T>(fn: () => Promise<T>): Promise<T> {
+        shielded++;
+        try {
+          return await fn();
+        } finally {
+          shielded--;
+        }
+      },
+
+      get cancelled() {
+        return lease.cancelSignal.aborted;
       },
 
       async sleepUntil(date: Date): Promise<void> {

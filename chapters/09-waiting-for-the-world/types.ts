@@ -139,6 +139,25 @@ export interface Context {
    * replay takes the same branch every time.
    */
   waitForEvent<T = unknown>(name: string, options?: { timeoutMs?: number }): Promise<T | undefined>;
+  /**
+   * True once engine.cancel() has been called on this workflow and this run
+   * has heard of it. From then on every step, sleep and wait throws a
+   * {@link WorkflowCancelledError} (and the running step's `signal` aborts)
+   * — except inside {@link Context.nonCancellable} — and however the code
+   * ends, the workflow ends `cancelled`.
+   */
+  readonly cancelled: boolean;
+  /**
+   * Run `fn` so that a cancellation stops nothing in it: its steps start and
+   * are recorded, their signals abort only for a lost lease or the deadline.
+   * For compensation — the saga's undo — in a `catch` or `finally`:
+   *
+   * ```ts
+   * try { await ctx.step('ship', ship); }
+   * catch (error) { await ctx.nonCancellable(() => ctx.step('refund', refund)); throw error; }
+   * ```
+   */
+  nonCancellable<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 /** A workflow: durable code that calls `ctx.step` and `ctx.transaction` for everything with an effect. */
@@ -220,7 +239,7 @@ export interface WorkflowInfo {
   name: string;
   /** What it was started with. */
   input: unknown;
-  /** running (unfinished: runnable or held), completed, or failed. */
+  /** running (unfinished: runnable, held or waiting), completed, failed, or cancelled. */
   status: WorkflowStatus;
   /** The return value, once completed. */
   output: unknown;
@@ -337,6 +356,14 @@ export interface Engine<W extends Workflows> {
    * redelivered): that is `delivered: false`, as for a running one.
    */
   send(workflowId: string, name: string, payload: unknown, options?: { key?: string }): Promise<{ delivered: boolean; woke: boolean }>;
+  /**
+   * Cancel workflow `id`: its running step's `signal` aborts, no further step
+   * starts (outside `ctx.nonCancellable`), and it ends `cancelled`, with
+   * `reason` as its error; a workflow that sleeps or waits is woken to end.
+   * Once: a second call is `already`; a finished workflow, `finished` (nothing
+   * changes). A workflow not in the log is a {@link NoSuchWorkflowError}.
+   */
+  cancel(id: string, options?: { reason?: string }): Promise<{ outcome: 'requested' | 'already' | 'finished'; status: WorkflowStatus }>;
   /** A workflow's row, lease and recorded steps; undefined when the id is not in the log. */
   inspect(id: string): Promise<WorkflowInfo | undefined>;
   /**

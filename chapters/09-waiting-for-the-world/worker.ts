@@ -48,6 +48,7 @@ import {
   releaseLeases,
   renewLeases,
   WAKE_CHANNEL,
+  CANCEL_CHANNEL,
   type Claim,
 } from './queries.ts';
 import { MAX_TIMER_MS } from './run.ts';
@@ -108,6 +109,8 @@ export interface WorkerOptions {
  * - `failed`: the workflow's code threw (a step that failed for good and was
  *   not caught, a result the log cannot record, non-determinism), or its
  *   attempts ran out; `error` is what was recorded as its error;
+ * - `cancelled`: engine.cancel() was called and the run recorded the end
+ *   (`WorkflowCancelledError`, with the reason);
  * - `lease-lost`: another run owns the workflow now (`LeaseLostError`);
  * - `database-unavailable`: the database failed under the run (a restart, a
  *   dropped connection; `DatabaseUnavailableError`): weather, not a bug, and
@@ -119,7 +122,7 @@ export interface WorkerOptions {
 export type RunEndEvent = { workflowId: string; fencingToken: number } & (
   | { outcome: 'completed'; error?: undefined }
   | { outcome: 'waiting'; reason: 'retry' | 'sleep' | 'event'; dueInMs: number | null; error?: undefined }
-  | { outcome: 'failed' | 'lease-lost' | 'database-unavailable' | 'error'; error: Error }
+  | { outcome: 'failed' | 'cancelled' | 'lease-lost' | 'database-unavailable' | 'error'; error: Error }
 );
 
 /** A running worker, from `engine.createWorker()`. */
@@ -263,8 +266,12 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     else woken = true;
   };
 
-  /** A NOTIFY: work started in another process (our own process's starts woke us directly). */
+  /** A NOTIFY: work started in another process (our own process's starts woke us directly), or a cancellation. */
   const onNotification = (message: pg.Notification) => {
+    if (message.channel === CANCEL_CHANNEL) {
+      held.get(message.payload ?? '')?.lease.cancel(null);
+      return;
+    }
     if (message.payload !== core.processTag) wake();
   };
 
@@ -328,7 +335,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         if (outageSince === undefined) say('warn', 'listen-lost', message, { worker: name, error });
       });
       connection.on('notification', onNotification);
-      await connection.query(`LISTEN ${WAKE_CHANNEL}`);
+      await connection.query(`LISTEN ${WAKE_CHANNEL}; LISTEN ${CANCEL_CHANNEL}`);
       listener = connection;
     } catch (thrown) {
       client?.release(toError(thrown));
@@ -565,10 +572,15 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     // comes after this — so a deadline counted from here errs on the early side.
     const sentAt = performance.now();
     try {
-      const renewed = new Set(await renewLeases(db, leases, leaseMs));
+      const rows = await renewLeases(db, leases, leaseMs);
+      const renewed = new Map(rows.map((row) => [row.id, row.cancelReason]));
       databaseAnswered();
       for (const lease of leases) {
-        if (renewed.has(lease.workflowId)) lease.renewed(sentAt);
+        if (renewed.has(lease.workflowId)) {
+          lease.renewed(sentAt);
+          const cancelReason = renewed.get(lease.workflowId);
+          if (cancelReason != null) lease.cancel(cancelReason); // a cancellation whose NOTIFY this worker missed
+        }
         else if (held.get(lease.workflowId)?.lease === lease) {
           // Refused: expired, taken over, or finished meanwhile. Only a run still
           // held here needs stopping (one that just completed is not lost).
@@ -601,7 +613,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         try {
           // Batch after batch until a short one: each a statement of its own, its locks held as long as one DELETE.
           for (;;) {
-            const ids = await pruneFinished(db, retention.olderThanMs, ['completed', 'failed'], batch);
+            const ids = await pruneFinished(db, retention.olderThanMs, ['completed', 'failed', 'cancelled'], batch);
             deleted += ids.length;
             if (ids.length < batch || state !== 'running') break;
           }
