@@ -100,4 +100,27 @@ describe('events under kills and freezes', () => {
       expect((await world.ledger()).byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
     });
   });
+
+  it('cancel while the worker is frozen mid-step: another worker takes it over and records cancelled; the frozen one, woken, writes nothing', async () => {
+    await withWorld('ch09_cancel_zombie', async (world) => {
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000' };
+      const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A', PAUSE_AT: 'after-effect:charge_card' }, timeoutMs: 30_000 });
+      await a.waitForLine(/\[pause-point\]/);
+      await withPool(world.databaseUrl, async (db) => {
+        expect(await createEngine({ db, workflows: { order: orderWorkflow() } }).cancel('order-1', { reason: 'fraud check failed' })).toMatchObject({ outcome: 'requested' });
+      });
+      const b = startWorker(main, 'B', env);
+      await until('order-1 cancelled', async () => (await inspect(world, 'order-1'))?.status === 'cancelled', { timeoutMs: 20_000 });
+      a.signal('SIGCONT');
+      const zombie = await a.done;
+      b.signal('SIGTERM');
+      await b.done;
+      expect(printed(zombie)).toMatch(/lease lost \(fencing token 1\)/);
+      const info = (await inspect(world, 'order-1'))!;
+      expect(info).toMatchObject({ status: 'cancelled', error: 'fraud check failed' });
+      expect(info.steps).toEqual([]); // A's charge was never recorded; B started no step
+      const ledger = (await world.ledger()).byOrder('order-1');
+      expect(ledger).toMatchObject({ stockDecrements: 0, emails: 0 }); // A charged (its effect ran) — the refund is the workflow's to write, in ctx.nonCancellable
+    });
+  });
 });
