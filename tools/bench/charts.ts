@@ -164,7 +164,7 @@ function chaptersChart(r: BenchResults): Chart | undefined {
     body.push(`<text x="${(bx + slot * 0.3).toFixed(1)}" y="${(top - 6).toFixed(1)}" text-anchor="middle" fill="#333">${esc(fmt(row.rate))}</text>`);
     body.push(`<text x="${(bx + slot * 0.3).toFixed(1)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle">${esc(`ch. ${row.label}`)}</text>`);
     const commits = row.commits === undefined ? '' : row.commits === 0 ? 'no commit' : `${row.commits.toFixed(1)} commits`;
-    body.push(`<text x="${(bx + slot * 0.3).toFixed(1)}" y="${HEIGHT - MARGIN.bottom + 30}" text-anchor="middle" fill="#555" font-size="10">${esc(commits)}</text>`);
+    body.push(`<text x="${(bx + slot * 0.3).toFixed(1)}" y="${HEIGHT - MARGIN.bottom + 30}" text-anchor="middle" fill="#555" font-size="${rows.length > 7 ? 9 : 10}">${esc(commits)}</text>`);
   });
   return { file: 'chapters.svg', title: 'What durability costs, chapter by chapter', svg: frame('What durability costs, chapter by chapter', '3-step workflows one after another; below each bar, its commits a workflow', body) };
 }
@@ -172,8 +172,8 @@ function chaptersChart(r: BenchResults): Chart | undefined {
 /**
  * How late sleeping workflows woke: for each way of waking them, the share
  * woken within x ms of the sleep's recorded end (a step line through the
- * sorted samples), with the p50 and p99 marked, and the target's 50 ms where
- * the axis reaches it.
+ * sorted samples, x on a log scale: the body is a few ms, the tail a hundred
+ * or more), with the p50 and p99 marked and the target's 50 ms drawn.
  */
 function wakeUpChart(r: BenchResults): Chart | undefined {
   const w = r.production?.wakeUp;
@@ -183,52 +183,52 @@ function wakeUpChart(r: BenchResults): Chart | undefined {
     ...(w.handoff ? [{ label: 'another worker', colour: COLOURS[1]!, k: w.handoff }] : []),
   ].filter((c) => c.k.samplesMs.length > 0);
   if (cases.length === 0) return undefined;
-  const top = Math.max(...cases.map((c) => c.k.samplesMs[c.k.samplesMs.length - 1]!));
-  // A round top for the x axis: the whole distribution, and the 50 ms target if it is near.
-  const xmax = niceCeil(top <= 50 && top > 10 ? 55 : top);
+  const all = cases.flatMap((c) => c.k.samplesMs);
+  const lo = Math.floor(Math.log10(Math.max(0.1, Math.min(...all))));
+  const hi = Math.max(Math.ceil(Math.log10(50)), Math.ceil(Math.log10(Math.max(...all))));
   const plotW = WIDTH - MARGIN.left - MARGIN.right;
   const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
-  const x = (v: number) => MARGIN.left + (Math.max(0, v) / xmax) * plotW;
+  const x = (v: number) => MARGIN.left + ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * plotW;
   const y = (share: number) => MARGIN.top + plotH - share * plotH;
   const body: string[] = [];
   for (const share of [0, 0.25, 0.5, 0.75, 1]) {
     body.push(`<line x1="${MARGIN.left}" x2="${WIDTH - MARGIN.right}" y1="${y(share).toFixed(1)}" y2="${y(share).toFixed(1)}" stroke="#e5e5e5"/>`);
     body.push(`<text x="${MARGIN.left - 6}" y="${(y(share) + 4).toFixed(1)}" text-anchor="end" fill="#555">${share * 100} %</text>`);
   }
-  const step = niceCeil(xmax / 6);
-  for (let t = 0; t <= xmax + 1e-9; t += step) {
-    body.push(`<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="${MARGIN.top}" y2="${HEIGHT - MARGIN.bottom}" stroke="#f0f0f0"/>`);
-    body.push(`<text x="${x(t).toFixed(1)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle" fill="#555">${esc(`${Number.isInteger(Math.round(t * 1e6) / 1e6) ? Math.round(t) : fmt(t)} ms`)}</text>`);
+  for (let e = lo; e <= hi; e++) {
+    for (const m of [1, 2, 5]) {
+      const t = m * 10 ** e;
+      if (t > 10 ** hi) break;
+      body.push(`<line x1="${x(t).toFixed(1)}" x2="${x(t).toFixed(1)}" y1="${MARGIN.top}" y2="${HEIGHT - MARGIN.bottom}" stroke="${m === 1 ? '#e5e5e5' : '#f3f3f3'}"/>`);
+      body.push(`<text x="${x(t).toFixed(1)}" y="${HEIGHT - MARGIN.bottom + 16}" text-anchor="middle" fill="#555">${esc(t >= 1 ? Math.round(t).toLocaleString('en-US') : t.toPrecision(1))}</text>`);
+    }
   }
-  if (50 <= xmax) {
-    body.push(`<line x1="${x(50).toFixed(1)}" x2="${x(50).toFixed(1)}" y1="${MARGIN.top}" y2="${HEIGHT - MARGIN.bottom}" stroke="#2ca02c" stroke-width="1.5" stroke-dasharray="5 3"/>`);
-    body.push(`<text x="${(x(50) - 4).toFixed(1)}" y="${MARGIN.top + 12}" text-anchor="end" fill="#2ca02c">target: p99 &lt; 50 ms</text>`);
-  }
+  body.push(`<line x1="${x(50).toFixed(1)}" x2="${x(50).toFixed(1)}" y1="${MARGIN.top}" y2="${HEIGHT - MARGIN.bottom}" stroke="#2ca02c" stroke-width="1.5" stroke-dasharray="5 3"/>`);
+  body.push(`<text x="${(x(50) + 4).toFixed(1)}" y="${(y(0.1) + 4).toFixed(1)}" fill="#2ca02c">target: p99 &lt; 50 ms</text>`);
   body.push(`<text transform="translate(16 ${MARGIN.top + plotH / 2}) rotate(-90)" text-anchor="middle" fill="#333">woken within x of the due time</text>`);
   for (const c of cases) {
     const n = c.k.samplesMs.length;
-    const points = [`${x(0).toFixed(1)},${y(0).toFixed(1)}`];
+    const points = [`${x(c.k.samplesMs[0]!).toFixed(1)},${y(0).toFixed(1)}`];
     c.k.samplesMs.forEach((v, i) => points.push(`${x(v).toFixed(1)},${y(i / n).toFixed(1)}`, `${x(v).toFixed(1)},${y((i + 1) / n).toFixed(1)}`));
     body.push(`<polyline fill="none" stroke="${c.colour}" stroke-width="2.5" points="${points.join(' ')}"/>`);
     for (const [name, v, share] of [['p50', c.k.lateness.p50Ms, 0.5], ['p99', c.k.lateness.p99Ms, 0.99]] as const) {
       body.push(`<circle cx="${x(v).toFixed(1)}" cy="${y(share).toFixed(1)}" r="4" fill="${c.colour}"><title>${esc(`${c.label}: ${name} ${fmt(v)} ms`)}</title></circle>`);
     }
   }
-  body.push(`<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 12}" text-anchor="middle" fill="#333">lateness: the step after the sleep ran − the sleep's recorded end (database clock)</text>`);
-  body.push(...legend(cases.map((c) => ({ label: `${c.label}: p99 ${fmt(c.k.lateness.p99Ms)} ms`, colour: c.colour }))));
+  body.push(`<text x="${MARGIN.left + plotW / 2}" y="${HEIGHT - 12}" text-anchor="middle" fill="#333">lateness, ms (log scale): the step after the sleep ran − the sleep's recorded end, database clock</text>`);
+  body.push(...legend(cases.map((c) => ({ label: c.label, colour: c.colour }))));
+  body.push(
+    ...cases.map(
+      (c, i) =>
+        `<text x="${WIDTH - MARGIN.right + 44}" y="${MARGIN.top + 10 + (cases.length + i) * 20 + 14}" fill="#555" font-size="11">${esc(`${c.label === 'own worker' ? 'own' : 'another'}: p99 ${fmt(c.k.lateness.p99Ms)} ms`)}</text>`,
+    ),
+  );
   const chapter = `chapter ${Number.parseInt(w.chapter, 10)}`;
   return {
     file: 'wakeup.svg',
     title: 'Wake-up lateness of sleeping workflows',
     svg: frame('Wake-up lateness of sleeping workflows', `${chapter}: an idle worker, concurrency ${w.concurrency}, pollMs ${w.pollMs}; dots at p50 and p99`, body),
   };
-}
-
-/** 1, 2 or 5 times a power of ten, at least `v`. */
-function niceCeil(v: number): number {
-  if (!(v > 0)) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  return ([1, 2, 5, 10].find((m) => m * p >= v - 1e-9) ?? 10) * p;
 }
 
 /** Every chart the results allow (a --only run may have data for some). */
