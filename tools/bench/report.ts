@@ -308,7 +308,7 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
             ? `no polling to add: the run that goes to sleep gets how long until its end from the database (dueInMs, from its own now()), and its worker sets the claim loop's alarm from that figure (wakeAt) — it does not wait for the next poll (every ${w.pollMs} ms ±20 %)`
             : `the other worker learnt the due time from nextWakeUp after its last claim (it polls every ${w.pollMs} ms ±20 % and asks after each claim that leaves a slot free); a sleep due sooner than that after its worker died waits for that poll`) +
           (k.samplesMs.some((x) => x > 50)
-            ? `; where not met: ${k.samplesMs.filter((x) => x > 50).length} of ${k.workflows} woke more than 50 ms late — a sleep that ends between a claim and the nextWakeUp after it is in neither answer, and waits for the next wake-up (see "The tail" under Durable sleep)`
+            ? `; where not met: ${k.samplesMs.filter((x) => x > 50).length} of ${k.workflows} woke more than 50 ms late (${k.workflows < 100 ? `with ${k.workflows} sleeps the p99 is the worst one; ` : ''}see "The tail" under Durable sleep)`
             : ''),
       });
     }
@@ -707,17 +707,17 @@ function wakeUpSection(w: WakeUp | undefined): string[] {
       : []),
     ...cases.map((k) => `| ${k.wake} | ${k.workflows} of ${fmt(k.sleepMs[0], 0)}–${fmt(k.sleepMs[1], 0)} ms | ${ms(k.lateness.p50Ms)} | **${ms(k.lateness.p99Ms)}** | ${ms(k.lateness.maxMs)} | ${ms(k.lateness.meanMs)} |`),
     '',
-    `Target: p99 < 50 ms beyond the polling the chapter chooses — and for a sleep ${name} chooses none. The statement that records the sleep also answers how long until its end (\`dueInMs\`, counted from the database's own now() and rounded up to the millisecond), and the worker sets its claim loop's alarm from that figure (\`wakeAt\`); an idle worker that did not put it to sleep gets the same figure from \`nextWakeUp\` (the first entry to the right of now() in the claim's index) after each claim that leaves a slot free. ` +
+    `Target: p99 < 50 ms beyond the polling the chapter chooses — and for a sleep ${name} chooses none. The statement that records the sleep also answers how long until its end (\`dueInMs\`, counted from the database's own now() and rounded up to the millisecond), and the worker sets its claim loop's alarm from that figure (\`wakeAt\`); an idle worker that did not put it to sleep gets the same figure from \`nextWakeUp\` (the first entry in the claim's index past the moment the claim was sent) after each claim that leaves a slot free. ` +
       `Either way the wake-up does not wait for a poll: polling alone (every ${w.pollMs} ms ±20 %) would make a wake-up 0–${fmt(w.pollMs * 1.2, 0)} ms late, about ${fmt(w.pollMs / 2, 0)} ms on average. ` +
       `What is left is the timer's own lateness (the yardstick${w.timer ? `: p50 ${ms(w.timer.p50Ms)}, p99 ${ms(w.timer.p99Ms)} in this run` : ''}), the claim (a commit), loading the log and replaying the sleep, and the queue when several fall due together. ` +
       `Never early: a timer set from the database's figure when its answer arrives cannot fire before the time has come on the database's clock, and the claim tests \`lease_expires_at <= now()\` on that clock again (smallest lateness measured: ${ms(lowest)}).`,
     '',
     ...(late.length > 0
       ? [
-          `**The tail:** ${late.map((k) => `${k.over} of ${k.k.workflows} (${k.k === w.alarm ? 'its own worker' : 'another worker'})`).join(', ')} woke more than 50 ms late. ` +
-            "Traced while this suite was written (the worker's claims and nextWakeUp's answers set against each sleep's end): a sleep that ends between a claim and the nextWakeUp right after it is in neither answer — the claim ran just before its end, and nextWakeUp counts only workflows not yet runnable (`lease_expires_at > now()`) — " +
-            "and the alarm its own run had set is gone, for the claim loop forgets what it knew before each claim (`dueAt = Infinity`, worker.ts) and learns it again from nextWakeUp. " +
-            `It then wakes at the next sleep's end, a NOTIFY, or the poll (${w.pollMs} ms ±20 %). The window is as wide as the claim's answer and nextWakeUp's round trip: the busier the machine, the wider — and the more sleeps end inside one.`,
+          `**The tail:** ${late.map((k) => `${k.over} of ${k.k.workflows} (${k.k === w.alarm ? 'its own worker' : 'another worker'})`).join(', ')} woke more than 50 ms late` +
+            (w.timer ? ` (a bare timer's worst, beside its own worker: ${ms(w.timer.maxMs)})` : '') +
+            '. This suite found a race here before: a sleep that ended between a claim and the nextWakeUp right after it was in neither answer — the claim looked just before its end, nextWakeUp counted only what was still in the future — and waited for the next wake-up, up to a poll (p99 of 158 ms for its own worker, on a busy machine). ' +
+            "nextWakeUp now looks from when the claim was sent (chapter 8's queries.ts); what is left over 50 ms was not traced — on a busy machine a claim, a log load or a step's round trip alone can take that long.",
           '',
         ]
       : []),
