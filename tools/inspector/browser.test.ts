@@ -3,8 +3,9 @@
  * playwright-core) loads the page while real worker processes run chapter
  * 8's engine. It sees a workflow appear and its steps fill in — pushed, never
  * polled, never reloaded — a worker killed with SIGKILL and another take over
- * with fencing token 2, and a workflow whose id and input hold <script> shown
- * as text with no dialog fired.
+ * with fencing token 2, a Retry button that is there only with --allow-actions
+ * and works, and a workflow whose id and input hold <script> shown as text
+ * with no dialog fired.
  *
  * Without /usr/bin/chromium (apt-get install -y chromium) these tests are
  * skipped, and say why in their names.
@@ -122,6 +123,32 @@ describe('the inspector in headless Chromium', () => {
       await page.close();
     },
     60_000,
+  );
+
+  it.skipIf(missing)(
+    named('a failed workflow has a Retry button only with --allow-actions; clicking it makes the workflow runnable again'),
+    async () => {
+      await engine.start('doomed', { card: '4000 0000 0000 0002' }, { id: 'doomed-1' });
+      await engine.result('doomed-1').catch(() => {}); // worker-B fails it: its error is not one to retry
+      const { page } = await openPage();
+      await page.goto(`${inspector.url}?id=doomed-1`);
+      await page.locator('#timeline tr[data-kind="now"][data-state="failed"]').waitFor();
+      expect(await page.locator('button').count()).toBe(0); // read-only: no buttons at all
+
+      const acting = await startInspector({ databaseUrl: database.url, allowActions: true });
+      try {
+        await page.goto(`${acting.url}?id=doomed-1`);
+        await page.locator('#retry').click();
+        await expect.poll(() => page.locator('#action-message').textContent()).toMatch(/doomed-1 is runnable again/);
+        // worker-B claims it again (token 2) and it fails again, the same way: its card is still declined.
+        await page.locator('#timeline tr[data-kind="claim"][data-token="2"]').waitFor({ timeout: 10_000 });
+        await page.locator('#timeline tr[data-kind="now"][data-state="failed"]').waitFor({ timeout: 10_000 });
+      } finally {
+        await page.close();
+        await acting.close();
+      }
+    },
+    30_000,
   );
 
   it.skipIf(missing)(

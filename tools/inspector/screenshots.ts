@@ -1,4 +1,101 @@
-/** `npm run inspector -- --screenshots DIR`: the docs' PNGs (written in a later commit). */
-export async function takeScreenshots(_dir: string): Promise<void> {
-  throw new Error('--screenshots: not written yet');
+/**
+ * `npm run inspector -- --screenshots DIR`: the docs' pictures of the
+ * inspector, made by a command, never by hand — list.png (the workflows) and
+ * timeline.png (one workflow's timeline after a takeover).
+ *
+ * A scenario of its own, on a fresh database (inspector_screenshots, dropped
+ * at the end): fixture workflows (fixtures/workflows.ts) run by real worker
+ * processes on chapter 8's engine. report-2043 fails an attempt (a back-off),
+ * sleeps, and its worker is killed with SIGKILL in the middle of its upload;
+ * a second worker takes it over. Beside it: one that completes, one that
+ * fails for good, one asleep for an hour, one held right now, and one whose
+ * id and input hold markup (shown as text).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import pg from 'pg';
+import { createEngine, migrate } from '../../chapters/08-failures-and-time/index.ts';
+import { getWorkflow, loadLog } from '../../chapters/08-failures-and-time/queries.ts';
+import type { ChildRun } from '../../shared/crash/runner.ts';
+import { dropDatabase, recreateDatabase } from '../../shared/db/databases.ts';
+import { startPostgres } from '../../shared/db/server.ts';
+import { CourseError } from '../../shared/errors.ts';
+import { paint } from '../../shared/narrate.ts';
+import { chromiumMissing, launchChromium } from './browser.ts';
+import { fixtureWorkflows } from './fixtures/workflows.ts';
+import { startInspector } from './server.ts';
+import { startFixtureWorker } from './testing.ts';
+
+const DATABASE = 'inspector_screenshots';
+
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`screenshots: timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+export async function takeScreenshots(dir: string): Promise<void> {
+  const missing = chromiumMissing();
+  if (missing) throw new CourseError(`--screenshots needs a browser: ${missing}.`, 'As root: apt-get install -y chromium');
+  fs.mkdirSync(dir, { recursive: true });
+  const log = (line: string) => console.log(paint.dim(line));
+  const server = await startPostgres({ purpose: 'dev', log });
+  const url = await recreateDatabase(server.url, DATABASE);
+  const db = new pg.Pool({ connectionString: url, max: 4 });
+  db.on('error', () => {});
+  const workers: ChildRun[] = [];
+  const inspector = await startInspector({ databaseUrl: url });
+  const browser = await launchChromium();
+  try {
+    await migrate(db);
+    const engine = createEngine({ db, workflows: fixtureWorkflows });
+    log('worker-A starts; the workflows are started');
+    const workerA = await startFixtureWorker(url, 'worker-A');
+    workers.push(workerA);
+    await engine.start('report', { stepMs: 120 }, { id: 'report-2042' });
+    await engine.start('doomed', { card: '4000 0000 0000 0002' }, { id: 'invoice-2041' });
+    await engine.start('report', { stepMs: 400, flaky: 1, sleepMs: 700 }, { id: 'report-2043' });
+    await engine.start('report', { stepMs: 100, sleepMs: 3_600_000 }, { id: 'nightly-2044' });
+    await engine.start('report', { stepMs: 50, note: '<script>alert("hi")</script>' }, { id: 'import-<b>7</b>' });
+
+    // report-2043: once it is claimed again after its sleep, kill its worker in the middle of the upload.
+    await until('report-2043 running after its sleep', async () => {
+      const [row, log] = await Promise.all([getWorkflow(db, 'report-2043'), loadLog(db, 'report-2043')]);
+      const slept = log.steps.find((s) => s.kind === 'sleep');
+      return Boolean(row && slept && row.leaseOwner === 'worker-A' && row.leaseMsLeft > 0 && row.fencingToken > slept.fencingToken + 1);
+    });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    workerA.signal('SIGKILL');
+    await workerA.done;
+    log('worker-A killed with SIGKILL in the middle of report-2043’s upload; worker-B starts');
+    workers.push(await startFixtureWorker(url, 'worker-B'));
+    await engine.result('report-2043', { signal: AbortSignal.timeout(30_000) });
+    await engine.start('report', { stepMs: 20_000 }, { id: 'report-2045' }); // held by worker-B while the pictures are taken
+    await until('report-2045 held', async () => (await getWorkflow(db, 'report-2045'))?.leaseOwner === 'worker-B');
+
+    const page = await browser.newPage({ viewport: { width: 1360, height: 640 }, deviceScaleFactor: 1 });
+    await page.goto(inspector.url);
+    await page.locator('tr[data-workflow-id="report-2045"] td.where').getByText(/held by worker-B/).waitFor();
+    await page.locator('#db-status[data-state="connected"]').waitFor();
+    const list = path.join(dir, 'list.png');
+    await page.screenshot({ path: list, fullPage: true });
+    log(`wrote ${list}`);
+
+    await page.goto(`${inspector.url}?id=report-2043`);
+    await page.locator('#timeline tr[data-kind="now"][data-state="completed"]').waitFor();
+    await page.setViewportSize({ width: 1360, height: 900 });
+    const timeline = path.join(dir, 'timeline.png');
+    await page.screenshot({ path: timeline, fullPage: true });
+    log(`wrote ${timeline}`);
+  } finally {
+    for (const worker of workers) worker.signal('SIGKILL');
+    await Promise.all(workers.map((w) => w.done));
+    await browser.close();
+    await inspector.close();
+    await db.end();
+    await dropDatabase(url, server.url).catch(() => {});
+    await server.stop();
+  }
 }

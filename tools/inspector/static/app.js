@@ -181,8 +181,8 @@ function listPage(data) {
       h('td', { className: `where ${w.state}` }, whereItIs(w)),
       h('td', { className: 'num' }, w.steps),
       h('td', { className: 'num' }, w.fencingToken),
-      h('td', { title: clock(w.createdAt) }, ago(w.createdAt, data.dbNow)),
-      h('td', { title: clock(w.updatedAt) }, ago(w.updatedAt, data.dbNow)),
+      h('td', { className: 'ago', title: clock(w.createdAt) }, ago(w.createdAt, data.dbNow)),
+      h('td', { className: 'ago', title: clock(w.updatedAt) }, ago(w.updatedAt, data.dbNow)),
       h('td', { className: 'error' }, w.error ? clip(w.error, 90) : ''),
     ),
   );
