@@ -49,11 +49,11 @@ export interface Observed {
 /**
  * When the faults that can end a run happened (epoch ms, this machine's clock):
  * per worker process (its name is its lease_owner), when it died of a SIGKILL
- * and when it was frozen; and when the database went away (kill -9, dropped connections).
+ * and when it was frozen, from SIGSTOP to SIGCONT; and when the database went away (kill -9, dropped connections).
  */
 export interface Disruptions {
   /** `killedBy`: 'the harness', 'its crash point <name>', or 'itself' (no crash point: a poison workflow it ran, or something unexpected). */
-  workers: Map<string, { killedAt?: number; killedBy?: string; frozenAt: number[] }>;
+  workers: Map<string, { killedAt?: number; killedBy?: string; frozen: Array<{ from: number; to: number }> }>;
   database: Array<{ at: number; what: string }>;
 }
 
@@ -230,7 +230,9 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
           : undefined;
       const cause =
         within(worker?.killedAt) ? `SIGKILLed by ${killer ? killer.workflow_id : worker!.killedBy}`
-        : worker?.frozenAt.some(within) ? `frozen`
+        // Frozen at any moment of the claim's life — or with the claim in flight: a claim sent just before a
+        // freeze commits only after the thaw, by when its run's own clock says the lease it was sent for is gone.
+        : worker?.frozen.some((f) => f.from <= to && f.to >= from) ? `frozen`
         : disruptions.database.find((d) => within(d.at))?.what;
       const claimedWith = together.length ? ` (claimed with ${together.map((p) => p.workflow_id).join(', ')})` : '';
       story.push(`#${claim.token} ${claim.owner}${claimedWith}: ${cause ?? 'no fault'}`);

@@ -224,7 +224,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
     slot.child = child;
     slot.process = name;
     slot.paused = false;
-    disruptions.workers.set(name, { frozenAt: [] });
+    disruptions.workers.set(name, { frozen: [] });
     void child.done.then((attempt) => {
       if (attempt.signal === 'SIGKILL') {
         const killedBy = attempt.killedFromOutside ? 'the harness' : attempt.crashedAt ? `its crash point ${attempt.crashedAt}` : 'itself';
@@ -296,11 +296,13 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
           const ms = between(leaseMs * 1.5, leaseMs * 2.5);
           slot.paused = true;
           child.signal('SIGSTOP');
-          disruptions.workers.get(slot.process)!.frozenAt.push(Date.now());
+          const freeze = { from: Date.now(), to: Infinity };
+          disruptions.workers.get(slot.process)!.frozen.push(freeze);
           note(kind, `SIGSTOP ${slot.process} for ${ms} ms (lease ${leaseMs} ms), then SIGCONT`);
           thaws.push(
             sleep(ms).then(() => {
               child.signal('SIGCONT');
+              freeze.to = Date.now();
               if (slot.child === child) slot.paused = false;
             }),
           );
@@ -448,7 +450,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
       logs: Object.fromEntries([...new Set(named)].map((name) => [name, logs.get(name) ?? []])),
       claims: claims.rows,
       disruptions: {
-        workers: Object.fromEntries([...disruptions.workers].map(([name, d]) => [name, { killedAt: iso(d.killedAt), killedBy: d.killedBy, frozenAt: d.frozenAt.map(iso) }])),
+        workers: Object.fromEntries([...disruptions.workers].map(([name, d]) => [name, { killedAt: iso(d.killedAt), killedBy: d.killedBy, frozen: d.frozen.map((f) => `${iso(f.from)} to ${iso(f.to)}`) }])),
         database: disruptions.database.map((d) => ({ at: iso(d.at), what: d.what })),
       },
     };
