@@ -127,7 +127,7 @@ function summarize(
     ...[...counts].map(([kind, n]) => `| ${kind} | ${n} |`),
     `| **total** | **${total}** |`,
     '',
-    ...(fallbacks ? [`${fallbacks} kill-waiting fault(s) found nothing waiting and killed a worker at random: counted as kill-worker.`, ''] : []),
+    ...(fallbacks ? [`${fallbacks} kill-waiting fault(s) came after every order had ended, with nothing left to wait: a worker killed at random instead, counted as kill-worker.`, ''] : []),
     ...(noOutage ? [`${noOutage} provider-outage fault(s) injected nothing: an order had already failed as many attempts of each step as an outage may leave it.`, ''] : []),
     '| what the round saw | count |',
     '|---|---|',
