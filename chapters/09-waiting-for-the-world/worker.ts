@@ -55,6 +55,9 @@ import { MAX_TIMER_MS } from './run.ts';
 import { nextTick, ticksBetween } from './schedules.ts';
 import type { LocalWorker } from './start.ts';
 
+/** How long after the last wait its own runs started is due a drain still claims (see the claim loop). */
+const DRAIN_MARGIN_MS = 100;
+
 /** Options of a worker (`engine.createWorker(options)`). */
 export interface WorkerOptions {
   /** Workflows run at once (default 8). The pool needs at least this many connections, plus three (plus one where the process also starts workflows). */
@@ -389,8 +392,12 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
         drainFailed(schemaMissing);
         break;
       }
-      // A drain also waits for the workflows its own runs put to wait (a back-off, a sleep): it finishes what it started.
-      if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0 && performance.now() >= ownWaitsUntil) {
+      // A drain also waits for the workflows its own runs put to wait (a back-off, a sleep): it finishes what it
+      // started — until a claim a little after the last of them is due finds nothing. "A little": the due time is
+      // the database's, the alarm this process's, and a Node timer may fire up to a millisecond early.
+      const drainableAt = ownWaitsUntil + DRAIN_MARGIN_MS;
+      if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0 && performance.now() < drainableAt) wakeAt(drainableAt);
+      else if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0) {
         draining();
         break;
       }

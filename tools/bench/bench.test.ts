@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { describe, expect, inject, it } from 'vitest';
 import { projectRoot } from '../../shared/db/server.ts';
 
-const n = String.raw`[\d.,]+`; // a figure
+const n = String.raw`-?[\d.,]+`; // a figure
 const x = String.raw`(?:[\d.,]+×|—)`; // a ratio (— when a figure is 0)
 const row = (...cells: string[]) => new RegExp(String.raw`^\| ${cells.join(' \\| ')} \|`, 'm');
 
