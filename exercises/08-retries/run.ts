@@ -32,6 +32,12 @@
  * point any more; a transaction step keeps one (its writes and its record
  * sit uncommitted between the record and COMMIT).
  *
+ * New in chapter 8: one run per claim (no attempts in memory), and a run can
+ * end three ways — its end recorded (completed, failed), or its workflow put
+ * to wait in the database (a step's back-off, a sleep) by one fenced release
+ * (`goToWait`). A failing step is decided in `attemptFailed`; the claim past
+ * `maxAttempts` and a passed deadline fail the workflow before it runs.
+ *
  * engine.ts makes one runner per engine; worker.ts calls `execute` for each
  * claim, and start.ts's local handover is a claim like any other.
  */
