@@ -30,6 +30,11 @@ export type Verdict =
   | 'loops'
   | 'stopped'
   | 'early'
+  | 'no-wait'
+  | 'event-twice'
+  | 'cancelled'
+  | 'not-cancelled'
+  | 'ran-after-cancel'
   | 'not-applicable';
 
 export const VERDICT_LABEL: Record<Verdict, string> = {
@@ -44,6 +49,11 @@ export const VERDICT_LABEL: Record<Verdict, string> = {
   loops: '✗ loops for ever',
   stopped: '✓ failed after max attempts',
   early: '✗ woke early',
+  'no-wait': '✗ did not wait',
+  'event-twice': '✗ event twice',
+  cancelled: '✓ cancelled',
+  'not-cancelled': '✗ not cancelled',
+  'ran-after-cancel': '✗ ran on after cancel',
   'not-applicable': '–',
 };
 
@@ -221,6 +231,73 @@ export const scenarios: Scenario[] = [
       return { ...verdict, ledger, runs: [run] };
     },
   },
+  {
+    id: 'event-while-worker-dead',
+    title: 'the payment webhook arrives while the waiting order’s worker is dead',
+    async run(chapter, world) {
+      // The order waits for "settled" after its charge (AWAIT_SETTLEMENT, chapter 9 on); its worker is killed the moment it parks.
+      const orders = ['order-1'];
+      const cannot = await cannotSendEvents(chapter, world);
+      if (cannot) return { verdict: 'not-applicable', detail: cannot, runs: [] };
+      const env = { ...world.env, AWAIT_SETTLEMENT: '1' };
+      const killed = asRun(await startChild({ script: chapter.main, args: ['start', ...orders], env, fault: 'after-park:settled', timeoutMs: 30_000 }).done);
+      if (neverReached(killed, 'after-park:settled')) {
+        return { verdict: 'no-wait', detail: 'the order never parked to wait for "settled"', ledger: await world.ledger(), runs: [killed] };
+      }
+      const before = (await world.ledger()).byOrder('order-1');
+      if (before.emails > 0 || before.stockDecrements > 0) {
+        return { verdict: 'no-wait', detail: `the order went on before its event was sent (${before.stockDecrements} stock, ${before.emails} emails)`, ledger: await world.ledger(), runs: [killed] };
+      }
+      // The webhook handler: another process, while no worker is alive.
+      const sent = await sendSettled(chapter, world, 'order-1');
+      if (sent.exitCode !== 0) return { verdict: 'lost', detail: `the event could not be sent: ${firstLine(sent.stderr)}`, ledger: await world.ledger(), runs: [killed, asRun(sent)] };
+      // A worker comes back (a restart, a deploy) and finishes the order.
+      const again = await runUntilDone({ script: chapter.main, args: ['start', ...orders], env, timeoutMs: 30_000 });
+      const ledger = await world.ledger();
+      const runs = [killed, asRun(sent), again];
+      const verdict = judge(ledger, orders, [again]);
+      if (verdict.verdict !== 'exactly-once') return { ...verdict, ledger, runs };
+      const taken = await eventsTaken(world.databaseUrl, 'order-1', 'settled');
+      if (taken !== 1) return { verdict: taken > 1 ? 'event-twice' : 'lost', detail: `the log records "settled" taken ${times(taken)}`, ledger, runs };
+      return { ...verdict, detail: `${verdict.detail}; "settled" taken once`, ledger, runs };
+    },
+  },
+  {
+    id: 'event-delivered-twice',
+    title: 'the payment webhook is delivered twice (its sender killed after the first)',
+    async run(chapter, world) {
+      // A webhook handler killed after its event committed never answered the provider: the provider sends it again, same key.
+      const orders = ['order-1'];
+      const cannot = await cannotSendEvents(chapter, world);
+      if (cannot) return { verdict: 'not-applicable', detail: cannot, runs: [] };
+      const env = { ...world.env, AWAIT_SETTLEMENT: '1', FORCE_COLOR: '0' };
+      const worker = startChild({ script: chapter.main, args: ['start', ...orders], env, timeoutMs: 30_000 });
+      try {
+        await worker.waitForLine(/waits for "settled"/);
+      } catch {
+        const run = asRun(await worker.done);
+        return { verdict: 'no-wait', detail: 'the order never waited for "settled"', ledger: await world.ledger(), runs: [run] };
+      }
+      const first = await sendSettled(chapter, world, 'order-1', { CRASH_AT: 'after-event-sent' });
+      const second = await sendSettled(chapter, world, 'order-1');
+      const run = asRun(await worker.done);
+      const again = await runUntilDone({ script: chapter.main, args: ['start', ...orders], env, timeoutMs: 30_000 });
+      const ledger = await world.ledger();
+      const runs = [run, asRun(first), asRun(second), again];
+      if (first.crashedAt === undefined) return { verdict: 'lost', detail: `the first delivery was not killed after its event committed: ${firstLine(first.stderr)}`, ledger, runs };
+      const verdict = judge(ledger, orders, [run, again]);
+      if (verdict.verdict !== 'exactly-once') return { ...verdict, ledger, runs };
+      const taken = await eventsTaken(world.databaseUrl, 'order-1', 'settled');
+      const redelivered = /SENT \{"delivered":false/.test(second.stdout);
+      if (taken > 1 || !redelivered) {
+        // Stored as a second event (a wait after this one would take it), or refused as news: not the same event.
+        return { verdict: 'event-twice', detail: `"settled" taken ${times(taken)}; the second delivery, same key, was not the same event: ${firstLine(second.stdout || second.stderr)}`, ledger, runs };
+      }
+      return { ...verdict, detail: `${verdict.detail}; the second delivery was the same event, taken once`, ledger, runs };
+    },
+  },
+  cancelWhileWaiting('cancel-while-waiting', 'an order waiting for its webhook is cancelled, its worker dead', 'event'),
+  cancelWhileWaiting('cancel-while-sleeping', 'a sleeping order is cancelled, its worker dead', 'sleep'),
   crashAt('crash-after-charge-recorded', 'crash after the charge is recorded', 'after-record:charge_card'),
   crashAt('crash-while-recording', 'crash half-way through writing the log', 'during-record:complete'),
   crashAt('crash-after-charge-before-record', 'crash after the charge, before its record', 'after-effect:charge_card'),
@@ -359,6 +436,94 @@ function twoProcessesOneOrder(id: string, title: string, pausePoint: string, jud
       return { ...judge(seen, orders, [again]), ledger, runs: [...runs, again] };
     },
   };
+}
+
+/**
+ * The order parks — waiting for its "settled" webhook, or in its cooling-off
+ * sleep — and its worker is killed there. An operator cancels it from another
+ * process (the chapter's `durable cancel`), and a worker comes back. The order
+ * must end cancelled, and nothing may happen after the cancel: no new charge,
+ * stock decrement or email in the ledger.
+ */
+function cancelWhileWaiting(id: string, title: string, waitingFor: 'event' | 'sleep'): Scenario {
+  return {
+    id,
+    title,
+    async run(chapter, world) {
+      const orders = ['order-1'];
+      const cannot = (waitingFor === 'event' ? await cannotSendEvents(chapter, world) : null) ?? (await cannotCancel(chapter, world));
+      if (cannot) return { verdict: 'not-applicable', detail: cannot, runs: [] };
+      const [env, point] =
+        waitingFor === 'event' ? [{ ...world.env, AWAIT_SETTLEMENT: '1' }, 'after-park:settled'] : [{ ...world.env, COOLING_OFF_MS: '60000' }, 'after-sleep-recorded'];
+      const killed = asRun(await startChild({ script: chapter.main, args: ['start', ...orders], env, fault: point, timeoutMs: 30_000 }).done);
+      if (neverReached(killed, point)) return { verdict: 'no-wait', detail: `the order never ${waitingFor === 'event' ? 'waited for its event' : 'slept'}`, ledger: await world.ledger(), runs: [killed] };
+      const atCancel = (await world.ledger()).byOrder('order-1');
+      const cancel = await startChild({ script: cliOf(chapter), args: ['cancel', 'order-1', '--reason', 'the customer cancelled'], env: world.env, timeoutMs: 30_000 }).done;
+      // A worker comes back, runs what is runnable, and stops (it reports the cancelled order as not finished: that is its answer).
+      const recover = await startChild({ script: chapter.main, args: ['recover'], env, timeoutMs: 30_000 }).done;
+      const ledger = await world.ledger();
+      const runs = [killed, asRun(cancel), asRun(recover)];
+      if (cancel.exitCode !== 0) return { verdict: 'not-cancelled', detail: `durable cancel failed: ${firstLine(cancel.stderr)}`, ledger, runs };
+      const after = ledger.byOrder('order-1');
+      if (after.charges > atCancel.charges || after.stockDecrements > atCancel.stockDecrements || after.emails > atCancel.emails) {
+        return {
+          verdict: 'ran-after-cancel',
+          detail: `after the cancel: charges ${atCancel.charges}→${after.charges}, stock ${atCancel.stockDecrements}→${after.stockDecrements}, emails ${atCancel.emails}→${after.emails}`,
+          ledger,
+          runs,
+        };
+      }
+      const status = (await readStatus(chapter, world, orders))?.['order-1'];
+      if (status !== 'cancelled') return { verdict: 'not-cancelled', detail: `the order is ${status ?? 'not in the log'} after the cancel and a worker's run`, ledger, runs };
+      return {
+        verdict: 'cancelled',
+        detail: `cancelled while it ${waitingFor === 'event' ? 'waited for its webhook' : 'slept'}; nothing charged, reserved or emailed after the cancel (charges ${after.charges}, stock ${after.stockDecrements}, emails ${after.emails})`,
+        ledger,
+        runs,
+      };
+    },
+  };
+}
+
+function times(n: number): string {
+  return n === 1 ? 'once' : n === 2 ? 'twice' : `${n} times`;
+}
+
+/** The chapter's operator command line (`durable`), where it has one. */
+function cliOf(chapter: Chapter): string {
+  return `chapters/${chapter.slug}/cli.ts`;
+}
+
+/** Why this chapter cannot send a workflow an event (its main.ts has no `send`), or null when it can. */
+async function cannotSendEvents(chapter: Chapter, world: World): Promise<string | null> {
+  const probe = await startChild({ script: chapter.main, args: ['send', 'no-such-order', 'settled'], env: world.env, timeoutMs: 30_000 }).done;
+  return /unknown command "send"/.test(probe.stderr) ? 'this engine cannot wait for an event: its main.ts has no send' : null;
+}
+
+/** Why this chapter cannot cancel a workflow (no `durable cancel`), or null when it can. */
+async function cannotCancel(chapter: Chapter, world: World): Promise<string | null> {
+  if (!fs.existsSync(path.join(chapter.dir, 'cli.ts'))) return 'this engine has no operator command line, and no cancellation';
+  const probe = await startChild({ script: cliOf(chapter), args: ['cancel', 'no-such-order'], env: world.env, timeoutMs: 30_000 }).done;
+  // Exit 2: a usage error — the command line knows no such thing (chapters 7 and 8: "this engine has no cancellation").
+  return probe.exitCode === 2 ? `durable cancel: ${firstLine(probe.stderr)}` : null;
+}
+
+/** `main.ts send <id> settled`, as the payment provider's webhook handler would run it: one key per order. */
+function sendSettled(chapter: Chapter, world: World, id: string, env: Record<string, string> = {}): Promise<Attempt> {
+  const args = ['send', id, 'settled', '--payload', JSON.stringify({ chargeId: `settlement-of-${id}` }), '--key', `settled:${id}`];
+  return startChild({ script: chapter.main, args, env: { ...world.env, ...env }, timeoutMs: 30_000 }).done;
+}
+
+/** How many times workflow `id`'s log records the event `name` taken (chapter 9's log: entries of kind 'event'). */
+async function eventsTaken(databaseUrl: string, id: string, name: string): Promise<number> {
+  const db = new pg.Client({ connectionString: databaseUrl });
+  await db.connect();
+  try {
+    const result = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM steps WHERE workflow_id = $1 AND kind = 'event' AND name = $2`, [id, name]);
+    return result.rows[0]!.n;
+  } finally {
+    await db.end();
+  }
 }
 
 /** A sentence if workflow `id`'s step after its sleep was recorded before the sleep's end; null if not (chapter 8's log). */
