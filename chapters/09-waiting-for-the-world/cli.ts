@@ -132,7 +132,7 @@ async function show(db: pg.Pool, id: string, json: boolean | undefined, io: Io):
   }
   const lease =
     row.status !== 'running' ? '—'
-    : waiting?.reason === 'event' ? `waiting for event ${shown(JSON.stringify(waiting.event))}${waiting.until ? ` until ${waiting.until.toISOString()}` : ', no timeout'}; held by nobody`
+    : waiting?.reason === 'event' ? `waiting for ${waiting.events.length === 1 ? 'event' : `${waiting.events.length} events:`} ${waiting.events.slice(0, 3).map((name) => shown(JSON.stringify(name))).join(', ')}${waiting.events.length > 3 ? ', …' : ''}${waiting.until ? ` until ${waiting.until.toISOString()}` : ', no timeout'}; held by nobody`
     : waiting ? `waiting (${waiting.reason}) until ${waiting.until.toISOString()}, ${(row.leaseMsLeft / 1000).toFixed(1)} s from now; held by nobody`
     : row.leaseMsLeft > 0 ? `held by ${shown(row.leaseOwner ?? '?')} (token ${row.fencingToken}), ${(row.leaseMsLeft / 1000).toFixed(1)} s left`
     : row.fencingToken === 0 ? 'never claimed: runnable'

@@ -147,7 +147,10 @@ export function createEngine<W extends Workflows>({
   const results = createResults(db, resultPollMs);
   const start = createStart<W>({ db, lookUp, toRecordable, results, localWorkers, processTag, maxAttempts });
   const say = createSay(log);
-  const execute = createRunner({ db, retry: retryPolicy, stepTimeoutMs, lookUp, toRecordable, settleWaiters: results.settleWaiters, say, crashPoint });
+  const wakeLocal = () => {
+    for (const worker of localWorkers) worker.wake();
+  };
+  const execute = createRunner({ db, retry: retryPolicy, stepTimeoutMs, lookUp, toRecordable, settleWaiters: results.settleWaiters, say, crashPoint, processTag, wakeLocal, maxAttempts });
 
   // ── looking at the log ─────────────────────────────────────────────────────
 

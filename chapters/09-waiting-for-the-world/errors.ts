@@ -278,3 +278,32 @@ export class WorkflowCancelledError extends EngineError {
     );
   }
 }
+
+/**
+ * A child workflow ended failed or cancelled: what `await handle.result()`
+ * throws in its parent — the same error on every replay, since the child's
+ * end is recorded in the parent's log.
+ */
+export class ChildWorkflowError extends EngineError {
+  constructor(
+    readonly childId: string,
+    readonly status: 'failed' | 'cancelled',
+    /** The child's recorded error (for a cancelled child: the cancel's reason). */
+    readonly childError: string | null,
+  ) {
+    super(
+      `child workflow ${childId} ${status}${childError ? `: ${childError}` : ''}`,
+      status === 'failed' ? `Look at the child (durable show ${childId}); catch this error in the parent to go on without it.` : 'Catch it in the parent to go on without the child.',
+    );
+  }
+}
+
+/** The id a child would get (`<parent>/<position>`) names a workflow that is not this parent's child: something else took it. Nothing was started. */
+export class ChildIdTakenError extends EngineError {
+  constructor(parentId: string, childIds: string[]) {
+    super(
+      `workflow ${parentId} cannot start child ${childIds.join(', ')}: that id is already a workflow started by something else`,
+      `A child's id is its parent's id, a slash and its position; do not start() workflows with ids of that form (${parentId}/…).`,
+    );
+  }
+}

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPool, type TestPool } from '../../shared/testing/database.ts';
 import { until } from '../../shared/testing/waiting.ts';
 import { createEngine, migrate, NoSuchWorkflowError, WorkflowNotRunningError, type Context } from './index.ts';
-import { claimWorkflows, inTransaction, lockForWait, parkForEvent, takeEvent } from './queries.ts';
+import { claimWorkflows, inTransaction, lockForWait, parkForEvents, takeEvents } from './queries.ts';
 
 let test: TestPool;
 let db: pg.Pool;
@@ -38,7 +38,7 @@ describe('waiting for an event', () => {
       await engine.start('paid', {}, { id: 'ev-1' });
       await until('ev-1 waits', async () => (await engine.inspect('ev-1'))?.waiting?.reason === 'event', { timeoutMs: 5000, everyMs: 10 });
       expect(worker.held).toEqual([]);
-      expect((await engine.inspect('ev-1'))?.waiting).toEqual({ reason: 'event', event: 'payment', until: null });
+      expect((await engine.inspect('ev-1'))?.waiting).toEqual({ reason: 'event', events: ['payment'], until: null });
       expect(await (await engine.start('quick', {}, { id: 'ev-1-other' })).result()).toBe('done'); // the one slot is free
       // From "another process": an engine of its own, no worker.
       const sender = createEngine({ db, workflows: {} });
@@ -116,7 +116,10 @@ describe('the race that loses wake-ups', () => {
   }
   const sender = () => createEngine({ db, workflows: {} });
   const row = async (id: string) =>
-    (await db.query<{ runnable: boolean; waitEvent: string | null }>(`SELECT lease_expires_at <= now() AS runnable, wait_event AS "waitEvent" FROM workflows WHERE id = $1`, [id])).rows[0]!;
+    (await db.query<{ runnable: boolean; waitEvents: string[] | null }>(
+      `SELECT lease_expires_at <= now() AS runnable, (SELECT array_agg(name) FROM waits WHERE workflow_id = $1) AS "waitEvents" FROM workflows WHERE id = $1`,
+      [id],
+    )).rows[0]!;
   const untaken = async (id: string) => (await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM events WHERE workflow_id = $1 AND taken_at_seq IS NULL`, [id])).rows[0]!.n;
 
   it('a naive waiter — look, then park, no lock — strands an event sent in between: parked for ever, its event never taken', async () => {
@@ -127,9 +130,10 @@ describe('the race that loses wake-ups', () => {
     // 2. The event lands. Its sender sees a workflow that is running — held, not parked — and wakes nobody.
     expect(await sender().send(fence.workflowId, 'payment', { amount: 1 })).toEqual({ delivered: true, woke: false });
     // 3. The waiter parks, on what it saw in 1.
-    await db.query(`UPDATE workflows SET wait_event = 'payment', lease_owner = NULL, fencing_token = fencing_token + 1, lease_expires_at = timestamptz '9999-12-31' WHERE id = $1`, [fence.workflowId]);
+    await db.query(`INSERT INTO waits (workflow_id, seq, name) VALUES ($1, 0, 'payment')`, [fence.workflowId]);
+    await db.query(`UPDATE workflows SET waits_missing = 1, lease_owner = NULL, fencing_token = fencing_token + 1, lease_expires_at = timestamptz '9999-12-31' WHERE id = $1`, [fence.workflowId]);
     // Stranded: parked until the year 9999, with its event in the table.
-    expect(await row(fence.workflowId)).toEqual({ runnable: false, waitEvent: 'payment' });
+    expect(await row(fence.workflowId)).toEqual({ runnable: false, waitEvents: ['payment'] });
     expect(await untaken(fence.workflowId)).toBe(1);
   });
 
@@ -139,7 +143,7 @@ describe('the race that loses wake-ups', () => {
     try {
       await waiter.query('BEGIN');
       expect(await lockForWait(waiter, fence)).not.toBeNull(); // 1. the row's lock, first
-      expect(await takeEvent(waiter, fence.workflowId, 'payment', 0)).toBeNull(); // 2. the look: nothing yet
+      expect((await takeEvents(waiter, fence.workflowId, [{ seq: 0, name: 'payment' }])).size).toBe(0); // 2. the look: nothing yet
       // 3. The event is sent now — and its transaction waits for the waiter's lock.
       let settled = false;
       const sent = sender()
@@ -148,13 +152,13 @@ describe('the race that loses wake-ups', () => {
       await new Promise((resolve) => setTimeout(resolve, 300));
       expect(settled).toBe(false);
       // 4. The waiter parks and commits; only then does the send go on — and find it parked.
-      expect(await parkForEvent(waiter, { ...fence, seq: 0, name: 'payment', timeoutMs: null })).toBeNull();
+      expect(await parkForEvents(waiter, fence, [{ seq: 0, name: 'payment', timeoutMs: null }])).toBeNull();
       await waiter.query('COMMIT');
       expect(await sent).toEqual({ delivered: true, woke: true });
     } finally {
       waiter.release();
     }
-    expect(await row(fence.workflowId)).toEqual({ runnable: true, waitEvent: 'payment' });
+    expect(await row(fence.workflowId)).toEqual({ runnable: true, waitEvents: ['payment'] });
     // The next claim's run takes it (a real engine's worker, with the workflow's code).
     const engine = createEngine({ db, workflows: { paid } });
     await engine.createWorker({ leaseMs: 5000 }).drain();
@@ -171,7 +175,7 @@ describe('the race that loses wake-ups', () => {
       // The waiter's transaction starts now, and waits for the sender's lock.
       const taken = inTransaction(db, async (tx) => {
         await lockForWait(tx, fence);
-        return takeEvent(tx, fence.workflowId, 'payment', 0);
+        return (await takeEvents(tx, fence.workflowId, [{ seq: 0, name: 'payment' }])).get(0);
       });
       await new Promise((resolve) => setTimeout(resolve, 200));
       await senderTx.query('COMMIT');

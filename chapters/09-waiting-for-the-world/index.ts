@@ -50,6 +50,8 @@ export {
   NoSuchWorkflowError,
   WorkflowNotRunningError,
   WorkflowCancelledError,
+  ChildWorkflowError,
+  ChildIdTakenError,
 } from './errors.ts';
 export type {
   Context,

@@ -28,7 +28,8 @@ export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
  * - `retry-scheduled` (warn): a step's attempt failed (`error`); the workflow waits out its back-off (`dueInMs`) in the database;
  * - `step-failed` (warn): a step failed for good (`error`): its StepFailedError goes to the workflow's code;
  * - `sleeping` (info): the workflow sleeps in the database until `dueInMs` from now;
- * - `waiting-for-event` (info): it waits for an event, until one is sent or its timeout (`dueInMs`);
+ * - `waiting-for-event` (info): it waits for events, until they are sent or a timeout (`dueInMs`);
+ * - `children-started` (info): it started child workflows (`step`: the first one's position and name);
  * - `event-received` (debug): a wait ended: its event was taken, or it timed out;
  * - `workflow-cancelled` (info): recorded as cancelled (engine.cancel), with its reason;
  * - `workflow-failed` (warn): recorded as failed (`error`): the code's error, or its attempts ran out;
@@ -54,6 +55,7 @@ export type LogEvent =
   | 'step-failed'
   | 'sleeping'
   | 'waiting-for-event'
+  | 'children-started'
   | 'workflow-cancelled'
   | 'event-received'
   | 'workflow-failed'

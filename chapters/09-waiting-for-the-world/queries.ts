@@ -70,13 +70,15 @@ export interface WorkflowRow {
   maxAttempts: number;
   /** Milliseconds to its deadline, by the database clock (negative: past); null when it has none. */
   deadlineInMs: number | null;
-  /** The event it is parked waiting for, if any, and that wait's timeout (database clock; null: none). */
-  waitEvent: string | null;
+  /** The events it is parked waiting for, if any (one name per wait), and the soonest timeout (database clock; null: none). */
+  waitEvents: string[] | null;
   waitUntil: Date | null;
+  /** The workflow that started it with ctx.startChild (null: started by start(), or its parent was pruned). */
+  parentId: string | null;
 }
 
-/** What an entry of the log is: a step (plain or transaction), a sleep, or how a wait for an event ended. */
-export type EntryKind = 'step' | 'sleep' | 'event';
+/** What an entry of the log is: a step (plain or transaction), a sleep, how a wait for an event ended, or a child started. */
+export type EntryKind = 'step' | 'sleep' | 'event' | 'child';
 
 /** How a failed step's error is kept: its class name and message — what JSON can carry of an Error. */
 export interface RecordedError {
@@ -212,7 +214,9 @@ function deadlineInMs(column: string): string {
 const workflowColumns = `id, name, input, status, output, error,
        fencing_token AS "fencingToken", lease_owner AS "leaseOwner",
        attempts, max_attempts AS "maxAttempts", ${deadlineInMs('deadline_at')},
-       wait_event AS "waitEvent", wait_until AS "waitUntil",
+       CASE WHEN waits_missing IS NOT NULL THEN (SELECT array_agg(waits.name ORDER BY waits.seq) FROM waits WHERE waits.workflow_id = workflows.id) END AS "waitEvents",
+       CASE WHEN waits_missing IS NOT NULL THEN (SELECT min(waits.until) FROM waits WHERE waits.workflow_id = workflows.id) END AS "waitUntil",
+       parent_id AS "parentId",
        GREATEST(0, ceil(extract(epoch FROM lease_expires_at - now()) * 1000))::float8 AS "leaseMsLeft"`;
 
 /** The channel workers LISTEN on. */
@@ -353,6 +357,8 @@ export interface Claim {
   deadlineInMs: number | null;
   /** cancel() was called on it: why (null: not cancelled). Undefined for a first claim made in start(), which cannot be. */
   cancelReason?: string | null;
+  /** The workflow that started it with ctx.startChild: its end is sent there as an event. Undefined for a claim made in start(). */
+  parentId?: string | null;
 }
 
 /**
@@ -413,7 +419,8 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
       WHERE w.id = runnable.id
      RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken", w.attempts, w.max_attempts AS "maxAttempts",
                extract(epoch FROM now())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at')},
-               CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason"`,
+               CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason",
+               w.parent_id AS "parentId"`,
     values: [claim.worker, claim.limit, claim.leaseMs],
   });
   return result.rows;
@@ -460,9 +467,15 @@ export async function renewLeases(db: Sql, held: Fence[], leaseMs: number): Prom
   if (held.length === 0) return [];
   const result = await db.query<{ id: string; cancelReason: string | null }>({
     name: 'renew-leases',
+    // The rows locked in one order, by id (bytewise: a parent's id is a prefix
+    // of its children's, so it comes first) — the order cancel() and a child's
+    // end lock them in too. Two statements that lock the same rows in
+    // different orders can deadlock: PostgreSQL then aborts one after a second.
     text: `UPDATE workflows w
               SET lease_expires_at = now() + $3::int * interval '1 millisecond'
-             FROM unnest($1::text[], $2::int[]) AS held (id, fencing_token)
+             FROM (SELECT x.id, held.fencing_token
+                     FROM workflows x JOIN unnest($1::text[], $2::int[]) AS held (id, fencing_token) ON x.id = held.id
+                    ORDER BY x.id COLLATE "C" FOR NO KEY UPDATE OF x) AS held
             WHERE w.id = held.id AND ${stillHeld('held.fencing_token', 'w.')}
            RETURNING w.id, CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason"`,
     values: [held.map((h) => h.workflowId), held.map((h) => h.fencingToken), Math.round(leaseMs)],
@@ -578,12 +591,22 @@ export async function completeWorkflows(db: Sql, done: Array<Fence & { output: u
   return new Set(result.rows.map((row) => row.id));
 }
 
-/** Record that the workflow was cancelled (cancel() asked, its run stopped): status cancelled, its reason as its error. Fenced: the reason, or undefined when refused. */
+/**
+ * Record that the workflow was cancelled (cancel() asked, its run stopped):
+ * status cancelled, its reason as its error — and cancel its children still
+ * running, as cancel() did (one started while the request was in flight
+ * would otherwise outlive it). Fenced: the reason, or undefined when refused.
+ */
 export async function cancelWorkflow(db: Sql, fence: Fence): Promise<string | null | undefined> {
   const result = await db.query<{ reason: string | null }>(
-    `UPDATE workflows SET status = 'cancelled', error = cancel_reason, updated_at = now()
-      WHERE id = $1 AND ${stillHeld('$2')}
-     RETURNING cancel_reason AS reason`,
+    `WITH RECURSIVE ${treeLocked}, ended AS (
+       UPDATE workflows w SET status = 'cancelled', error = w.cancel_reason, updated_at = now()
+        WHERE w.id = $1 AND ${stillHeld('$2', 'w.')}
+       RETURNING w.cancel_reason AS reason
+     ), children AS (
+       ${askToCancel(`w.id <> $1 AND EXISTS (SELECT 1 FROM ended)`, `'its parent ' || $1 || ' was cancelled: ' || coalesce((SELECT reason FROM ended), '')`)}
+     )
+     SELECT reason FROM ended, (SELECT count(*) FROM children) AS done`,
     [fence.workflowId, fence.fencingToken],
   );
   return result.rows[0] ? result.rows[0].reason : undefined;
@@ -745,9 +768,10 @@ export async function recordStepFailure(db: Sql, failure: Fence & { seq: number;
 // null when the fence refused (the run had lost its lease).
 
 /** The release, as a SET list (see above); `$until` is the placeholder of the time it may run again. */
-function releaseUntil(until: string): string {
+function releaseUntil(until: string, waitsMissing = 'NULL'): string {
   // LEAST ignores a NULL deadline: without one, the wait ends at `until`.
-  return `fencing_token = w.fencing_token + 1, lease_owner = NULL, attempts = 0, lease_expires_at = LEAST(${until}, w.deadline_at), updated_at = now()`;
+  // waits_missing: only a park for events counts sends down (parkForEvents); no other wait is woken by one.
+  return `fencing_token = w.fencing_token + 1, lease_owner = NULL, attempts = 0, lease_expires_at = LEAST(${until}, w.deadline_at), waits_missing = ${waitsMissing}, updated_at = now()`;
 }
 
 /**
@@ -853,9 +877,9 @@ export async function nextWakeUp(db: Sql, sinceMs: number): Promise<number | nul
  * its owner) and it may not run yet: a sleep when the log's last entry is a
  * sleep not yet over, a retry otherwise. Read from what inspect loads anyway.
  */
-export function waitingOf(row: WorkflowRow, log: Log): { reason: 'retry' | 'sleep'; until: Date } | { reason: 'event'; event: string; until: Date | null } | null {
+export function waitingOf(row: WorkflowRow, log: Log): { reason: 'retry' | 'sleep'; until: Date } | { reason: 'event'; events: string[]; until: Date | null } | null {
   if (row.status !== 'running' || row.leaseOwner !== null || row.leaseMsLeft <= 0) return null;
-  if (row.waitEvent !== null) return { reason: 'event', event: row.waitEvent, until: row.waitUntil };
+  if (row.waitEvents !== null) return { reason: 'event', events: row.waitEvents, until: row.waitUntil };
   const last = log.steps[log.steps.length - 1];
   const lastFailure = log.failures[log.failures.length - 1];
   if (last?.kind === 'sleep') {
@@ -893,66 +917,97 @@ export function waitingOf(row: WorkflowRow, log: Log): { reason: 'retry' | 'slee
  */
 const FOREVER = `timestamptz '9999-12-31 00:00:00+00'`;
 
-/** The workflow's row, locked for a wait at `seq` — fenced: null when this run no longer holds it. Its wait so far, and the database's clock. */
-export async function lockForWait(tx: pg.PoolClient, fence: Fence): Promise<{ waitSeq: number | null; waitUntil: Date | null; nowMs: number } | null> {
-  const result = await tx.query<{ waitSeq: number | null; waitUntil: Date | null; nowMs: number }>({
+/** A wait in progress, as the row keeps it: its position, and its timeout (database clock; null: none). */
+export interface WaitRow {
+  seq: number;
+  until: Date | null;
+}
+
+/** The workflow's row, locked for waits — fenced: null when this run no longer holds it. The waits it is parked in, and the database's clock. */
+export async function lockForWait(tx: pg.PoolClient, fence: Fence): Promise<{ waits: WaitRow[]; nowMs: number } | null> {
+  const result = await tx.query<{ waits: WaitRow[] | null; nowMs: number }>({
     name: 'lock-for-wait',
-    text: `SELECT wait_seq AS "waitSeq", wait_until AS "waitUntil", extract(epoch FROM statement_timestamp())::float8 * 1000 AS "nowMs"
+    text: `SELECT (SELECT json_agg(json_build_object('seq', seq, 'until', until)) FROM waits WHERE workflow_id = $1) AS waits,
+                  extract(epoch FROM statement_timestamp())::float8 * 1000 AS "nowMs"
              FROM workflows WHERE id = $1 AND ${stillHeld('$2')}
               FOR NO KEY UPDATE`,
     values: [fence.workflowId, fence.fencingToken],
   });
-  return result.rows[0] ?? null;
+  const row = result.rows[0];
+  if (!row) return null;
+  return { nowMs: row.nowMs, waits: (row.waits ?? []).map((w) => ({ seq: w.seq, until: w.until === null ? null : new Date(w.until) })) };
 }
 
-/** Take the oldest event named `name` no wait has taken, for the wait at `seq`; null when there is none. Inside the waiter's transaction, after lockForWait. */
-export async function takeEvent(tx: pg.PoolClient, workflowId: string, name: string, seq: number): Promise<{ payload: unknown; key: string } | null> {
-  const result = await tx.query<{ payload: unknown; key: string }>({
-    name: 'take-event',
-    text: `UPDATE events SET taken_at_seq = $3
-            WHERE (workflow_id, name, key) = (SELECT workflow_id, name, key FROM events
-                                               WHERE workflow_id = $1 AND name = $2 AND taken_at_seq IS NULL
-                                               ORDER BY arrival LIMIT 1)
-           RETURNING payload, key`,
-    values: [workflowId, name, seq],
-  });
-  return result.rows[0] ?? null;
-}
-
-/** How a wait ended — the event's payload, or the timeout — as the log's entry at `seq`; the wait on the row cleared. Inside the waiter's transaction. */
-export async function recordWaitEnded(tx: pg.PoolClient, fence: Fence & { seq: number; name: string; output: unknown }): Promise<void> {
-  await tx.query({
-    name: 'record-wait-ended',
-    text: `WITH cleared AS (
-             UPDATE workflows SET wait_event = NULL, wait_seq = NULL, wait_until = NULL WHERE id = $1
+/**
+ * For each wait (its position and name), take the oldest event of that name
+ * no wait has taken — in one statement, waits of the same name taking events
+ * in the order they arrived, the earlier position first. Inside the waiter's
+ * transaction, after lockForWait. Returns what each wait that found one took.
+ */
+export async function takeEvents(tx: pg.PoolClient, workflowId: string, waits: Array<{ seq: number; name: string }>): Promise<Map<number, { payload: unknown; key: string }>> {
+  const result = await tx.query<{ seq: number; payload: unknown; key: string }>({
+    name: 'take-events',
+    text: `WITH wanted AS (
+             SELECT seq, name, row_number() OVER (PARTITION BY name ORDER BY seq) AS n
+               FROM unnest($2::int[], $3::text[]) AS w (seq, name)
+           ), present AS (
+             SELECT name, key, row_number() OVER (PARTITION BY name ORDER BY arrival) AS n
+               FROM events WHERE workflow_id = $1 AND name = ANY($3::text[]) AND taken_at_seq IS NULL
+           ), matched AS (
+             SELECT wanted.seq, present.name, present.key FROM wanted JOIN present USING (name, n)
            )
-           INSERT INTO steps (workflow_id, seq, name, kind, output, fencing_token) VALUES ($1, $3, $4, 'event', $5::jsonb, $2)`,
-    values: [fence.workflowId, fence.fencingToken, fence.seq, fence.name, JSON.stringify(fence.output)],
+           UPDATE events e SET taken_at_seq = matched.seq
+             FROM matched WHERE e.workflow_id = $1 AND e.name = matched.name AND e.key = matched.key
+           RETURNING matched.seq, e.payload, e.key`,
+    values: [workflowId, waits.map((w) => w.seq), waits.map((w) => w.name)],
+  });
+  return new Map(result.rows.map((row) => [row.seq, { payload: row.payload, key: row.key }]));
+}
+
+/** How waits ended — each one's event, or its timeout — as the log's entries at their positions; their rows gone. Inside the waiter's transaction. */
+export async function recordWaitsEnded(tx: pg.PoolClient, fence: Fence, ended: Array<{ seq: number; name: string; output: unknown }>): Promise<void> {
+  await tx.query({
+    name: 'record-waits-ended',
+    text: `WITH over AS (
+             DELETE FROM waits WHERE workflow_id = $1 AND seq = ANY($3::int[])
+           )
+           INSERT INTO steps (workflow_id, seq, name, kind, output, fencing_token)
+           SELECT $1, seq, name, 'event', output::jsonb, $2 FROM unnest($3::int[], $4::text[], $5::text[]) AS e (seq, name, output)`,
+    values: [fence.workflowId, fence.fencingToken, ended.map((e) => e.seq), ended.map((e) => e.name), ended.map((e) => JSON.stringify(e.output))],
   });
 }
 
 /**
- * No event yet: park the workflow for it — the wait (its name, position and
- * timeout, kept if this wait already had one) on the row, and the release
- * until the timeout (or FOREVER, until a send wakes it), as every
- * release. Inside the waiter's transaction, after lockForWait. Returns how
- * long until the timeout, by the database clock; null: no timeout.
+ * Waits found no event: park the workflow for ALL of them at once — a row per
+ * wait (a wait that had one keeps its timeout: a replay must not start a new
+ * one), `waits_missing` = how many, and the release until the soonest timeout
+ * (or FOREVER, until sends fill them all), as every release. Rows of waits
+ * this run did not make again are dropped. Inside the waiter's transaction,
+ * after lockForWait. Returns how long until that timeout, by the database
+ * clock; null: none.
  */
-export async function parkForEvent(tx: pg.PoolClient, fence: Fence & { seq: number; name: string; timeoutMs: number | null }): Promise<number | null> {
+export async function parkForEvents(tx: pg.PoolClient, fence: Fence, missing: Array<{ seq: number; name: string; timeoutMs: number | null }>): Promise<number | null> {
   const result = await tx.query<{ dueInMs: number | null }>({
-    name: 'park-for-event',
-    text: `UPDATE workflows w
-              SET wait_event = $3, wait_seq = $4,
-                  wait_until = CASE WHEN w.wait_seq = $4 THEN w.wait_until
-                                    ELSE now() + $5::float8 * interval '1 millisecond' END,
-                  ${releaseUntil(`coalesce(CASE WHEN w.wait_seq = $4 THEN w.wait_until ELSE now() + $5::float8 * interval '1 millisecond' END, ${FOREVER})`)}
+    name: 'park-for-events',
+    text: `WITH stale AS (
+             DELETE FROM waits WHERE workflow_id = $1 AND seq <> ALL($3::int[])
+           ), added AS (
+             INSERT INTO waits (workflow_id, seq, name, until)
+             SELECT $1, seq, name, now() + timeout_ms * interval '1 millisecond' FROM unnest($3::int[], $4::text[], $5::float8[]) AS m (seq, name, timeout_ms)
+             ON CONFLICT (workflow_id, seq) DO NOTHING
+             RETURNING until
+           ), timeouts AS (
+             SELECT until FROM added UNION ALL SELECT until FROM waits WHERE workflow_id = $1 AND seq = ANY($3::int[])
+           )
+           UPDATE workflows w
+              SET ${releaseUntil(`coalesce((SELECT min(until) FROM timeouts), ${FOREVER})`, 'cardinality($3::int[])')}
             WHERE w.id = $1 AND ${stillHeld('$2', 'w.')}
            RETURNING CASE WHEN w.lease_expires_at = ${FOREVER} THEN NULL
                           ELSE GREATEST(0, ceil(extract(epoch FROM w.lease_expires_at - now()) * 1000))::float8 END AS "dueInMs"`,
-    values: [fence.workflowId, fence.fencingToken, fence.name, fence.seq, fence.timeoutMs],
+    values: [fence.workflowId, fence.fencingToken, missing.map((m) => m.seq), missing.map((m) => m.name), missing.map((m) => m.timeoutMs)],
   });
   const row = result.rows[0];
-  if (!row) throw new Error(`workflow ${fence.workflowId}: its row was locked for this wait and is gone`);
+  if (!row) throw new Error(`workflow ${fence.workflowId}: its row was locked for these waits and is gone`);
   return row.dueInMs;
 }
 
@@ -983,19 +1038,72 @@ export async function insertEvent(tx: pg.PoolClient, event: { workflowId: string
 }
 
 /**
- * Parked for this event? Runnable now, and workers told (a NOTIFY at COMMIT,
- * payload: the sending process, whose own workers are woken in memory). Its
- * token moved on when it parked: the next claim runs it. True when it woke it.
+ * An event named `name` was just inserted: parked waiting for it? Then one of
+ * its waits is filled — unless there are already as many untaken events of
+ * that name as waits for it (a second `payment` fills no second wait) — and
+ * `waits_missing` counts down. The send that brings it to 0 makes the
+ * workflow runnable now, and workers told (a NOTIFY at COMMIT, payload: the
+ * sending process, whose own workers are woken in memory). Its token moved on
+ * when it parked: the next claim runs it. True when it woke it.
  */
 export async function wakeIfWaiting(tx: pg.PoolClient, workflowId: string, name: string, sender: string): Promise<boolean> {
-  const result = await tx.query({
+  const result = await tx.query<{ woke: boolean }>({
     name: 'wake-if-waiting',
-    text: `UPDATE workflows SET lease_expires_at = now()
-            WHERE id = $1 AND status = 'running' AND wait_event = $2 AND lease_owner IS NULL AND lease_expires_at > now()
-           RETURNING pg_notify('${WAKE_CHANNEL}', $3)`,
+    text: `UPDATE workflows w
+              SET waits_missing = w.waits_missing - 1,
+                  lease_expires_at = CASE WHEN w.waits_missing = 1 THEN now() ELSE w.lease_expires_at END
+            WHERE w.id = $1 AND w.status = 'running' AND w.waits_missing > 0 AND w.lease_owner IS NULL AND w.lease_expires_at > now()
+              AND (SELECT count(*) FROM events WHERE workflow_id = $1 AND name = $2 AND taken_at_seq IS NULL)
+                  <= (SELECT count(*) FROM waits WHERE workflow_id = $1 AND name = $2)
+           RETURNING w.waits_missing = 0 AS woke, CASE WHEN w.waits_missing = 0 THEN pg_notify('${WAKE_CHANNEL}', $3) END`,
     values: [workflowId, name, sender],
   });
-  return result.rowCount === 1;
+  return result.rows[0]?.woke === true;
+}
+
+// ── child workflows ──────────────────────────────────────────────────────────
+
+/** The name of the event a child's end sends its parent. Reserved: send() refuses names that start with `durable:`. */
+export function childEndEvent(childId: string): string {
+  return `durable:child:${childId}`;
+}
+
+/** What a child's end tells its parent, as the event's payload. */
+export type ChildEnd = { status: 'completed'; output: unknown } | { status: 'failed' | 'cancelled'; error: string | null };
+
+/**
+ * Start children of the workflow holding `fence`, and record each at its
+ * position in the parent's log — in the parent's transaction, after
+ * fenceTransaction: all of it commits, or none. Runnable at once, with a
+ * NOTIFY at COMMIT. Returns the ids that were already taken by a workflow that
+ * is not this parent's child (nothing is written then: the caller rolls back).
+ */
+export async function startChildren(
+  tx: pg.PoolClient,
+  fence: Fence,
+  children: Array<{ seq: number; id: string; name: string; input: unknown; maxAttempts: number; timeoutMs: number | null }>,
+  sender: string,
+): Promise<string[]> {
+  const inserted = await tx.query<{ id: string }>({
+    name: 'start-children',
+    text: `INSERT INTO workflows (id, name, input, parent_id, max_attempts, deadline_at)
+           SELECT id, name, input::jsonb, $1, max_attempts, now() + timeout_ms * interval '1 millisecond'
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::float8[]) AS c (id, name, input, max_attempts, timeout_ms)
+           ON CONFLICT (id) DO NOTHING
+           RETURNING id`,
+    values: [fence.workflowId, children.map((c) => c.id), children.map((c) => c.name), children.map((c) => JSON.stringify(c.input)), children.map((c) => c.maxAttempts), children.map((c) => c.timeoutMs)],
+  });
+  const started = new Set(inserted.rows.map((row) => row.id));
+  const taken = children.filter((c) => !started.has(c.id)).map((c) => c.id);
+  if (taken.length > 0) return taken;
+  await tx.query({
+    name: 'record-children',
+    text: `INSERT INTO steps (workflow_id, seq, name, kind, output, fencing_token)
+           SELECT $1, seq, name, 'child', json_build_object('id', id)::jsonb, $2 FROM unnest($3::int[], $4::text[], $5::text[]) AS c (seq, name, id)`,
+    values: [fence.workflowId, fence.fencingToken, children.map((c) => c.seq), children.map((c) => c.name), children.map((c) => c.id)],
+  });
+  await tx.query({ name: 'notify-workers', text: `SELECT pg_notify($1, $2)`, values: [WAKE_CHANNEL, sender] });
+  return [];
 }
 
 // ── cancellation ─────────────────────────────────────────────────────────────
@@ -1004,25 +1112,45 @@ export async function wakeIfWaiting(tx: pg.PoolClient, workflowId: string, name:
 export const CANCEL_CHANNEL = 'durable_cancellations';
 
 /**
- * Ask for workflow `id` to be cancelled, in one statement: note the request
- * (the first reason stays), make it runnable now if it waits (a sleep, a
- * back-off, an event: its next run meets the cancellation at once), and tell
- * the worker holding it (NOTIFY at COMMIT). What it finds: `requested`,
- * `already` (asked before), `finished` (its status), or null (no such workflow).
+ * The workflow `$1` and all its descendants (children, their children, …),
+ * locked in ONE order — by id, bytewise: a parent's id is a prefix of its
+ * children's, so a parent comes before its children, as in every statement
+ * that locks more than one workflow (renewLeases, a child's end). Read
+ * without locks first (the recursion), then locked.
+ */
+const treeLocked = `tree (id) AS (
+       SELECT $1::text
+       UNION
+       SELECT c.id FROM workflows c JOIN tree ON c.parent_id = tree.id
+     ), locked AS (
+       SELECT id, status, cancel_requested_at IS NOT NULL AS asked FROM workflows WHERE id IN (SELECT id FROM tree)
+        ORDER BY id COLLATE "C" FOR NO KEY UPDATE
+     )`;
+
+/** Note a cancel request on the rows of `locked` that match `which`, wake them if they wait, and tell their holders (NOTIFY at COMMIT). */
+function askToCancel(which: string, reason: string): string {
+  return `UPDATE workflows w
+          SET cancel_requested_at = now(), cancel_reason = ${reason},
+              lease_expires_at = CASE WHEN w.lease_owner IS NULL AND w.lease_expires_at > now() THEN now() ELSE w.lease_expires_at END
+         FROM locked WHERE w.id = locked.id AND locked.status = 'running' AND NOT locked.asked AND ${which}
+       RETURNING pg_notify('${CANCEL_CHANNEL}', w.id), pg_notify('${WAKE_CHANNEL}', 'cancel')`;
+}
+
+/**
+ * Ask for workflow `id` to be cancelled, and with it every child it started
+ * that still runs (and theirs), in one statement: note the request (the first
+ * reason stays), make each runnable now if it waits (a sleep, a back-off, an
+ * event: its next run meets the cancellation at once), and tell the worker
+ * holding each (NOTIFY at COMMIT). What it finds: `requested`, `already`
+ * (asked before), `finished` (its status), or null (no such workflow).
  */
 export async function requestCancel(db: Sql, id: string, reason: string): Promise<{ outcome: 'requested' | 'already' | 'finished'; status: WorkflowStatus } | null> {
   const result = await db.query<{ outcome: 'requested' | 'already' | 'finished'; status: WorkflowStatus }>(
-    `WITH target AS (
-       SELECT id, status, cancel_requested_at IS NOT NULL AS asked FROM workflows WHERE id = $1 FOR NO KEY UPDATE
-     ), asked AS (
-       UPDATE workflows w
-          SET cancel_requested_at = now(), cancel_reason = $2,
-              lease_expires_at = CASE WHEN w.lease_owner IS NULL AND w.lease_expires_at > now() THEN now() ELSE w.lease_expires_at END
-         FROM target WHERE w.id = target.id AND target.status = 'running' AND NOT target.asked
-       RETURNING pg_notify('${CANCEL_CHANNEL}', w.id), pg_notify('${WAKE_CHANNEL}', 'cancel')
+    `WITH RECURSIVE ${treeLocked}, asked AS (
+       ${askToCancel(`(w.id = $1 OR EXISTS (SELECT 1 FROM locked t WHERE t.id = $1 AND t.status = 'running' AND NOT t.asked))`, `CASE WHEN w.id = $1 THEN $2 ELSE 'its parent ' || $1 || ' was cancelled: ' || $2 END`)}
      )
      SELECT CASE WHEN status <> 'running' THEN 'finished' WHEN asked THEN 'already' ELSE 'requested' END AS outcome, status
-       FROM target, (SELECT count(*) FROM asked) AS done`,
+       FROM locked, (SELECT count(*) FROM asked) AS done WHERE locked.id = $1`,
     [id, reason],
   );
   return result.rows[0] ?? null;

@@ -32,7 +32,20 @@
 import type { Span } from '@opentelemetry/api';
 import type pg from 'pg';
 import { createBatcher } from './batcher.ts';
-import { AttemptsExhaustedError, DatabaseUnavailableError, NonDeterminismError, StepAlreadyRecordedError, StepFailedError, StepTimeoutError, toError, WorkflowCancelledError, WorkflowTimeoutError } from './errors.ts';
+import {
+  AttemptsExhaustedError,
+  ChildIdTakenError,
+  ChildWorkflowError,
+  checkWorkflowId,
+  DatabaseUnavailableError,
+  NonDeterminismError,
+  StepAlreadyRecordedError,
+  StepFailedError,
+  StepTimeoutError,
+  toError,
+  WorkflowCancelledError,
+  WorkflowTimeoutError,
+} from './errors.ts';
 import { decodeFromLog } from './json.ts';
 import { Lease, LeaseLostError } from './lease.ts';
 import {
@@ -53,9 +66,15 @@ import {
   suspendForSleep,
   suspendUntil,
   lockForWait,
-  takeEvent,
-  recordWaitEnded,
-  parkForEvent,
+  takeEvents,
+  recordWaitsEnded,
+  parkForEvents,
+  startChildren,
+  childEndEvent,
+  lockForSend,
+  insertEvent,
+  wakeIfWaiting,
+  type ChildEnd,
   type Claim,
   type EntryKind,
   type Fence,
@@ -67,7 +86,7 @@ import {
 import type { Say } from './log.ts';
 import type { Finished } from './results.ts';
 import { ATTRIBUTES, endSpan, inStepSpan, startRunSpan, withSpan } from './tracing.ts';
-import type { Context, RetryPolicy, StepInfo, StepOptions, Workflow } from './types.ts';
+import type { ChildHandle, ChildOptions, Context, RetryPolicy, StepInfo, StepOptions, Workflow } from './types.ts';
 
 /**
  * The idempotency key of the step at position `seq` of workflow `workflowId`.
@@ -97,15 +116,23 @@ class AttemptThrew extends Error {
   }
 }
 
+/** How a wait ended, as its log entry says: the event (its payload as recorded, and its key), or its timeout. */
+type WaitEnd = { payload: unknown; key: string } | { timedOut: true };
+
 /** What a wait's log entry says: the event's payload, or undefined for a timeout. */
-function eventOf<T>(output: unknown): T | undefined {
-  const ended = output as { payload?: T; timedOut?: true };
-  return ended.timedOut ? undefined : ended.payload;
+function eventOf<T>(ended: WaitEnd): T | undefined {
+  return 'timedOut' in ended ? undefined : (decodeFromLog(ended.payload) as T);
 }
 
-/** An event's name: 1–200 characters, not blank. */
+/** An event's name: 1–200 characters, not blank, not starting with `durable:` (the engine's own: a child's end). */
 export function checkEventName(name: unknown): void {
   if (typeof name !== 'string' || name.trim() === '' || name.length > 200) throw new RangeError(`an event name is 1–200 characters, not blank; got ${JSON.stringify(name)}`);
+  if (name.startsWith('durable:')) throw new RangeError(`event names starting with "durable:" are the engine's own (a child's end is sent as one); got ${JSON.stringify(name)}`);
+}
+
+/** A child's id: its parent's, a slash, and the position of ctx.startChild in the parent's log — the same on every replay. */
+export function childId(parentId: string, seq: number): string {
+  return `${parentId}/${seq}`;
 }
 
 /** The longest a Node timer can wait (2^31 − 1 ms, 24.8 days): a longer setTimeout fires at once. */
@@ -175,6 +202,12 @@ export interface RunParts {
   say: Say;
   /** The crash-test hook (EngineOptions.crashPoint): a no-op unless a test injects one. */
   crashPoint(name: string): void;
+  /** This process's NOTIFY payload (its own workers are woken in memory instead). */
+  processTag: string;
+  /** Tell this process's workers there is work to claim: children started, a parent woken. */
+  wakeLocal(): void;
+  /** The engine's default StartOptions.maxAttempts: a child's too. */
+  maxAttempts: number;
 }
 
 /**
@@ -192,7 +225,7 @@ export type RunOutcome =
 export type WaitReason = 'retry' | 'sleep' | 'event';
 
 /** `execute(claim, lease)`: run a claimed workflow. One per engine, shared by all its workers. */
-export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, settleWaiters, say, crashPoint }: RunParts) {
+export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, settleWaiters, say, crashPoint, processTag, wakeLocal, maxAttempts }: RunParts) {
   /**
    * Plain steps' records and completions are each ONE fenced statement, sent
    * outside BEGIN … COMMIT: PostgreSQL runs it as a transaction of its own, so
@@ -286,7 +319,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       run.checkAllRecordedStepsWereCalled();
       // 3. Record the end — fenced like a step, and like a step one statement.
       const recordable = toRecordable(output, `the output of workflow ${claim.id}`);
-      if (!(await writeFenced(lease, () => completions.write({ ...fence, output: recordable })))) throw await lost(lease);
+      if (claim.parentId) await endChild(claim, lease, { status: 'completed', output: recordable });
+      else if (!(await writeFenced(lease, () => completions.write({ ...fence, output: recordable })))) throw await lost(lease);
       crashPoint('after-record:complete');
       // The slot frees before the waiters hear: a caller that starts its next
       // workflow the moment result() returns finds the local worker free.
@@ -345,7 +379,9 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
 
   /** Record that the workflow was cancelled (fenced), and answer its waiters. */
   async function cancelled(claim: Claim, lease: Lease, span: Span): Promise<RunOutcome> {
-    const reason = await cancelWorkflow(db, fenceOf(lease)).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
+    const reason = claim.parentId
+      ? await endChild(claim, lease, { status: 'cancelled', error: null })
+      : await cancelWorkflow(db, fenceOf(lease)).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
     if (reason === undefined) throw await lost(lease);
     const error = new WorkflowCancelledError(claim.id, reason);
     endSpan(span, error);
@@ -357,12 +393,43 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
 
   /** Record that the workflow failed with `error` (fenced), and answer its waiters. */
   async function fail(claim: Claim, lease: Lease, error: Error): Promise<RunOutcome> {
-    const failed = await failWorkflow(db, fenceOf(lease), error.message).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown)));
-    if (!failed) throw await lost(lease, error);
+    if (claim.parentId) await endChild(claim, lease, { status: 'failed', error: error.message });
+    else if (!(await failWorkflow(db, fenceOf(lease), error.message).catch((thrown: unknown) => Promise.reject(unavailable(lease, thrown))))) throw await lost(lease, error);
     lease.finished();
     settleWaiters(claim.id, { status: 'failed', output: null, error: error.message });
     say('warn', 'workflow-failed', `workflow ${claim.id} failed: ${error.message}`, { workflowId: claim.id, fencingToken: claim.fencingToken, error });
     return { outcome: 'failed', error };
+  }
+
+  /**
+   * Record a child's end and send it to its parent, in one transaction: the
+   * PARENT's row locked first — the order cancel() locks a parent and its
+   * children in; the other order could deadlock with it — then the child's
+   * fenced end, then the event (key `end`: once) and the parent's wake-up if
+   * that fills its last wait. A parent no longer running gets no event. A
+   * cancelled child's payload carries the cancel's reason, returned here.
+   */
+  async function endChild(claim: Claim, lease: Lease, end: ChildEnd): Promise<string | null> {
+    const parentId = claim.parentId!;
+    const fence = fenceOf(lease);
+    const sent = await inLease(lease, async (tx) => {
+      const parent = await lockForSend(tx, parentId);
+      let payload = end;
+      if (end.status === 'completed') {
+        if (!(await completeWorkflow(tx, fence, end.output))) throw new Refused();
+      } else if (end.status === 'failed') {
+        if (!(await failWorkflow(tx, fence, end.error ?? ''))) throw new Refused();
+      } else {
+        const reason = await cancelWorkflow(tx, fence);
+        if (reason === undefined) throw new Refused();
+        payload = { status: 'cancelled', error: reason };
+      }
+      const name = childEndEvent(claim.id);
+      const woke = parent?.status === 'running' && (await insertEvent(tx, { workflowId: parentId, name, key: 'end', payload })) && (await wakeIfWaiting(tx, parentId, name, processTag));
+      return { woke, reason: 'error' in payload ? payload.error : null };
+    });
+    if (sent.woke) wakeLocal();
+    return sent.reason;
   }
 
   function wentToWait(span: Span, waiting: { reason: WaitReason; dueInMs: number | null }): RunOutcome {
@@ -575,6 +642,142 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       return lost(lease, undefined, refusal.reason);
     }
 
+    // ── waits and children, gathered ─────────────────────────────────────────
+    //
+    // Waits (and child starts) the code makes in one turn — before it next
+    // waits on I/O: `Promise.all(handles.map((h) => h.result()))`, a loop with
+    // no await between its calls — go to the database together, at the end of
+    // the turn (setImmediate: after every promise reaction has run). 1,000
+    // children: one transaction starts them, one looks for their ends; the
+    // parent parks once, and wakes once, when the last of them has ended.
+    // One by one, the parent would park on the first, wake when it ends,
+    // replay, park on the second: 1,000 wake-ups, each replaying a longer log.
+
+    /** Calls waiting for the end of this turn, and what each resolves with. */
+    type Gathered<Item, Result> = { items: Array<Item & { resolve(result: Result): void; reject(thrown: unknown): void }>; flush(items: Item[]): Promise<Result[]> };
+
+    /** Add `item` to this turn's batch; the first of a turn schedules the flush. */
+    function gather<Item, Result>(batch: Gathered<Item, Result>, item: Item): Promise<Result> {
+      return new Promise<Result>((resolve, reject) => {
+        batch.items.push({ ...item, resolve, reject });
+        if (batch.items.length > 1) return;
+        setImmediate(() => {
+          const items = batch.items;
+          batch.items = [];
+          // The run may have gone to wait, lost its lease or been cancelled since the calls were made.
+          Promise.resolve()
+            .then(() => (mayStart(), batch.flush(items)))
+            .then(
+              (results) => items.forEach((item, i) => item.resolve(results[i]!)),
+              (thrown: unknown) => items.forEach((item) => item.reject(thrown)),
+            );
+        });
+      });
+    }
+
+    type Wait = { seq: number; name: string; timeoutMs: number | null };
+
+    /** A wait at the next position for the event `name`: how it ended, from the log, or from this turn's look. */
+    function waitFor(name: string, timeoutMs: number | null): Promise<WaitEnd> {
+      const seq = nextSeq++;
+      const entry = replay(seq, name, 'event');
+      if (entry) return Promise.resolve(entry.output as WaitEnd);
+      mayStart();
+      return gather(waits, { seq, name, timeoutMs });
+    }
+
+    /**
+     * This turn's waits, in ONE transaction: the row's lock FIRST, then the
+     * look — see "events" in queries.ts for the race this closes. Each wait
+     * takes an event, or ends by its timeout (on the row, by the database
+     * clock): recorded. If any is left, the workflow parks for all that are
+     * left — still holding the lock, so no send slips in between — and this
+     * run is over: every wait of the turn throws GoneToWait (those that ended
+     * are in the log, and the next run replays them).
+     */
+    const waits: Gathered<Wait, WaitEnd> = {
+      items: [],
+      async flush(batch) {
+        const looked = await inLease(lease, async (tx) => {
+          const locked = await lockForWait(tx, fenceOf(lease));
+          if (!locked) throw new Refused();
+          const taken = await takeEvents(tx, workflowId, batch);
+          const timeouts = new Map(locked.waits.map((wait) => [wait.seq, wait.until]));
+          const ended = new Map<number, WaitEnd>();
+          const left: Wait[] = [];
+          for (const wait of batch) {
+            const event = taken.get(wait.seq);
+            const until = timeouts.get(wait.seq);
+            if (event) ended.set(wait.seq, event);
+            else if (until && until.getTime() <= locked.nowMs) ended.set(wait.seq, { timedOut: true });
+            else left.push(wait);
+          }
+          if (ended.size > 0) await recordWaitsEnded(tx, fenceOf(lease), [...ended].map(([seq, output]) => ({ seq, name: batch.find((w) => w.seq === seq)!.name, output })));
+          if (left.length === 0) return { ended };
+          crashPoint(`before-park:${left[0]!.name}`);
+          return { ended, left, dueInMs: await parkForEvents(tx, fenceOf(lease), left) };
+        });
+        if (looked.left) {
+          const names = looked.left.map((wait) => `"${wait.name}"`);
+          const shown = names.length > 3 ? `${names.slice(0, 3).join(', ')} and ${names.length - 3} more` : names.join(', ');
+          const until = looked.dueInMs === null ? 'its events come' : `its events come, or ${looked.dueInMs} ms pass`;
+          say('info', 'waiting-for-event', `workflow ${workflowId}: waits for ${shown} until ${until}, holding no worker`, {
+            workflowId,
+            fencingToken: lease.fencingToken,
+            step: { seq: looked.left[0]!.seq, name: looked.left[0]!.name },
+            dueInMs: looked.dueInMs ?? undefined,
+          });
+          crashPoint(`after-park:${looked.left[0]!.name}`);
+          throw goToWait('event', looked.dueInMs);
+        }
+        for (const wait of batch) {
+          const how = 'timedOut' in looked.ended.get(wait.seq)! ? 'timed out' : 'got its event';
+          say('debug', 'event-received', `workflow ${workflowId}: wait #${wait.seq} for "${wait.name}" ${how}`, { workflowId, fencingToken: lease.fencingToken, step: { seq: wait.seq, name: wait.name } });
+        }
+        return batch.map((wait) => looked.ended.get(wait.seq)!);
+      },
+    };
+
+    type ChildStart = { seq: number; id: string; name: string; input: unknown; maxAttempts: number; timeoutMs: number | null };
+
+    /**
+     * This turn's children, started in ONE transaction of this run: fenced,
+     * the children's rows (runnable at once, a NOTIFY at COMMIT) and their
+     * entries in this log commit together — a crash before COMMIT leaves
+     * neither, after it both, and a replay finds the entries and starts nothing.
+     */
+    const childStarts: Gathered<ChildStart, void> = {
+      items: [],
+      async flush(batch) {
+        await inLease(lease, async (tx) => {
+          if (!(await fenceTransaction(tx, fenceOf(lease)))) throw new Refused();
+          const taken = await startChildren(tx, fenceOf(lease), batch, processTag);
+          if (taken.length > 0) throw new ChildIdTakenError(workflowId, taken);
+        });
+        crashPoint('after-children-started');
+        wakeLocal();
+        const shown = batch.length === 1 ? `child ${batch[0]!.id}` : `${batch.length} children (${batch[0]!.id} …)`;
+        say('info', 'children-started', `workflow ${workflowId}: started ${shown}`, { workflowId, fencingToken: lease.fencingToken, step: { seq: batch[0]!.seq, name: batch[0]!.name } });
+        return batch.map(() => undefined);
+      },
+    };
+
+    /** A child's handle: its id, and its end — awaited once, however often `result()` is called (each call would be a wait of its own). */
+    function handleOf<Output>(id: string): ChildHandle<Output> {
+      let ended: Promise<Output> | undefined;
+      return {
+        id,
+        result() {
+          ended ??= (async () => {
+            const end = eventOf<ChildEnd>(await waitFor(childEndEvent(id), null))!;
+            if (end.status === 'completed') return decodeFromLog(end.output) as Output;
+            throw new ChildWorkflowError(id, end.status, end.error);
+          })();
+          return ended;
+        },
+      };
+    }
+
     const ctx: Context = {
       workflowId,
       signal,
@@ -674,38 +877,24 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
         checkEventName(name);
         const timeoutMs = options.timeoutMs ?? null;
         if (timeoutMs !== null) checkSleep(timeoutMs);
+        return eventOf<T>(await waitFor(name, timeoutMs));
+      },
+
+      async startChild<Output, Input>(name: string, input: Input, options: ChildOptions = {}): Promise<ChildHandle<Output>> {
         const seq = nextSeq++;
-        const entry = replay(seq, name, 'event');
-        if (entry) return eventOf<T>(entry.output);
+        const entry = replay(seq, name, 'child');
+        if (entry) return handleOf<Output>((entry.output as { id: string }).id);
         mayStart();
-        // One transaction: the row's lock FIRST, then the look — see "events" in queries.ts for the race this closes.
-        const ended: { output: { payload: unknown; key: string } | { timedOut: boolean } } | { parked: number | null } = await inLease(lease, async (tx) => {
-          const locked = await lockForWait(tx, fenceOf(lease));
-          if (!locked) throw new Refused();
-          const event = await takeEvent(tx, workflowId, name, seq);
-          if (event) {
-            const output = { payload: event.payload, key: event.key };
-            await recordWaitEnded(tx, { ...fenceOf(lease), seq, name, output });
-            return { output };
-          }
-          // This wait timed out already (its time is on the row, by the database clock): that is its end, recorded.
-          if (locked.waitSeq === seq && locked.waitUntil && locked.waitUntil.getTime() <= locked.nowMs) {
-            const output = { timedOut: true };
-            await recordWaitEnded(tx, { ...fenceOf(lease), seq, name, output });
-            return { output };
-          }
-          // Nothing yet: park — still holding the row's lock, so no send can slip in between the look and the park.
-          crashPoint(`before-park:${name}`);
-          return { parked: await parkForEvent(tx, { ...fenceOf(lease), seq, name, timeoutMs }) };
-        });
-        if ('output' in ended) {
-          say('debug', 'event-received', `workflow ${workflowId}: wait #${seq} for "${name}" ${'timedOut' in ended.output ? 'timed out' : 'got its event'}`, { workflowId, fencingToken: lease.fencingToken, step: { seq, name } });
-          return eventOf<T>(ended.output);
-        }
-        const until = ended.parked === null ? 'an event comes' : `an event comes, or ${ended.parked} ms pass`;
-        say('info', 'waiting-for-event', `workflow ${workflowId}: waits for "${name}" until ${until}, holding no worker`, { workflowId, fencingToken: lease.fencingToken, step: { seq, name }, dueInMs: ended.parked ?? undefined });
-        crashPoint(`after-park:${name}`);
-        throw goToWait('event', ended.parked);
+        const id = childId(workflowId, seq);
+        checkWorkflowId(id);
+        lookUp(name, id); // a name no code is registered under fails the parent here, before anything is written
+        const childMaxAttempts = options.maxAttempts ?? maxAttempts;
+        if (!Number.isInteger(childMaxAttempts) || childMaxAttempts < 1) throw new RangeError(`maxAttempts must be a whole number ≥ 1, got ${childMaxAttempts}`);
+        const timeoutMs = options.timeoutMs ?? null;
+        if (timeoutMs !== null && !(typeof timeoutMs === 'number' && Number.isFinite(timeoutMs) && timeoutMs > 0)) throw new RangeError(`timeoutMs must be a finite number of milliseconds > 0, got ${String(timeoutMs)}`);
+        const recordable = toRecordable(input, `the input of child workflow ${id}`);
+        await gather(childStarts, { seq, id, name, input: recordable, maxAttempts: childMaxAttempts, timeoutMs });
+        return handleOf<Output>(id);
       },
 
       async nonCancellable<T>(fn: () => Promise<T>): Promise<T> {

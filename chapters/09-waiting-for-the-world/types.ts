@@ -8,6 +8,7 @@ import type pg from 'pg';
 import type { Logger } from './log.ts';
 import type { ScheduleOptions } from './schedules.ts';
 import type { WorkflowStatus } from './queries.ts';
+import type { ChildWorkflowError } from './errors.ts';
 import type { Worker, WorkerOptions } from './worker.ts';
 
 /**
@@ -137,8 +138,29 @@ export interface Context {
    * event sent before the workflow waits is kept and taken here; each event
    * is taken by one wait, oldest first; how the wait ended is recorded, so a
    * replay takes the same branch every time.
+   *
+   * Waits started together — before the code next waits on anything else, as
+   * `Promise.all` over waits (or over children's `result()`) does — are
+   * looked at together and park the workflow ONCE, until every one of them
+   * has its event or a timeout passes: 1,000 children ending wake their
+   * parent once. So race waits against each other only with timeouts; for
+   * "whichever comes first", send one event whose payload says which.
+   * Names starting with `durable:` are the engine's (a RangeError).
    */
   waitForEvent<T = unknown>(name: string, options?: { timeoutMs?: number }): Promise<T | undefined>;
+  /**
+   * Start the workflow `name` as a child of this one, and return its handle.
+   * Its id is this workflow's id, a slash and the call's position in the log
+   * (`order-1/3`): a replay finds the same child, and never starts a second.
+   * Children started together (`Promise.all`, a loop without awaits between)
+   * are started in one transaction. `await handle.result()` waits for the
+   * child's end holding no worker slot — a worker of concurrency 1 runs a
+   * parent and its child in turn — and returns its output, or throws a
+   * {@link ChildWorkflowError} if it failed or was cancelled. Cancelling this
+   * workflow cancels its children. A child this workflow never waits for runs
+   * on after it ends.
+   */
+  startChild<Output = unknown, Input = unknown>(name: string, input: Input, options?: ChildOptions): Promise<ChildHandle<Output>>;
   /**
    * True once engine.cancel() has been called on this workflow and this run
    * has heard of it. From then on every step, sleep and wait throws a
@@ -158,6 +180,17 @@ export interface Context {
    * ```
    */
   nonCancellable<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+/** How a child is started: as {@link StartOptions}, without the id (the engine derives it). */
+export type ChildOptions = Pick<StartOptions, 'maxAttempts' | 'timeoutMs'>;
+
+/** A child workflow, as its parent sees it. */
+export interface ChildHandle<Output> {
+  /** `<parent's id>/<position>`. */
+  id: string;
+  /** Wait for its end (durably: the parent parks) — its output, or a {@link ChildWorkflowError}. Called again, the same promise. */
+  result(): Promise<Output>;
 }
 
 /** A workflow: durable code that calls `ctx.step` and `ctx.transaction` for everything with an effect. */
@@ -219,8 +252,8 @@ export interface StepRecord {
   seq: number;
   /** The step's name. */
   name: string;
-  /** A step, a sleep (its output is `{ until }`, the time it ends), or how a wait for an event ended (`{ payload, key }` or `{ timedOut: true }`). */
-  kind: 'step' | 'sleep' | 'event';
+  /** A step, a sleep (its output is `{ until }`, the time it ends), how a wait for an event ended (`{ payload, key }` or `{ timedOut: true }`), or a child started (`{ id }`). */
+  kind: 'step' | 'sleep' | 'event' | 'child';
   /** Its recorded result: what replays return. */
   output: unknown;
   /** A step that failed for good: its error, and how many attempts it made. Null when it returned. */
@@ -256,8 +289,10 @@ export interface WorkflowInfo {
   maxAttempts: number;
   /** Milliseconds to its deadline (start's `timeoutMs`) by the database clock, negative once past; null: none. */
   deadlineInMs: number | null;
+  /** The workflow that started it with ctx.startChild; null for one started by start(). */
+  parentId: string | null;
   /** Nobody holds it and it may not run before `until`: a step's back-off, or a sleep. Null otherwise. */
-  waiting: { reason: 'retry' | 'sleep'; until: Date } | { reason: 'event'; event: string; until: Date | null } | null;
+  waiting: { reason: 'retry' | 'sleep'; until: Date } | { reason: 'event'; events: string[]; until: Date | null } | null;
   /** Its recorded steps, in order. */
   steps: StepRecord[];
   /** Every failed attempt of its steps, in order: the error, and when the next attempt may start (null: none). */
