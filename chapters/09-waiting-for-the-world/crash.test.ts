@@ -124,3 +124,48 @@ describe('events under kills and freezes', () => {
     });
   });
 });
+
+/** The batch's children as the log has them: how many rows, and each one's status. */
+const children = (world: World, batchId: string) =>
+  withPool(world.databaseUrl, async (db) => (await db.query<{ id: string; status: string }>(`SELECT id, status FROM workflows WHERE parent_id = $1 ORDER BY id`, [batchId])).rows);
+
+describe('child workflows under kills', () => {
+  it('the parent’s worker is killed right after its children started: the restarted worker starts none again, and every order is charged once', async () => {
+    await withWorld('ch09_children_parent_killed', async (world) => {
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000', CONCURRENCY: '2' };
+      const a = await startChild({ script: main, args: ['batch', 'batch-1', '5'], env: { ...env, WORKER_NAME: 'A', CRASH_AT: 'after-children-started' }, timeoutMs: 30_000 }).done;
+      expect(a.crashedAt ?? a.signal).toBe('after-children-started@1');
+      expect(await children(world, 'batch-1')).toHaveLength(5); // committed with the parent's log entries, before the kill
+      const b = startWorker(main, 'B', env);
+      await until('batch-1 completed', async () => (await inspect(world, 'batch-1'))?.status === 'completed', { timeoutMs: 30_000 });
+      b.signal('SIGTERM');
+      expect((await b.done).exitCode).toBe(0);
+      const batch = (await inspect(world, 'batch-1'))!;
+      expect(batch.output).toEqual({ completed: 5, failed: [] });
+      expect(batch.steps.filter((s) => s.kind === 'child').map((s) => s.fencingToken)).toEqual([1, 1, 1, 1, 1]); // started once, by A
+      expect(await children(world, 'batch-1')).toEqual([1, 2, 3, 4, 5].map((seq) => ({ id: `batch-1/${seq - 1}`, status: 'completed' })));
+      const ledger = await world.ledger();
+      for (let i = 1; i <= 5; i++) expect(ledger.byOrder(`batch-1-${i}`)).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
+    });
+  });
+
+  it('a child’s worker is killed right after the child’s end committed: its parent heard of it in that commit, and the batch completes once', async () => {
+    await withWorld('ch09_children_child_killed', async (world) => {
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000', CONCURRENCY: '2' };
+      // The first workflow to complete is a child (its parent is parked, waiting for all three).
+      const a = await startChild({ script: main, args: ['batch', 'batch-2', '3'], env: { ...env, WORKER_NAME: 'A', CRASH_AT: 'after-record:complete' }, timeoutMs: 30_000 }).done;
+      expect(a.crashedAt ?? a.signal).toBe('after-record:complete@1');
+      const b = startWorker(main, 'B', env);
+      await until('batch-2 completed', async () => (await inspect(world, 'batch-2'))?.status === 'completed', { timeoutMs: 30_000 });
+      b.signal('SIGTERM');
+      expect((await b.done).exitCode).toBe(0);
+      expect((await inspect(world, 'batch-2'))!.output).toEqual({ completed: 3, failed: [] });
+      const sent = await withPool(world.databaseUrl, async (db) =>
+        (await db.query<{ name: string; taken: boolean }>(`SELECT name, taken_at_seq IS NOT NULL AS taken FROM events WHERE workflow_id = 'batch-2' ORDER BY name`)).rows,
+      );
+      expect(sent).toEqual([0, 1, 2].map((seq) => ({ name: `durable:child:batch-2/${seq}`, taken: true }))); // one end each, each taken once
+      const ledger = await world.ledger();
+      for (let i = 1; i <= 3; i++) expect(ledger.byOrder(`batch-2-${i}`)).toMatchObject({ charges: 1, stockDecrements: 1, emails: 1 });
+    });
+  });
+});

@@ -9,6 +9,9 @@
  *   main.ts status <orderId>…   what the log knows: STATUS {"order-1":"completed",…}
  *   main.ts send <workflowId> <event> [--payload <json>] [--key <key>]
  *                               send a workflow an event (the payment provider's webhook, say), then exit
+ *   main.ts batch <batchId> <count>
+ *                               run a worker here, start a batch of <count> orders (<batchId>-1, …), each
+ *                               a child workflow of the batch, until the batch is finished
  *
  * Every command migrates the schema first. SIGTERM (or SIGINT) makes a worker
  * stop claiming, finish what it holds (up to SHUTDOWN_GRACE_MS), release the
@@ -39,9 +42,9 @@ import { crashPoint } from '../../shared/crash/failpoints.ts';
 import { narrateEngineLog, trace } from '../../shared/narrate.ts';
 import { demoOrder, type Order } from '../../shared/world/services.ts';
 import { checkConnectionString, createEngine, isConnectionFailure, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
-import { orderWorkflow, poisonWorkflow } from './workflow.ts';
+import { batchWorkflow, orderWorkflow, poisonWorkflow } from './workflow.ts';
 
-const usage = 'usage: main.ts start <orderId>… [--amount <cents>] | recover | worker | status <orderId>… | send <workflowId> <event> [--payload <json>] [--key <key>]';
+const usage = 'usage: main.ts start <orderId>… [--amount <cents>] | recover | worker | status <orderId>… | send <workflowId> <event> [--payload <json>] [--key <key>] | batch <batchId> <count>';
 
 /**
  * Run `action`, and while the database cannot be reached (it is starting, or
@@ -100,7 +103,7 @@ runMain(async () => {
   });
   const { positionals, values } = parseArgs({ allowPositionals: true, options: { amount: { type: 'string' }, payload: { type: 'string' }, key: { type: 'string' } } });
   const [command, ...orderIds] = positionals;
-  if (command !== 'start' && command !== 'recover' && command !== 'worker' && command !== 'status' && command !== 'send') {
+  if (command !== 'start' && command !== 'recover' && command !== 'worker' && command !== 'status' && command !== 'send' && command !== 'batch') {
     throw new CourseError(`unknown command "${command ?? ''}"`, usage);
   }
   const amountCents = values.amount === undefined ? undefined : Number(values.amount);
@@ -132,7 +135,7 @@ runMain(async () => {
     await whenDatabaseAnswers(url, () => migrate(db));
     // The engine prints nothing and crashes nowhere on its own: the course gives it its trace lines and its crash points.
     // The order, and a poison workflow (workflow.ts) for the demo and the torture run to start.
-    const workflows = { order: orderWorkflow({ coolingOffMs: fromEnv('COOLING_OFF_MS', 0), awaitSettlement: fromEnv('AWAIT_SETTLEMENT', 0) === 1 }), poison: poisonWorkflow() };
+    const workflows = { order: orderWorkflow({ coolingOffMs: fromEnv('COOLING_OFF_MS', 0), awaitSettlement: fromEnv('AWAIT_SETTLEMENT', 0) === 1 }), batch: batchWorkflow(), poison: poisonWorkflow() };
     const engine = createEngine({ db, workflows, maxAttempts: fromEnv('MAX_ATTEMPTS', 5) || 5, stepTimeoutMs, log: narrateEngineLog, crashPoint });
     if (command === 'status') {
       console.log(`STATUS ${JSON.stringify(await engine.status(orderIds))}`);
@@ -192,6 +195,19 @@ runMain(async () => {
         const reasons = failed.map((r) => toError((r as PromiseRejectedResult).reason));
         throw reasons.length === 1 ? reasons[0] : new WorkflowFailedError(`${reasons.length} orders failed:\n  ${reasons.map((e) => e.message).join('\n  ')}`);
       }
+    } else if (command === 'batch') {
+      const [batchId, countText] = orderIds;
+      const count = Number(countText);
+      if (!batchId || !Number.isInteger(count) || count < 1 || count > 10_000) throw new CourseError('batch: which batch id, and how many orders (1–10,000)?', usage);
+      await worker.start();
+      const orders = Array.from({ length: count }, (_, i) => order(`${batchId}-${i + 1}`));
+      const run = await engine.start('batch', { orders }, { id: batchId });
+      if (!run.created) trace.info(`batch ${batchId} is already in the log: this start is the same run, not a new one`);
+      const done = run.result().then((outcome) => console.log(`workflow ${batchId} completed: ${JSON.stringify(outcome)}`));
+      const signal = await Promise.race([done.then(() => undefined), terminated]);
+      if (signal) trace.info(`${signal}: stopping before the batch finished; it stays in the log for other workers`);
+      await worker.stop();
+      if (!signal) await done;
     } else if (command === 'recover') {
       const signal = await Promise.race([worker.drain().then(() => undefined), terminated]);
       if (signal) await worker.stop();

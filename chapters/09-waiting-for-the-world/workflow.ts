@@ -18,6 +18,7 @@
  * New in chapter 9: optionally, after the charge, the order waits for the
  * payment provider's webhook saying the charge settled — an event another
  * process sends (`main.ts send <order> settled`). Off by default, as the sleep.
+ * And a batch of orders, each run as a child workflow of the batch.
  */
 import { chargeCard, reserveInventory, sendEmail, type Order } from '../../shared/world/services.ts';
 import type { RetryPolicy, Workflow } from './types.ts';
@@ -48,6 +49,21 @@ export function orderWorkflow({ coolingOffMs = 0, awaitSettlement = false }: { c
     if (coolingOffMs > 0) await ctx.sleep(coolingOffMs);
     const email = await ctx.step('send_email', ({ idempotencyKey }) => sendEmail(order, { idempotencyKey }), { retry });
     return { chargeId: charge.id, onHand: stock.onHand, emailId: email.id };
+  };
+}
+
+/**
+ * A batch of orders (a wholesale customer's, say): each order a child
+ * workflow, started together, waited for together — the batch holds no
+ * worker while its orders run, and resumes once, when the last has ended. An
+ * order that fails does not fail the batch: it is counted.
+ */
+export function batchWorkflow(): Workflow<{ orders: Order[] }, { completed: number; failed: string[] }> {
+  return async (ctx, { orders }) => {
+    const children = await Promise.all(orders.map((order) => ctx.startChild<Receipt>('order', order)));
+    const ends = await Promise.allSettled(children.map((child) => child.result()));
+    const failed = children.filter((_, i) => ends[i]!.status === 'rejected').map((child) => child.id);
+    return { completed: orders.length - failed.length, failed };
   };
 }
 
