@@ -1,33 +1,36 @@
 /**
  * The run of one claimed workflow, top to bottom: read the log, run the code
- * (recorded steps come back from the log, the rest run and are recorded),
- * record the end. Every write is fenced with the run's token, exactly as in
- * chapter 6 (stillHeld() in queries.ts). What changed is how many statements
- * carry those writes:
+ * (what the log has comes back from it, the rest runs and is recorded), then
+ * record the end — or put the workflow to wait. Every write is fenced with
+ * the run's token (stillHeld() in queries.ts), as in chapter 6, in as few
+ * statements as chapter 7 made them: a plain step's record and the
+ * completion are one statement each, shared by runs writing at once
+ * (batcher.ts); a transaction step keeps BEGIN … COMMIT and its
+ * `during-record` crash point. Chapter 8 made it one run per claim: a failing
+ * step waits out its back-off in the database, a sleep likewise — one fenced
+ * release (`goToWait`) — and the claim counts attempts.
  *
- *   a plain step's record    chapter 6: BEGIN + SET LOCAL; fenced INSERT; COMMIT   3 round trips
- *                            here:      the fenced INSERT, alone                   1
- *   the completion           chapter 6: BEGIN + SET LOCAL; fenced UPDATE; COMMIT   3
- *                            here:      the fenced UPDATE, alone                   1
- *   the log, first claim     chapter 6: SELECT … FROM steps                        1
- *                            here:      nothing: token 1 has no run before it      0
- *   a transaction step       unchanged: BEGIN + SET LOCAL; fence; its SQL; fenced INSERT; COMMIT
- *   runs writing at once     share one multi-row fenced statement (batcher.ts)
+ * New in chapter 9, a run can wait for the world:
  *
- * A statement sent alone is a transaction of its own: its fence, the row lock
- * the fence takes and its write commit together, or none of them happened. So
- * a plain step's record and the completion have no `during-record` crash
- * point any more; a transaction step keeps one (its writes and its record
- * sit uncommitted between the record and COMMIT).
+ *   ctx.waitForEvent   the workflow's row locked FIRST, then the look (the
+ *                      lost wake-up: "events" in queries.ts). An event found,
+ *                      or a timeout passed, is recorded as the wait's end; none
+ *                      yet: the workflow parks, holding no slot, and the run ends.
+ *   ctx.startChild     the child's row and this log's entry, in one fenced
+ *                      transaction. handle.result() is a wait for the event
+ *                      the child's end sends its parent (`endChild`).
+ *   gathered           waits and child starts the code makes in one turn go to
+ *                      the database together: Promise.all over 1,000 children
+ *                      is one transaction to start them, one to look for their
+ *                      ends, and one park — the parent resumes once.
+ *   cancellation       heard by the worker (NOTIFY, or a renewal's answer):
+ *                      the running step's signal aborts, no step starts
+ *                      outside ctx.nonCancellable, and the end is `cancelled`.
  *
- * New in chapter 8: one run per claim (no attempts in memory), and a run can
- * end three ways — its end recorded (completed, failed), or its workflow put
- * to wait in the database (a step's back-off, a sleep) by one fenced release
- * (`goToWait`). A failing step is decided in `attemptFailed`; the claim past
- * `maxAttempts` and a passed deadline fail the workflow before it runs.
- *
- * engine.ts makes one runner per engine; worker.ts calls `execute` for each
- * claim, and start.ts's local handover is a claim like any other.
+ * A run ends one of four ways: completed, failed, cancelled (each recorded,
+ * and sent to the parent if it is a child), or waiting (a back-off, a sleep,
+ * events). engine.ts makes one runner per engine; worker.ts calls `execute`
+ * for each claim, and start.ts's local handover is a claim like any other.
  */
 import type { Span } from '@opentelemetry/api';
 import type pg from 'pg';

@@ -9,7 +9,11 @@
  *                poll interval (the fallback that also finds expired leases:
  *                the takeover of a dead worker's work)
  *   local starts start() in this process hands a new workflow straight to a
- *                free slot, inserted already claimed (reserve → take)
+ *                free slot, inserted already claimed (reserve → take); a run
+ *                that starts children, or wakes a parent, wakes this worker too
+ *   cancels      a NOTIFY on the cancel channel names a workflow this worker
+ *                holds: its run's cancel signal aborts (a missed NOTIFY is
+ *                caught by the next heartbeat, which returns the request)
  *   heartbeat    every lease/3 to lease/2, at random: renewLeases(every held
  *                lease), one UPDATE for all of them. A lease whose renewal is
  *                refused is lost: that run is aborted. If renewals fail
