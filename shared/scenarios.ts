@@ -35,6 +35,7 @@ export type Verdict =
   | 'cancelled'
   | 'not-cancelled'
   | 'ran-after-cancel'
+  | 'deadlock'
   | 'not-applicable';
 
 export const VERDICT_LABEL: Record<Verdict, string> = {
@@ -54,6 +55,7 @@ export const VERDICT_LABEL: Record<Verdict, string> = {
   cancelled: '✓ cancelled',
   'not-cancelled': '✗ not cancelled',
   'ran-after-cancel': '✗ ran on after cancel',
+  deadlock: '✗ deadlock',
   'not-applicable': '–',
 };
 
@@ -298,6 +300,31 @@ export const scenarios: Scenario[] = [
   },
   cancelWhileWaiting('cancel-while-waiting', 'an order waiting for its webhook is cancelled, its worker dead', 'event'),
   cancelWhileWaiting('cancel-while-sleeping', 'a sleeping order is cancelled, its worker dead', 'sleep'),
+  {
+    id: 'parent-waits-on-children-one-slot',
+    title: 'a parent waits for its child orders on a worker with one slot, killed while it waits',
+    async run(chapter, world) {
+      // A batch of 3 orders, each a child workflow of the batch (main.ts batch, chapter 9 on). One slot
+      // (CONCURRENCY=1): a parent that held it while it waited would leave none for its children.
+      if (!(await knowsCommand(chapter, world, 'batch', []))) return { verdict: 'not-applicable', detail: 'this engine has no child workflows: its main.ts has no batch', runs: [] };
+      const batch = 'batch-1';
+      const orders = [1, 2, 3].map((i) => `${batch}-${i}`);
+      const point = `after-park:durable:child:${batch}/0`;
+      const env = { ...world.env, CONCURRENCY: '1' };
+      // The one-slot worker is killed the moment the parent parks; a one-slot worker comes back.
+      const run = await runUntilDone({ script: chapter.main, args: ['batch', batch, String(orders.length)], env, faults: [point], maxAttempts: 2, timeoutMs: 30_000 });
+      const ledger = await world.ledger();
+      if (neverReached(run, point)) return { verdict: 'no-wait', detail: `the batch never parked to wait for its children: ${firstLine(run.error ?? '')}`, ledger, runs: [run] };
+      const status = (await readStatus(chapter, world, [batch, ...orders.map((_, i) => `${batch}/${i}`)])) ?? {};
+      if (run.attempts.at(-1)?.timedOut) {
+        return { verdict: 'deadlock', detail: `the restarted worker did not finish the batch in 30 s: ${JSON.stringify(status)}`, ledger, runs: [run] };
+      }
+      const verdict = judge(ledger, orders, [run]);
+      if (verdict.verdict !== 'exactly-once') return { ...verdict, ledger, runs: [run] };
+      if (status[batch] !== 'completed') return { verdict: 'lost', detail: `the batch is ${status[batch] ?? 'not in the log'}`, ledger, runs: [run] };
+      return { ...verdict, detail: `the batch completed on one slot, its parent holding none while it waited; ${verdict.detail}`, ledger, runs: [run] };
+    },
+  },
   crashAt('crash-after-charge-recorded', 'crash after the charge is recorded', 'after-record:charge_card'),
   crashAt('crash-while-recording', 'crash half-way through writing the log', 'during-record:complete'),
   crashAt('crash-after-charge-before-record', 'crash after the charge, before its record', 'after-effect:charge_card'),
@@ -494,10 +521,15 @@ function cliOf(chapter: Chapter): string {
   return `chapters/${chapter.slug}/cli.ts`;
 }
 
+/** Whether this chapter's main.ts knows `command` (asked with `args`: it answers 'unknown command' or not). */
+async function knowsCommand(chapter: Chapter, world: World, command: string, args: string[]): Promise<boolean> {
+  const probe = await startChild({ script: chapter.main, args: [command, ...args], env: world.env, timeoutMs: 30_000 }).done;
+  return !probe.stderr.includes(`unknown command "${command}"`);
+}
+
 /** Why this chapter cannot send a workflow an event (its main.ts has no `send`), or null when it can. */
 async function cannotSendEvents(chapter: Chapter, world: World): Promise<string | null> {
-  const probe = await startChild({ script: chapter.main, args: ['send', 'no-such-order', 'settled'], env: world.env, timeoutMs: 30_000 }).done;
-  return /unknown command "send"/.test(probe.stderr) ? 'this engine cannot wait for an event: its main.ts has no send' : null;
+  return (await knowsCommand(chapter, world, 'send', ['no-such-order', 'settled'])) ? null : 'this engine cannot wait for an event: its main.ts has no send';
 }
 
 /** Why this chapter cannot cancel a workflow (no `durable cancel`), or null when it can. */
