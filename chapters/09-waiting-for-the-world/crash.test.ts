@@ -125,6 +125,31 @@ describe('events under kills and freezes', () => {
   });
 });
 
+describe('the saga under a kill', () => {
+  it('an order cancelled during its cooling-off while no worker runs: the next worker puts its stock back in ctx.nonCancellable, once, sends no email, and ends it cancelled', async () => {
+    await withWorld('ch09_saga', async (world) => {
+      const env = { ...world.env, ...noColourEnv, LEASE_MS: '1000', COOLING_OFF_MS: '600000' };
+      const a = startChild({ script: main, args: ['start', 'order-1'], env: { ...env, WORKER_NAME: 'A' }, timeoutMs: 30_000 });
+      await a.waitForLine(/sleeps until/);
+      a.signal('SIGKILL');
+      await a.done;
+      await withPool(world.databaseUrl, async (db) => {
+        expect(await createEngine({ db, workflows: { order: orderWorkflow() } }).cancel('order-1', { reason: 'customer changed their mind' })).toMatchObject({ outcome: 'requested' });
+      });
+      const b = startWorker(main, 'B', env);
+      await until('order-1 cancelled', async () => (await inspect(world, 'order-1'))?.status === 'cancelled', { timeoutMs: 20_000 });
+      b.signal('SIGTERM');
+      expect((await b.done).exitCode).toBe(0);
+      const info = (await inspect(world, 'order-1'))!;
+      expect(info).toMatchObject({ status: 'cancelled', error: 'customer changed their mind' });
+      expect(info.steps.map((s) => s.name)).toEqual(['charge_card', 'reserve_inventory', 'sleep', 'release_inventory']);
+      const ledger = await world.ledger();
+      expect(ledger.byOrder('order-1')).toMatchObject({ charges: 1, stockDecrements: 1, emails: 0 });
+      expect(ledger.stockReleases('order-1')).toBe(1);
+    });
+  });
+});
+
 /** The batch's children as the log has them: how many rows, and each one's status. */
 const children = (world: World, batchId: string) =>
   withPool(world.databaseUrl, async (db) => (await db.query<{ id: string; status: string }>(`SELECT id, status FROM workflows WHERE parent_id = $1 ORDER BY id`, [batchId])).rows);

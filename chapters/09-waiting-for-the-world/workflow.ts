@@ -18,9 +18,10 @@
  * New in chapter 9: optionally, after the charge, the order waits for the
  * payment provider's webhook saying the charge settled — an event another
  * process sends (`main.ts send <order> settled`). Off by default, as the sleep.
- * And a batch of orders, each run as a child workflow of the batch.
+ * An order cancelled during its cooling-off puts its stock back (the saga's
+ * undo, in ctx.nonCancellable). And a batch of orders, each a child workflow.
  */
-import { chargeCard, reserveInventory, sendEmail, type Order } from '../../shared/world/services.ts';
+import { chargeCard, releaseInventory, reserveInventory, sendEmail, type Order } from '../../shared/world/services.ts';
 import type { RetryPolicy, Workflow } from './types.ts';
 
 export interface Receipt {
@@ -46,7 +47,15 @@ export function orderWorkflow({ coolingOffMs = 0, awaitSettlement = false }: { c
       if (!settled) throw new Error(`charge ${charge.id} did not settle within a minute`);
     }
     const stock = await ctx.transaction('reserve_inventory', (tx) => reserveInventory(tx, order), { retry });
-    if (coolingOffMs > 0) await ctx.sleep(coolingOffMs);
+    try {
+      if (coolingOffMs > 0) await ctx.sleep(coolingOffMs);
+    } catch (error) {
+      // Cancelled during the cooling-off (`durable cancel`): the saga's undo — the stock goes back on the
+      // shelf, in a step that runs and is recorded although the workflow is cancelled. (The demo's payment
+      // provider has no refunds; a real order would refund the charge here too, the same way.)
+      if (ctx.cancelled) await ctx.nonCancellable(() => ctx.transaction('release_inventory', (tx) => releaseInventory(tx, order)));
+      throw error;
+    }
     const email = await ctx.step('send_email', ({ idempotencyKey }) => sendEmail(order, { idempotencyKey }), { retry });
     return { chargeId: charge.id, onHand: stock.onHand, emailId: email.id };
   };

@@ -5,6 +5,7 @@
  *
  *   charges          — from the payments service (the world server)
  *   stock decrements — rows in stock_movements (the workflow's database)
+ *   stock releases   — the same table's returns (a cancelled order's compensation, chapter 9)
  *   emails           — from the mail service (the world server)
  *
  * "Exactly once" means 1, 1 and 1 for every order, however often the workflow
@@ -27,6 +28,8 @@ export interface Ledger {
   orders: OrderEffects[];
   /** One order's effects; all zeros for an order the world never saw. */
   byOrder(id: string): OrderEffects;
+  /** Stock put back for this order (rows in stock_movements with delta > 0): a saga's undo of its reservation. */
+  stockReleases(id: string): number;
   /** The raw records, for a closer look (amounts, ids, idempotency keys). */
   charges: LedgerRecord<Charge>[];
   emails: LedgerRecord<Email>[];
@@ -36,7 +39,7 @@ export interface Ledger {
 export class LedgerUnavailableError extends CourseError {}
 
 export async function readLedger(worldUrl: string, databaseUrl: string): Promise<Ledger> {
-  const [world, decrements] = await Promise.all([fetchWorldLedger(worldUrl), countDecrements(databaseUrl)]);
+  const [world, { decrements, releases }] = await Promise.all([fetchWorldLedger(worldUrl), countMovements(databaseUrl)]);
 
   const effects = new Map<string, OrderEffects>();
   const entry = (orderId: string) => {
@@ -52,6 +55,7 @@ export async function readLedger(worldUrl: string, databaseUrl: string): Promise
   return {
     orders,
     byOrder: (id) => ({ ...(effects.get(id) ?? { orderId: id, charges: 0, stockDecrements: 0, emails: 0 }) }),
+    stockReleases: (id) => releases.get(id) ?? 0,
     charges: world.charges,
     emails: world.emails,
   };
@@ -84,14 +88,17 @@ async function fetchWorldLedger(worldUrl: string): Promise<WorldLedger> {
   }
 }
 
-async function countDecrements(databaseUrl: string): Promise<Map<string, number>> {
+async function countMovements(databaseUrl: string): Promise<{ decrements: Map<string, number>; releases: Map<string, number> }> {
   const client = new pg.Client({ connectionString: databaseUrl });
   try {
     await client.connect();
-    const { rows } = await client.query<{ order_id: string; n: number }>(
-      'SELECT order_id, count(*)::int AS n FROM stock_movements WHERE delta < 0 GROUP BY order_id',
+    const { rows } = await client.query<{ order_id: string; taken: number; returned: number }>(
+      'SELECT order_id, count(*) FILTER (WHERE delta < 0)::int AS taken, count(*) FILTER (WHERE delta > 0)::int AS returned FROM stock_movements GROUP BY order_id',
     );
-    return new Map(rows.map((r) => [r.order_id, r.n]));
+    return {
+      decrements: new Map(rows.filter((r) => r.taken > 0).map((r) => [r.order_id, r.taken])),
+      releases: new Map(rows.filter((r) => r.returned > 0).map((r) => [r.order_id, r.returned])),
+    };
   } catch (thrown) {
     const missing = (thrown as { code?: string }).code === '42P01';
     throw new LedgerUnavailableError(

@@ -219,3 +219,25 @@ export async function reserveInventory(db: Queryable, order: Order): Promise<{ o
   const current = found.rows[0] as { on_hand: number } | undefined;
   throw new OutOfStockError(order.sku, order.qty, current ? current.on_hand : null);
 }
+
+/**
+ * Put back what `reserveInventory` took for `order` — the saga's undo of a
+ * reservation (chapter 9: an order cancelled during its cooling-off). One
+ * statement, and at most once per order: it returns only what this order
+ * took and has not yet put back, so running it again (a replay, a retry)
+ * puts nothing back twice.
+ */
+export async function releaseInventory(db: Queryable, order: Order): Promise<{ released: number }> {
+  const { rows } = await db.query(
+    `WITH owed AS (
+       SELECT sku, -sum(delta)::int AS qty FROM stock_movements WHERE order_id = $1::text GROUP BY sku HAVING sum(delta) < 0
+     ), back AS (
+       UPDATE inventory i SET on_hand = i.on_hand + owed.qty FROM owed WHERE i.sku = owed.sku RETURNING owed.sku, owed.qty
+     )
+     INSERT INTO stock_movements (order_id, sku, delta) SELECT $1::text, sku, qty FROM back
+     RETURNING delta`,
+    [order.orderId],
+  );
+  return { released: (rows as Array<{ delta: number }>).reduce((sum, row) => sum + row.delta, 0) };
+}
+
