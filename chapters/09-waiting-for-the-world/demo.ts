@@ -7,6 +7,12 @@
  *      process sends it); a new worker takes the event and finishes the order.
  *   2. The provider delivers the webhook again, as providers do: the same
  *      key is the same event, kept once.
+ *   3. order-2 is cancelled by its customer during its cooling-off: its
+ *      worker hears of it, and the saga's undo puts the stock back — a step
+ *      that runs although the workflow is cancelled — before it ends cancelled.
+ *   4. A batch of 12 orders, each a child workflow: started in one
+ *      transaction, waited for together; the batch holds no worker while its
+ *      orders run, and resumes once, when the last has ended.
  */
 import { startChild, type ChildRun } from '../../shared/crash/runner.ts';
 import { demo } from '../../shared/demo.ts';
@@ -19,10 +25,10 @@ demo(9, async ({ world, ledger }) => {
   const env = { ...world.env, AWAIT_SETTLEMENT: '1', LEASE_MS: '1500', FORCE_COLOR: colour };
   let count = 0;
   /** A process of this chapter's main.ts, its output shown as it comes. */
-  function process(args: string[], extra: Record<string, string> = {}): ChildRun {
+  function process(args: string[], extra: Record<string, string> = {}, show: (line: string) => boolean = () => true): ChildRun {
     count++;
     say.process(count, `main.ts ${args.join(' ')}`);
-    return startChild({ script: main, args, env: { ...env, ...extra }, timeoutMs: 60_000, onLine: (line) => line.trim() && say.line(`${paint.blue('│')} ${line}`) });
+    return startChild({ script: main, args, env: { ...env, ...extra }, timeoutMs: 60_000, onLine: (line) => line.trim() && show(line) && say.line(`${paint.blue('│')} ${line}`) });
   }
   async function ended(child: ChildRun): Promise<void> {
     const done = await child.done;
@@ -59,4 +65,34 @@ demo(9, async ({ world, ledger }) => {
 
   const once = await ledger(['order-1']);
   say.verdict(once, once ? 'Charged once, emailed once: the wait survived a kill, and the event was not lost while no worker ran.' : 'Not exactly once — that should not happen here.');
+
+  say.title('3. A customer cancels during the cooling-off: the saga puts the stock back');
+  say.explain(
+    'order-2 has a cooling-off period before its email (a durable sleep). The customer cancels while it sleeps.\n' +
+      'The workflow catches the cancellation and runs its undo in ctx.nonCancellable: a step that still starts.',
+  );
+  const c = process(['start', 'order-2'], { AWAIT_SETTLEMENT: '0', COOLING_OFF_MS: '600000', WORKER_NAME: 'C' });
+  await c.waitForLine(/sleeps until/);
+  await ended(process(['cancel', 'order-2', '--reason', 'customer changed their mind']));
+  await ended(c);
+  const world2 = await world.ledger();
+  const order2 = world2.byOrder('order-2');
+  const undone = order2.stockDecrements === 1 && world2.stockReleases('order-2') === 1 && order2.emails === 0;
+  say.verdict(
+    undone,
+    undone
+      ? 'Stock taken once and put back once, no email: cancelled, and compensated. (This payment provider has no refunds; a real saga refunds the charge the same way.)'
+      : `Not what the saga promises: ${JSON.stringify({ ...order2, stockReleases: world2.stockReleases('order-2') })}`,
+  );
+
+  say.title('4. A batch of 12 orders, each a child workflow');
+  say.explain(
+    'The batch starts its orders with ctx.startChild — ids batch-1/0 … batch-1/11, derived from its own id and\n' +
+      'position, so a replay finds them — and waits for all with Promise.all. Waits made together park it once.\n' +
+      'Only the batch\'s own lines are shown:',
+  );
+  await ended(process(['batch', 'batch-1', '12'], { AWAIT_SETTLEMENT: '0', WORKER_NAME: 'D' }, (line) => /batch-1(?![-/])|batch-1\/0 …/.test(line)));
+  const batch = await world.ledger();
+  const all = Array.from({ length: 12 }, (_, i) => batch.byOrder(`batch-1-${i + 1}`)).every((e) => e.charges === 1 && e.stockDecrements === 1 && e.emails === 1);
+  say.verdict(all, all ? '12 orders, each charged once; the batch parked once and was woken once — by the last order to end.' : 'An order of the batch is not exactly once — that should not happen here.');
 });

@@ -9,6 +9,8 @@
  *   main.ts status <orderId>…   what the log knows: STATUS {"order-1":"completed",…}
  *   main.ts send <workflowId> <event> [--payload <json>] [--key <key>]
  *                               send a workflow an event (the payment provider's webhook, say), then exit
+ *   main.ts cancel <workflowId> [--reason <text>]
+ *                               cancel a workflow (a customer changed their mind), then exit
  *   main.ts batch <batchId> <count>
  *                               run a worker here, start a batch of <count> orders (<batchId>-1, …), each
  *                               a child workflow of the batch, until the batch is finished
@@ -41,10 +43,10 @@ import { CourseError, DatabaseUnavailableError, runMain, toError } from '../../s
 import { crashPoint } from '../../shared/crash/failpoints.ts';
 import { narrateEngineLog, trace } from '../../shared/narrate.ts';
 import { demoOrder, type Order } from '../../shared/world/services.ts';
-import { checkConnectionString, createEngine, isConnectionFailure, migrate, WorkflowFailedError, type RunEndEvent } from './index.ts';
+import { checkConnectionString, createEngine, isConnectionFailure, migrate, WorkflowCancelledError, WorkflowFailedError, type RunEndEvent } from './index.ts';
 import { batchWorkflow, orderWorkflow, poisonWorkflow } from './workflow.ts';
 
-const usage = 'usage: main.ts start <orderId>… [--amount <cents>] | recover | worker | status <orderId>… | send <workflowId> <event> [--payload <json>] [--key <key>] | batch <batchId> <count>';
+const usage = 'usage: main.ts start <orderId>… [--amount <cents>] | recover | worker | status <orderId>… | send <workflowId> <event> [--payload <json>] [--key <key>] | cancel <workflowId> [--reason <text>] | batch <batchId> <count>';
 
 /**
  * Run `action`, and while the database cannot be reached (it is starting, or
@@ -101,9 +103,9 @@ runMain(async () => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
   });
-  const { positionals, values } = parseArgs({ allowPositionals: true, options: { amount: { type: 'string' }, payload: { type: 'string' }, key: { type: 'string' } } });
+  const { positionals, values } = parseArgs({ allowPositionals: true, options: { amount: { type: 'string' }, payload: { type: 'string' }, key: { type: 'string' }, reason: { type: 'string' } } });
   const [command, ...orderIds] = positionals;
-  if (command !== 'start' && command !== 'recover' && command !== 'worker' && command !== 'status' && command !== 'send' && command !== 'batch') {
+  if (command !== 'start' && command !== 'recover' && command !== 'worker' && command !== 'status' && command !== 'send' && command !== 'cancel' && command !== 'batch') {
     throw new CourseError(`unknown command "${command ?? ''}"`, usage);
   }
   const amountCents = values.amount === undefined ? undefined : Number(values.amount);
@@ -157,6 +159,15 @@ runMain(async () => {
       return;
     }
 
+    if (command === 'cancel') {
+      const [workflowId] = orderIds;
+      if (!workflowId) throw new CourseError('cancel: which workflow?', usage);
+      const asked = await engine.cancel(workflowId, { reason: values.reason });
+      trace.info(`workflow ${workflowId}: cancel ${asked.outcome === 'requested' ? 'requested; its worker stops it' : asked.outcome === 'already' ? 'was already requested' : `not needed: it is ${asked.status}`}`);
+      console.log(`CANCEL ${JSON.stringify(asked)}`);
+      return;
+    }
+
     const failures: string[] = [];
     const worker = engine.createWorker({
       concurrency,
@@ -184,7 +195,14 @@ runMain(async () => {
       }
       const finished = Promise.allSettled(
         runs.map((run) =>
-          run.result().then((receipt) => console.log(`workflow ${run.id} completed: ${JSON.stringify(receipt)}`)),
+          run.result().then(
+            (receipt) => console.log(`workflow ${run.id} completed: ${JSON.stringify(receipt)}`),
+            // Cancelled on request is an outcome, not this process's failure.
+            (thrown: unknown) => {
+              if (!(thrown instanceof WorkflowCancelledError)) throw thrown;
+              console.log(`workflow ${run.id} cancelled: ${thrown.reason ?? '(no reason given)'}`);
+            },
+          ),
         ),
       );
       const signal = await Promise.race([finished.then(() => undefined), terminated]);

@@ -733,10 +733,12 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
           crashPoint(`after-park:${looked.left[0]!.name}`);
           throw goToWait('event', looked.dueInMs);
         }
-        for (const wait of batch) {
-          const how = 'timedOut' in looked.ended.get(wait.seq)! ? 'timed out' : 'got its event';
-          say('debug', 'event-received', `workflow ${workflowId}: wait #${wait.seq} for "${wait.name}" ${how}`, { workflowId, fencingToken: lease.fencingToken, step: { seq: wait.seq, name: wait.name } });
-        }
+        const timedOut = batch.filter((wait) => 'timedOut' in looked.ended.get(wait.seq)!).length;
+        const first = batch[0]!;
+        const message =
+          batch.length === 1 ? `workflow ${workflowId}: wait #${first.seq} for "${first.name}" ${timedOut ? 'timed out' : 'got its event'}`
+          : `workflow ${workflowId}: ${batch.length} waits (#${first.seq} …) ended: ${batch.length - timedOut} got their events, ${timedOut} timed out`;
+        say('debug', 'event-received', message, { workflowId, fencingToken: lease.fencingToken, step: { seq: first.seq, name: first.name } });
         return batch.map((wait) => looked.ended.get(wait.seq)!);
       },
     };
