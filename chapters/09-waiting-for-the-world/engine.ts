@@ -21,13 +21,15 @@
  * the database clock, the same one statement per durable fact on the path of
  * a workflow that does not wait.
  *
- * And cancellation: engine.cancel(id) notes the request on the row, wakes the
- * workflow if it waits, and tells the worker holding it (a NOTIFY, and every
- * renewal's answer): the running step's signal aborts, no further step
- * starts outside ctx.nonCancellable (the saga's compensation), and the run
- * records `cancelled` however its code ends.
+ * Cancellation: engine.cancel(id) notes the request on the row (and on its
+ * children's), wakes the workflow if it waits, and tells the worker holding
+ * it (a NOTIFY, and every renewal's answer): the running step's signal
+ * aborts, no further step starts outside ctx.nonCancellable (the saga's
+ * compensation), and the run records `cancelled` however its code ends.
  *
- * Still to come in this chapter (issue 14): child workflows and fan-out.
+ * Child workflows: ctx.startChild starts one (its id derived from the
+ * parent's and the position), handle.result() waits for the event its end
+ * sends the parent. Waits made together park the workflow once (run.ts).
  *
  * The engine, by role:
  *   engine.ts    createEngine: options, the registry of workflows, the parts wired together

@@ -23,8 +23,9 @@
  *
  * How it works: the chapters' READMEs — chapters/07-fast-path (the fast
  * path), chapters/08-failures-and-time (failures and time) and
- * chapters/09-waiting-for-the-world (events). The package is built from the
- * last finished chapter's folder (chapters/08-failures-and-time, for now).
+ * chapters/09-waiting-for-the-world (events, cancellation, child
+ * workflows). The package is built from the last chapter's folder,
+ * chapters/09-waiting-for-the-world.
  *
  * @module
  */
@@ -54,6 +55,8 @@ export {
   ChildIdTakenError,
 } from './errors.ts';
 export type {
+  ChildHandle,
+  ChildOptions,
   Context,
   Engine,
   EngineOptions,

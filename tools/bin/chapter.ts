@@ -1,7 +1,7 @@
 /**
  * `npm run chapter N` — run chapter N's narrated demo.
  *
- *   npm run chapter 8 -- --inspect   with the web inspector beside it, on the demo's database (its URL printed first)
+ *   npm run chapter 9 -- --inspect   with the web inspector beside it, on the demo's database (its URL printed first)
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -25,8 +25,8 @@ runMain(async () => {
   const demo = path.join(chapter.dir, 'demo.ts');
   if (!fs.existsSync(demo)) throw new CourseError(`chapter ${chapter.number} has no demo yet`);
   if (process.argv.slice(3).includes('--inspect')) {
-    if (chapter.number !== 8) {
-      throw new CourseError(`--inspect: the inspector reads chapter 8's tables (failed attempts, sleeps, attempts); chapter ${chapter.number}'s log has not got them.`, 'npm run chapter 8 -- --inspect');
+    if (chapter.number !== 9) {
+      throw new CourseError(`--inspect: the inspector reads the last chapter's tables (failed attempts, sleeps, events, waits, children); chapter ${chapter.number}'s log has not got them.`, 'npm run chapter 9 -- --inspect');
     }
     const { inspectorBesideTheDemo } = await import('../inspector/companion.ts');
     besideTheDemo(inspectorBesideTheDemo());

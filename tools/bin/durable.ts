@@ -1,9 +1,9 @@
 /**
  * `npm run durable -- <command>` — the engine's operator command line
- * (chapters/08-failures-and-time/cli.ts, which the package ships as `durable`), on the
+ * (chapters/09-waiting-for-the-world/cli.ts, which the package ships as `durable`), on the
  * course's database.
  *
- *   npm run durable -- list                     what chapter 8's demo left (database chapter_8_demo)
+ *   npm run durable -- list                     what chapter 9's demo left (database chapter_9_demo)
  *   npm run durable -- show order-3
  *   npm run durable -- list --db other_db       another database on the course's server
  *
@@ -13,7 +13,7 @@ import { withDatabase } from '../../shared/db/databases.ts';
 import { startPostgres } from '../../shared/db/server.ts';
 import { runMain } from '../../shared/errors.ts';
 import { paint } from '../../shared/narrate.ts';
-import { runCli } from '../../chapters/08-failures-and-time/cli.ts';
+import { runCli } from '../../chapters/09-waiting-for-the-world/cli.ts';
 
 runMain(async () => {
   const args = process.argv.slice(2);
@@ -27,7 +27,7 @@ runMain(async () => {
     process.exitCode = await runCli(args, {
       out: (text) => process.stdout.write(text),
       err: (text) => process.stderr.write(text),
-      env: { ...process.env, DATABASE_URL: server ? withDatabase(server.url, database ?? 'chapter_8_demo') : process.env.DATABASE_URL },
+      env: { ...process.env, DATABASE_URL: server ? withDatabase(server.url, database ?? 'chapter_9_demo') : process.env.DATABASE_URL },
       interactive: Boolean(process.stdin.isTTY),
     });
   } finally {

@@ -16,7 +16,7 @@ let db: pg.Pool;
 const exporter = new InMemorySpanExporter();
 
 beforeAll(async () => {
-  database = await freshPool('ch08_tracing');
+  database = await freshPool('ch09_tracing');
   db = database.db;
   await migrate(db);
 });

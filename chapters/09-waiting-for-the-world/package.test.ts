@@ -17,7 +17,7 @@ let database: TestDatabase;
 
 beforeAll(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'engine-package-'));
-  database = await freshDatabase('ch08_package');
+  database = await freshDatabase('ch09_package');
 });
 
 afterAll(async () => {
@@ -79,9 +79,16 @@ describe('the engine as a package', () => {
       path.join(app, 'check.ts'),
       [
         "import pg from 'pg';",
-        "import { createEngine, type LogEntry, type StepInfo, type Workflow } from '@durable-course/engine';",
+        "import { ChildWorkflowError, createEngine, type ChildHandle, type LogEntry, type StepInfo, type Workflow } from '@durable-course/engine';",
         'const double: Workflow<{ n: number }, number> = async (ctx, input) => ctx.step(\'double\', async (info: StepInfo) => input.n * 2 + info.fencingToken * 0);',
-        'const engine = createEngine({ db: new pg.Pool(), workflows: { double }, log: (entry: LogEntry) => void entry.workflowId });',
+        'const parent: Workflow<{ n: number }, number> = async (ctx, input) => {',
+        "  const child: ChildHandle<number> = await ctx.startChild<number>('double', input);",
+        "  const paid = await ctx.waitForEvent<{ amount: number }>('paid', { timeoutMs: 60_000 });",
+        '  try { return (await child.result()) + (paid?.amount ?? 0); } catch (error) { if (error instanceof ChildWorkflowError) return -1; throw error; }',
+        '};',
+        'const engine = createEngine({ db: new pg.Pool(), workflows: { double, parent }, log: (entry: LogEntry) => void entry.workflowId });',
+        "await engine.send('some-order', 'paid', { amount: 5 }, { key: 'psp-1' });",
+        "await engine.cancel('some-order', { reason: 'customer left' });",
         "const run = await engine.start('double', { n: 1 });",
         'export const output: number = await run.result();',
         '// @ts-expect-error: the input is typed by the workflow',
@@ -128,7 +135,7 @@ describe('the engine as a package', () => {
     const workflow = JSON.parse(shown.stdout) as { status: string; steps: Array<{ name: string; fencingToken: number }> };
     expect(workflow.status).toBe('completed');
     expect(workflow.steps.map((step) => `${step.name} ${step.fencingToken}`)).toEqual(['one 1', 'two 1', 'three 2']);
-    const usage = spawnSync(path.join(app, 'node_modules', '.bin', 'durable'), ['cancel', 'job-1'], { cwd: app, env, encoding: 'utf8', timeout: 30_000 });
-    expect([usage.status, usage.stderr]).toEqual([2, expect.stringContaining('this engine has no cancellation')]);
+    const cancel = spawnSync(path.join(app, 'node_modules', '.bin', 'durable'), ['cancel', 'job-1'], { cwd: app, env, encoding: 'utf8', timeout: 30_000 });
+    expect([cancel.status, cancel.stdout]).toEqual([1, 'workflow job-1 is completed: nothing to cancel.\n']);
   });
 });
