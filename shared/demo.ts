@@ -46,7 +46,7 @@ export interface DemoKit {
 
 /**
  * Something run beside a demo, on its database, from the moment the database
- * exists until the demo ends: `npm run chapter 8 -- --inspect` puts the web
+ * exists until the demo ends: `npm run chapter 9 -- --inspect` puts the web
  * inspector here (tools/bin/chapter.ts). shared/ imports nothing from tools/;
  * a tool comes in through this.
  */
