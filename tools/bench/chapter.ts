@@ -13,12 +13,18 @@
  *                       claim, step retries and durable sleep waiting in the
  *                       database (lease_expires_at set ahead, nobody holding
  *                       it), deadlines, schedules — the fast path kept
+ *   09-waiting-for-the-world chapter 8's engine with events (ctx.waitForEvent
+ *                       parks the workflow, engine.send wakes it) and
+ *                       cancellation — the same path for a workflow that
+ *                       does not wait
  *
  * The suites that compare them (steps, sequential, throughput, dispatch) run
- * on all three — chapter 6, the reference before the fast path, on fewer
- * throughput levels and without the polling-only dispatch run (REFERENCE_CHAPTERS);
- * the others (takeover, steady, history) on the last one, and so do the
- * suites of durable sleep (wakeup, sleeping), on a chapter that has it (timeApi).
+ * on all four — chapters 6 and 7, the references (what the fast path buys,
+ * and the fast path before failures and time), on fewer throughput levels and
+ * without the polling-only dispatch run (REFERENCE_CHAPTERS); the others
+ * (takeover, steady, history) on the last one, and so do the suites of
+ * durable sleep (wakeup, sleeping), on a chapter that has it (timeApi), and
+ * of events (events, waiting: events.ts), on a chapter that has them.
  *
  * Only what the benchmark calls is typed here, so that a chapter's internals
  * can change freely; tsc checks below that every entry still fits.
@@ -32,16 +38,17 @@ import { CourseError } from '../../shared/errors.ts';
 import type { BenchWorkflows, NapInput, TimeWorkflows } from './workflows.ts';
 
 /** The engines compared, in chapter order; the last is the one the single-chapter suites measure. */
-export const PRODUCTION_CHAPTERS = ['06-leasing-workers', '07-fast-path', '08-failures-and-time'] as const;
+export const PRODUCTION_CHAPTERS = ['06-leasing-workers', '07-fast-path', '08-failures-and-time', '09-waiting-for-the-world'] as const;
 export const LAST_CHAPTER: string = PRODUCTION_CHAPTERS[PRODUCTION_CHAPTERS.length - 1]!;
 /**
  * Compared for what the chapter after them buys, not in every detail: the
  * throughput suite drains them at the two ends only (one worker × 1 and × 8,
- * 8 processes × 1: the figures "what chapter 7 buys" quotes), and dispatch
- * skips their polling-only run (polling is the same in every chapter). It keeps
- * three chapters side by side inside the run's time budget.
+ * 8 processes × 1: the figures "what chapter 7 buys" and "did chapter 8 keep
+ * chapter 7's figures" quote), and dispatch skips their polling-only run
+ * (polling is the same in every chapter). It keeps four chapters side by side
+ * inside the run's time budget; the last two are measured in full.
  */
-export const REFERENCE_CHAPTERS: readonly string[] = ['06-leasing-workers'];
+export const REFERENCE_CHAPTERS: readonly string[] = ['06-leasing-workers', '07-fast-path'];
 /** The first chapter whose workflows can sleep durably (ctx.sleep): the wakeup and sleeping suites need it. */
 export const FIRST_TIME_CHAPTER = 8;
 
@@ -50,6 +57,7 @@ const DURABILITY: Record<string, string> = {
   '06-leasing-workers': 'BEGIN, a fenced INSERT, COMMIT per step (after a claim)',
   '07-fast-path': 'one fenced INSERT … SELECT per step (claimed in start()’s INSERT)',
   '08-failures-and-time': 'as chapter 7: one fenced INSERT … SELECT per step (claimed in start()’s INSERT)',
+  '09-waiting-for-the-world': 'as chapters 7 and 8: one fenced INSERT … SELECT per step (claimed in start()’s INSERT)',
 };
 
 export interface BenchRun {
@@ -108,9 +116,12 @@ type Fits<T extends ProductionApi> = T;
 export type Chapter6Fits = Fits<typeof import('../../chapters/06-leasing-workers/index.ts')>;
 export type Chapter7Fits = Fits<typeof import('../../chapters/07-fast-path/index.ts')>;
 export type Chapter8Fits = Fits<typeof import('../../chapters/08-failures-and-time/index.ts')>;
+export type Chapter9Fits = Fits<typeof import('../../chapters/09-waiting-for-the-world/index.ts')>;
 // …and a chapter with durable sleep, TimeApi too (its workflows call ctx.sleep, which chapters 6 and 7 do not have).
 type TimeFits<T extends TimeApi> = T;
 export type Chapter8TimeFits = TimeFits<typeof import('../../chapters/08-failures-and-time/index.ts')>;
+export type Chapter9TimeFits = TimeFits<typeof import('../../chapters/09-waiting-for-the-world/index.ts')>;
+// (A chapter with events, 9 on, must fit EventApi too: events.ts checks it.)
 
 /** A production chapter, loaded. */
 export interface ProductionChapter {

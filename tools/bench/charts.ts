@@ -3,10 +3,10 @@
  * results as report.md (a full run, or `npm run bench -- --render`), no
  * dependency and no browser — a chart is a few dozen shapes.
  *
- *   throughput.svg   workflows/s against concurrency: chapters 6, 7 and 8, in one process and in N processes
- *   dispatch.svg     start() to first step: p50 to p99 (and the max) of each wake-up, chapters 6, 7 and 8
+ *   throughput.svg   workflows/s against concurrency: chapters 6 to 9, in one process and in N processes
+ *   dispatch.svg     start() to first step: p50 to p99 (and the max) of each wake-up, chapters 6 to 9
  *   chapters.svg     what durability costs, chapter by chapter: sequential workflows/s and commits a workflow
- *   wakeup.svg       how late sleeping workflows woke (chapter 8): the share woken within each lateness
+ *   wakeup.svg       how late sleeping workflows woke (the last chapter): the share woken within each lateness
  */
 import type { BenchResults } from './report.ts';
 
@@ -26,6 +26,7 @@ const CHAPTER_COLOURS: Array<[string, string]> = [
   ['#1f77b4', '#d62728'],
   ['#7fb1d9', '#f4a3a3'],
   ['#b8b8b8', '#d8b48c'],
+  ['#d9d9d9', '#ecd9c3'],
 ];
 const chapterColours = (index: number, count: number): [string, string] => CHAPTER_COLOURS[Math.min(CHAPTER_COLOURS.length - 1, count - 1 - index)]!;
 const FONT = 'font-family="system-ui, -apple-system, Segoe UI, sans-serif"';

@@ -18,6 +18,7 @@ import pg from 'pg';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { REFERENCE_CHAPTERS, type ProductionChapter, type ProductionEngine, type TimeApi, type TimeEngine, type TimeWorker } from './chapter.ts';
 import { WorkerProcess, type WorkerStats } from './children.ts';
+import type { EventDelivery, Waiting } from './events.ts';
 import { Probe, type Snapshot } from './probes.ts';
 import { roundTrips } from './roundtrips.ts';
 import { msSince, summarize, type Summary } from './stats.ts';
@@ -210,6 +211,10 @@ export interface ProductionResults {
   wakeUp?: WakeUp;
   /** 10,000 sleeping workflows beside the others (a chapter with durable sleep). */
   sleeping?: Sleeping;
+  /** Event delivery latency: send → the step after the wait (a chapter with events: events.ts). */
+  events?: EventDelivery;
+  /** 10,000 workflows waiting for an event beside the others (a chapter with events: events.ts). */
+  waiting?: Waiting;
 }
 
 // ── plumbing ─────────────────────────────────────────────────────────────────
@@ -253,7 +258,7 @@ async function readyOn(child: WorkerProcess, chapter: ProductionChapter): Promis
 }
 
 /** Measure `body` (which runs `workflows` workflows): commits, WAL, round trips, CPU. */
-async function measure(ctx: SuiteContext, count: number | (() => number), body: () => Promise<{ extraCpuMs?: number; extraRoundTrips?: number } | void>): Promise<Cost> {
+export async function measure(ctx: SuiteContext, count: number | (() => number), body: () => Promise<{ extraCpuMs?: number; extraRoundTrips?: number } | void>): Promise<Cost> {
   const before: Snapshot = await ctx.probe.snapshot();
   const trips = roundTrips();
   const started = process.hrtime.bigint();
@@ -289,7 +294,7 @@ async function sequentially(engine: ProductionEngine, name: keyof BenchWorkflows
 }
 
 /** Start `count` workflows from 8 concurrent callers; starts per second. */
-async function startMany(engine: Pick<ProductionEngine, 'start'>, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number> {
+export async function startMany(engine: Pick<ProductionEngine, 'start'>, name: keyof BenchWorkflows & string, count: number, prefix: string): Promise<number> {
   let next = 0;
   const t = process.hrtime.bigint();
   await Promise.all(
@@ -834,7 +839,7 @@ export async function wakeUp(ctx: SuiteContext, chapter: ProductionChapter, api:
 // ── 11. 10,000 sleeping workflows ────────────────────────────────────────────
 
 /** stampRuns, started from an engine with no worker: the row goes in unclaimed with a NOTIFY, and the idle worker claims it. */
-async function claimedStamps(starter: TimeEngine, count: number, prefix: string): Promise<number[]> {
+export async function claimedStamps(starter: TimeEngine, count: number, prefix: string): Promise<number[]> {
   const latencies: number[] = [];
   for (let i = 0; i < count; i++) {
     await sleep(15);
@@ -978,7 +983,7 @@ export async function sleeping(ctx: SuiteContext, chapter: ProductionChapter, ap
 }
 
 /** Several measured stretches as one: totals, and the rates they make. */
-function sumCosts(costs: Cost[]): Cost {
+export function sumCosts(costs: Cost[]): Cost {
   const workflows = costs.reduce((n, c) => n + c.workflows, 0);
   const seconds = costs.reduce((n, c) => n + c.seconds, 0);
   const per = (f: (c: Cost) => number) => costs.reduce((n, c) => n + f(c) * c.workflows, 0) / workflows;

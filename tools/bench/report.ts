@@ -1,15 +1,16 @@
 /**
  * The benchmark's results as markdown: what `npm run bench` prints and
  * writes to docs/bench/report.md. The production chapters are shown side by
- * side — a column for each of chapters 6, 7 and 8, then 7/6 and 8/7 — with
- * "what chapter 7 buys" (6 against 7), "did chapter 8 keep chapter 7's
- * figures" (7 against 8, within the run's noise band), and chapter 8, the
- * last, judged against the targets, durable sleep's among them.
+ * side — a column for each of chapters 6 to 9, then 7/6, 8/7 and 9/8 — with
+ * "what chapter 7 buys" (6 against 7), "did the last chapter keep the figures
+ * of the one before" (8 against 9, within the run's noise band), and the
+ * last, judged against the targets, durable sleep's and events' among them.
  */
 import { renderCharts } from './charts.ts';
 import type { CommitRate } from './baseline.ts';
 import { REFERENCE_CHAPTERS } from './chapter.ts';
-import type { Again, ChapterResults, Cost, Dispatch, ProductionResults, Sleeping, ThroughputRun, WakeUp } from './production.ts';
+import type { EventDelivery, Waiting } from './events.ts';
+import type { Again, ChapterResults, Cost, Dispatch, ProductionResults, SleepingCondition, Sleeping, ThroughputRun, WakeUp } from './production.ts';
 import { fmt, type Summary } from './stats.ts';
 
 export interface ChapterCost {
@@ -106,6 +107,16 @@ const MECHANISM: Record<string, { local: string; notify: string }> = {
     local: "as chapter 7: start() inserts the workflow already claimed for the idle local worker (token 1, attempts 1): one commit, then the step runs",
     notify: "as chapter 7: the NOTIFY rides in the window's first start(); the worker claims (a second commit; the claim also counts attempts, in the same UPDATE), then the step runs — and, slots left over, asks nextWakeUp when the next waiting workflow is due (a read, no commit)",
   },
+  '09-waiting-for-the-world': {
+    local: 'as chapters 7 and 8: start() inserts the workflow already claimed for the idle local worker (token 1, attempts 1): one commit, then the step runs',
+    notify: "as chapter 8: the NOTIFY rides in the window's first start(); the worker claims (a second commit; the same UPDATE counts attempts and reads a cancellation request), then the step runs; slots left over, it asks nextWakeUp",
+  },
+};
+
+/** What each chapter adds to the one before it, for "did it keep the figures" (keyed by its directory). */
+const ADDS: Record<string, string> = {
+  '08-failures-and-time': 'failures and time — attempts counted by the claim, step retries and sleeps that wait in the database, deadlines, schedules',
+  '09-waiting-for-the-world': 'events and cancellation — `ctx.waitForEvent` parks a workflow holding nothing, `engine.send` wakes it, `engine.cancel` stops it',
 };
 
 /** The production figures of a results.json written before chapter 6 split in two: one flat set, measured on what is now chapter 7. */
@@ -313,6 +324,31 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
       });
     }
   }
+  if (last && p.events) {
+    const y = p.events.yardstick ?? p.dispatchYardstick;
+    for (const k of p.events.cases) {
+      out.push({
+        target: `event delivery (${k.wake === 'in-memory' ? 'sender and worker in one engine: in memory' : k.clock === 'database' ? 'worker in another process: NOTIFY' : 'another engine, same process: NOTIFY'}) p50 < 3 ms, p99 < 10 ms`,
+        measured: `p50 ${ms(k.latency.p50Ms)}, p99 ${ms(k.latency.p99Ms)}, max ${ms(k.latency.maxMs)} (${k.workflows} events, ${k.clock === 'database' ? 'database clock' : 'same-process clock'})`,
+        met: k.latency.p50Ms < 3 && k.latency.p99Ms < 10,
+        why:
+          `${fmt(k.commitsPerEvent, 1)} commits one after another before the step starts — the send's transaction (lock, insert, wake + NOTIFY), the claim, and the wait's end (lock, take the event, record it)` +
+          (k.roundTripsPerEvent !== undefined ? `, ${fmt(k.roundTripsPerEvent, 1)} round trips in all (${fmt(k.sendRoundTrips, 1)} of them send()'s)` : `; send() itself ${fmt(k.sendRoundTrips, 1)} round trips`) +
+          (y ? `; the yardstick, one bare INSERT commit after the same 15 ms idle, takes p50 ${ms(y.latency.p50Ms)}` : ''),
+      });
+    }
+  }
+  if (last && p.waiting) {
+    const w = p.waiting;
+    const drain = w.waiting.drain.workflowsPerSecond / w.none.drain.workflowsPerSecond;
+    const dispatch = w.waiting.dispatch.p50Ms / w.none.dispatch.p50Ms;
+    out.push({
+      target: WAITING_TARGET(w.waiters),
+      measured: `held: ${w.idleHeldMax} while idle, ${w.waitersHeld} waiters in ${fmt(w.heldSamples, 0)} samples; drain ${fmt(drain, 2)}×, dispatch p50 ${fmt(dispatch, 2)}× the figure with none waiting`,
+      met: w.idleHeldMax === 0 && w.waitersHeld === 0 && w.waitersClaimed === 0 && drain >= 1 - NOISE_FLOOR && dispatch <= 1 + NOISE_FLOOR,
+      why: "a parked workflow is a row released until year 9999 with no owner (its wait a row in `waits`, `waits_missing` 1): in the claim's index it sits at the far right, which the claim (`lease_expires_at <= now()`) never reads; the send that fills its last wait sets it to now()",
+    });
+  }
   if (last && p.sleeping) {
     const s = p.sleeping;
     const drain = s.sleeping.drain.workflowsPerSecond / s.none.drain.workflowsPerSecond;
@@ -329,6 +365,7 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
 
 const WAKE_TARGET = 'wake-up lateness p99 < 50 ms beyond the chapter’s polling';
 const SLEEPING_TARGET = (n: number) => `${fmt(n, 0)} sleeping workflows hold no slot and leave the claim as fast (within ${fmt(NOISE_FLOOR * 100, 0)} %)`;
+const WAITING_TARGET = (n: number) => `${fmt(n, 0)} workflows waiting for an event hold no slot and leave the claim as fast (within ${fmt(NOISE_FLOOR * 100, 0)} %)`;
 
 const metCell = (v: Verdict | undefined) => (v === undefined ? '' : v.met === undefined ? 'n/a' : v.met ? '✓ met' : '✗ not met');
 
@@ -344,8 +381,8 @@ function targetsTable(r: BenchResults, cs: ChapterResults[], lastDir: string): s
   return [
     `## ${capital(name)} against its targets${others.length ? `, ${others.length > 1 ? `chapters ${listOf(others.map((c) => String(chapterNumber(c.chapter))))}` : chapterName(others[0]!.chapter)} beside it` : ''}`,
     '',
-    `The targets are the last chapter's${others.length ? `; ${listOf(others.map((c) => `${chapterName(c.chapter)}${c.chapter === '06-leasing-workers' ? ' (the engine before the fast path: what the fast path buys)' : c.chapter === '07-fast-path' ? ' (the fast path before failures and time: what they cost)' : ''}`))} ${others.length === 1 ? 'is' : 'are'} measured against them in the same run. ` : '; '}` +
-      `${capital(listOf(['takeover', 'the long history', ...(p.wakeUp || p.sleeping ? ['durable sleep'] : [])]))} are measured on ${name} only.`,
+    `The targets are the last chapter's${others.length ? `; ${listOf(others.map((c) => `${chapterName(c.chapter)}${c.chapter === '06-leasing-workers' ? ' (the engine before the fast path: what the fast path buys)' : c.chapter === '07-fast-path' ? ' (the fast path before failures and time: what they cost)' : c.chapter === '08-failures-and-time' && lastDir !== c.chapter ? ' (failures and time before events)' : ''}`))} ${others.length === 1 ? 'is' : 'are'} measured against them in the same run. ` : '; '}` +
+      `${capital(listOf(['takeover', 'the long history', ...(p.wakeUp || p.sleeping ? ['durable sleep'] : []), ...(p.events || p.waiting ? ['events'] : [])]))} are measured on ${name} only.`,
     '',
     `| target | ${name} | met | ${others.map((c) => `${chapterName(c.chapter)} (same run) | met`).join(' | ')}${others.length ? ' | ' : ''}why (${name}; where not met: the figures that explain it) |`,
     `|---|---|---|${others.map(() => '---|---|').join('')}---|`,
@@ -384,8 +421,8 @@ export function renderReport(raw: BenchResults): string {
       (r.server.embedded ? '' : ' **External server: PostgreSQL CPU is n/a (its process id is unknown).**'),
     '',
     `What is measured on which engine: steps, sequential, throughput and dispatch on ${names || 'the production chapters'}, side by side (each suite runs on one chapter, then at once on the next, so that all meet the same machine` +
-      `${cs.some((c) => reduced(c, cs)) ? `; ${listOf(cs.filter((c) => reduced(c, cs)).map((c) => chapterName(c.chapter)))}, the reference before the fast path, on the figures "what chapter 7 buys" quotes` : ''}); ` +
-      `takeover, steady state and the long history on ${lastName}, the last chapter${p.wakeUp || p.sleeping ? ', and so are durable sleep\'s wake-up lateness and what sleeping workflows cost' : ''}; ` +
+      `${cs.some((c) => reduced(c, cs)) ? `; ${listOf(cs.filter((c) => reduced(c, cs)).map((c) => chapterName(c.chapter)))}, the reference${cs.filter((c) => reduced(c, cs)).length > 1 ? 's' : ''}, on the figures the comparisons below quote` : ''}); ` +
+      `takeover, steady state and the long history on ${lastName}, the last chapter${p.wakeUp || p.sleeping ? ', and so are durable sleep\'s wake-up lateness and what sleeping workflows cost' : ''}${p.events || p.waiting ? ', and events: how fast a sent event wakes its workflow, and what waiting workflows cost' : ''}; ` +
       `the per-chapter table on chapters 1–5 (${cs.some((c) => c.sequential) ? `chapter${cs.filter((c) => c.sequential).length > 1 ? 's' : ''} ${listOf(cs.filter((c) => c.sequential).map((c) => String(chapterNumber(c.chapter))))}` : 'the production chapters'}: their sequential figures). ` +
       'Every figure is set against the yardsticks below, measured in the same run on the same server.',
     '',
@@ -482,7 +519,9 @@ export function renderReport(raw: BenchResults): string {
         (r.quick
           ? ''
           : `(${fmt(t0.workflows, 0)} per run rather than the issue's 2,000: ${withTp.reduce((n, c) => n + c.throughput!.runs.length, 0)} runs — ${withTp.map((c) => `${c.throughput!.runs.length} on ${chapterName(c.chapter)}`).join(', ')} — each started then drained, must fit the full run's budget on 2 cores.` +
-            (withTp.some((c) => reduced(c, withTp)) ? ` ${capital(listOf(withTp.filter((c) => reduced(c, withTp)).map((c) => chapterName(c.chapter))))}, the reference, is drained at the ends only: the figures "what chapter 7 buys" quotes.` : '') +
+            (withTp.some((c) => reduced(c, withTp))
+              ? ` ${capital(listOf(withTp.filter((c) => reduced(c, withTp)).map((c) => chapterName(c.chapter))))}, the reference${withTp.filter((c) => reduced(c, withTp)).length > 1 ? 's, are' : ', is'} drained at the ends only: the figures the comparisons quote.`
+              : '') +
             ')'),
       '',
       `| drained by | ${per('workflows/s').join(' | ')} | ${rh.map((x) => `${x} | `).join('')}${per('commits / wf').join(' | ')} | ${per('share of allowance').join(' | ')} |`,
@@ -599,7 +638,7 @@ export function renderReport(raw: BenchResults): string {
       '',
     );
   }
-  lines.push(...wakeUpSection(p.wakeUp), ...sleepingSection(p.sleeping));
+  lines.push(...wakeUpSection(p.wakeUp), ...sleepingSection(p.sleeping), ...eventsSection(p.events, p.events?.yardstick ?? p.dispatchYardstick, r.baseline?.oneClient), ...waitingSection(p.waiting));
   // The production chapters: their sequential figures, the same workflow run the same way.
   const production: ChapterCost[] = cs
     .filter((c) => c.sequential)
@@ -641,7 +680,9 @@ export function renderReport(raw: BenchResults): string {
     '',
     `Targets for ${lastName}, the last chapter${cs.some((c) => c.chapter !== lastDir) ? ` (${listOf(cs.filter((c) => c.chapter !== lastDir).map((c) => chapterName(c.chapter)))} ${cs.filter((c) => c.chapter !== lastDir).length > 1 ? 'are' : 'is'} held to them only to show the difference)` : ''}: step overhead ≤ 1.2× the baseline commit; sequential ≥ 270 workflows/s (3× DBOS); 8 concurrent ≥ 900 workflows/s (5× DBOS's queue) and ≥ 70 % of what the 8-client commit rate allows; ` +
       'dispatch p50 < 3 ms, p99 < 10 ms (graphile: ~4 ms); takeover ≤ lease + 1 s; peak RSS < 150 MB; a 10,000-step resume < 1 s and < 100 MB extra' +
-      (p.wakeUp || p.sleeping ? '; a sleeping workflow wakes with p99 < 50 ms of lateness beyond the polling the chapter chooses; 10,000 sleeping workflows hold no worker slot and leave the claim as fast.' : '.'),
+      (p.wakeUp || p.sleeping ? '; a sleeping workflow wakes with p99 < 50 ms of lateness beyond the polling the chapter chooses; 10,000 sleeping workflows hold no worker slot and leave the claim as fast' : '') +
+      (p.events || p.waiting ? '; a sent event starts the step after its wait with p50 < 3 ms, p99 < 10 ms (in memory and by NOTIFY); 10,000 workflows waiting for an event hold no worker slot and leave the claim as fast' : '') +
+      '.',
     '',
     ...whereTheTimeGoes(r, cs, lastDir),
   );
@@ -725,18 +766,27 @@ function wakeUpSection(w: WakeUp | undefined): string[] {
 }
 
 /** 10,000 workflows asleep beside the others: what they cost a worker and the claim. */
+/** The table of what parked workflows (asleep, or waiting for an event) cost the others: the same figures without them and beside them. */
+function besideParkedTable(what: string, none: SleepingCondition, parked: SleepingCondition, indexBytes: { none: number; parked: number }): string[] {
+  const rows: Array<[string, number, number, (x: number) => string]> = [
+    ['dispatch through a claim (start() → NOTIFY → claim → first step): p50', none.dispatch.p50Ms, parked.dispatch.p50Ms, ms],
+    ['… p99', none.dispatch.p99Ms, parked.dispatch.p99Ms, ms],
+    ['a backlog drained by one worker × 8: workflows/s', none.drain.workflowsPerSecond, parked.drain.workflowsPerSecond, (x) => `**${fmt(x, 0)}/s**`],
+    ['… commits a workflow', none.drain.commitsPerWorkflow, parked.drain.commitsPerWorkflow, (x) => fmt(x, 2)],
+    ['… round trips a workflow', none.drain.roundTripsPerWorkflow, parked.drain.roundTripsPerWorkflow, (x) => fmt(x, 2)],
+    ['… CPU ms a workflow (Node + PostgreSQL)', cpuMsPerWorkflow(none.drain) ?? NaN, cpuMsPerWorkflow(parked.drain) ?? NaN, (x) => fmt(x)],
+    ["the claim's index (workflows_runnable)", indexBytes.none, indexBytes.parked, (x) => `${fmt(x / 1024, 0)} kB`],
+  ];
+  return [
+    `| measure | nothing ${what} | ${fmt(parked.sleeping, 0)} ${what} | ${what} / none |`,
+    '|---|---|---|---|',
+    ...rows.map(([label, a, b, show]) => `| ${label} | ${Number.isFinite(a) ? show(a) : 'n/a'} | ${Number.isFinite(b) ? show(b) : 'n/a'} | ${ratio(a, b)} |`),
+  ];
+}
+
 function sleepingSection(s: Sleeping | undefined): string[] {
   if (!s) return [];
   const name = chapterName(s.chapter);
-  const rows: Array<[string, number, number, (x: number) => string]> = [
-    ['dispatch through a claim (start() → NOTIFY → claim → first step): p50', s.none.dispatch.p50Ms, s.sleeping.dispatch.p50Ms, ms],
-    ['… p99', s.none.dispatch.p99Ms, s.sleeping.dispatch.p99Ms, ms],
-    ['a backlog drained by one worker × 8: workflows/s', s.none.drain.workflowsPerSecond, s.sleeping.drain.workflowsPerSecond, (x) => `**${fmt(x, 0)}/s**`],
-    ['… commits a workflow', s.none.drain.commitsPerWorkflow, s.sleeping.drain.commitsPerWorkflow, (x) => fmt(x, 2)],
-    ['… round trips a workflow', s.none.drain.roundTripsPerWorkflow, s.sleeping.drain.roundTripsPerWorkflow, (x) => fmt(x, 2)],
-    ['… CPU ms a workflow (Node + PostgreSQL)', cpuMsPerWorkflow(s.none.drain) ?? NaN, cpuMsPerWorkflow(s.sleeping.drain) ?? NaN, (x) => fmt(x)],
-    ["the claim's index (workflows_runnable)", s.indexBytes.none, s.indexBytes.sleeping, (x) => `${fmt(x / 1024, 0)} kB`],
-  ];
   return [
     `## ${fmt(s.sleepers, 0)} sleeping workflows (${name})`,
     '',
@@ -744,14 +794,78 @@ function sleepingSection(s: Sleeping | undefined): string[] {
       `Beside them, and in a database where nothing sleeps, interleaved (none, asleep, asleep, none): dispatch through a claim — start() from an engine with no worker of its own, so the row goes in unclaimed with a NOTIFY and an idle worker of concurrency 8 claims it (then, slots left, asks \`nextWakeUp\`) — ${s.none.dispatch.n} runs each; ` +
       `and a backlog of 3-step workflows drained by a worker of concurrency 8 (claims of several), ${fmt(s.none.drain.workflows, 0)} each.`,
     '',
-    `| measure | nothing asleep | ${fmt(s.sleepers, 0)} asleep | asleep / none |`,
-    '|---|---|---|---|',
-    ...rows.map(([label, a, b, show]) => `| ${label} | ${Number.isFinite(a) ? show(a) : 'n/a'} | ${Number.isFinite(b) ? show(b) : 'n/a'} | ${ratio(a, b)} |`),
+    ...besideParkedTable('asleep', s.none, s.sleeping, { none: s.indexBytes.none, parked: s.indexBytes.sleeping }),
     '',
     `**No slot held:** an idle worker beside them held at most ${s.idleHeldMax} workflow(s) over ${fmt(s.idleMs / 1000, 1)} s (its claims and nextWakeUp's answers included); ` +
       `in ${fmt(s.heldSamples, 0)} samples of the workers' \`held\` (every 5 ms, idle, dispatching and draining) ${s.sleepersHeld} was a sleeper, and no claim touched a sleeper's row (${s.sleepersClaimed} with its fencing token, owner or lease changed). ` +
       'A sleeping workflow is a row whose `lease_expires_at` is ahead and whose `lease_owner` is NULL: nobody holds it, no connection waits for it, no timer in any worker stands for it. ' +
       "In the claim's index — `workflows_runnable (lease_expires_at) WHERE status = 'running'` — it sits to the right of now(), where the claim's `lease_expires_at <= now()` never reads; `nextWakeUp` reads the first entry there, one probe however many wait. What the sleepers cost is their rows and their index entries.",
+    '',
+  ];
+}
+
+/** Events: how fast a sent event starts the step after its wait. */
+function eventsSection(e: EventDelivery | undefined, yardstick: Dispatch | undefined, oneClient: CommitRate | undefined): string[] {
+  if (!e) return [];
+  const name = chapterName(e.chapter);
+  const y = yardstick?.latency;
+  const inMemory = e.cases.find((k) => k.wake === 'in-memory');
+  const commits = e.cases.map((k) => k.commitsPerEvent);
+  const meanCommits = Math.round(commits.reduce((x, c) => x + c, 0) / commits.length);
+  const met = e.cases.filter((k) => k.latency.p50Ms < 3 && k.latency.p99Ms < 10);
+  return [
+    `## Events: from send() to the step after the wait (${name})`,
+    '',
+    `\`awaitGo\` workflows — \`ctx.waitForEvent('go')\`, then one step — on an idle worker (concurrency ${e.concurrency}, pollMs ${fmt(e.pollMs, 0)}: a wake-up missed would cost seconds, not milliseconds). ` +
+      `For each, one after another: start it, wait until its run ends \`waiting\` (parked: nobody holds it), leave the worker idle ${e.idleMs} ms, then \`engine.send(id, 'go', null)\`; ` +
+      "the latency runs from the call to send() until the step after the wait starts (the step's first statement records the time). " +
+      `**Clocks:** the two senders in the worker's process are timed on that process's own clock (performance.timeOrigin + performance.now(), read before send() and first thing in the step); ` +
+      "the worker in another process on the database's clock (clock_timestamp(), read by the sender just before send(), and by the step right after its first statement — one query later, so that figure runs a little long: conservative). " +
+      'Each case shows the database-clock figure too: the two clocks, side by side.',
+    '',
+    `| sender | wakes the worker by | clock | events | p50 | p99 | max | p50, database clock | send() itself: p50 | commits / event | round trips / event | p50 ÷ yardstick |`,
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...(y ? [`| yardstick: a bare INSERT autocommit after ${e.idleMs} ms idle (no engine) | — | same process | ${y.n} | ${ms(y.p50Ms)} | ${ms(y.p99Ms)} | ${ms(y.maxMs)} | — | — | 1 | 1 | 1× |`] : []),
+    ...e.cases.map(
+      (k) =>
+        `| ${k.sender} | ${k.wake === 'in-memory' ? 'in memory' : 'NOTIFY'} | ${k.clock} | ${k.workflows} | **${ms(k.latency.p50Ms)}** | **${ms(k.latency.p99Ms)}** | ${ms(k.latency.maxMs)} | ${ms(k.dbClock.p50Ms)} | ${ms(k.send.p50Ms)} | ${fmt(k.commitsPerEvent, 2)} | ` +
+        `${k.roundTripsPerEvent === undefined ? `${fmt(k.sendRoundTrips, 1)} + the worker's (not counted here)` : fmt(k.roundTripsPerEvent, 1)} | ${y ? `${fmt(k.latency.p50Ms / y.p50Ms, 1)}×` : '—'} |`,
+    ),
+    '',
+    `Target: p50 < 3 ms, p99 < 10 ms — ${met.length === e.cases.length ? `**met in all ${e.cases.length} cases**` : met.length === 0 ? '**not met in any case**' : `**met in ${met.length} of ${e.cases.length}** (${listOf(met.map((k) => (k.wake === 'in-memory' ? 'in memory' : k.clock === 'database' ? 'across processes' : 'NOTIFY in one process')))})`}. ` +
+      `What stands between the send and the step is ${fmt(Math.min(...commits), 0) === fmt(Math.max(...commits), 0) ? fmt(commits[0]!, 0) : `${fmt(Math.min(...commits), 1)}–${fmt(Math.max(...commits), 1)}`} commits one after another, each waiting for the one before — ` +
+      "(1) send()'s transaction: `BEGIN`, lock the workflow's row, insert the event, count its missing waits down and, at none, make it runnable (`lease_expires_at = now()`, and a NOTIFY at COMMIT), `COMMIT`; " +
+      '(2) the claim, by the worker that was woken (in memory, or by the NOTIFY), then the log loaded; ' +
+      "(3) the wait's end, replayed: the resumed run finds no entry at the wait's position (the log records how a wait ended, and it had not), so it takes the event in a transaction of its own — `BEGIN`, lock, take the oldest untaken event, record it in the log, `COMMIT` — and only then does the step start" +
+      (inMemory?.roundTripsPerEvent !== undefined ? ` (${fmt(inMemory.roundTripsPerEvent, 1)} round trips in all, counted in the in-memory case, ${fmt(inMemory.sendRoundTrips, 1)} of them send()'s)` : '') +
+      '. ' +
+      (y
+        ? `At the yardstick's ${ms(y.p50Ms)} a commit after idling, ${fmt(meanCommits, 0)} commits alone come to about ${ms(meanCommits * y.p50Ms)}`
+        : oneClient
+          ? `At the baseline's ${ms(oneClient.latency.p50Ms)} a commit, ${fmt(meanCommits, 0)} come to ${ms(meanCommits * oneClient.latency.p50Ms)}`
+          : '') +
+      '. What would take commits off the path is an engine change (not made here): send() could record the wait\'s end in the log itself when it finds the workflow parked for that name (it holds the row\'s lock and knows the wait\'s position), so the resumed run would replay it instead of taking it; and, for a worker in the sending process, the wake could hand the workflow over already claimed, as start() does for a local worker.',
+    '',
+  ];
+}
+
+/** 10,000 workflows waiting for an event beside the others: what they cost a worker and the claim. */
+function waitingSection(w: Waiting | undefined): string[] {
+  if (!w) return [];
+  const name = chapterName(w.chapter);
+  return [
+    `## ${fmt(w.waiters, 0)} workflows waiting for an event (${name})`,
+    '',
+    `${fmt(w.waiters, 0)} workflows parked in \`ctx.waitForEvent('never')\` (no timeout): one started and run to its wait by the engine, the rest copies of the rows it wrote (every column as written — the workflow released until year 9999 with \`waits_missing\` 1, its wait's row in \`waits\` — only the id changed; ${fmt(w.insertSeconds, 1)} s in all). ` +
+      `Beside them, and in a database where nothing waits, interleaved (none, waiting, waiting, none): dispatch through a claim — start() from an engine with no worker of its own, the row in unclaimed with a NOTIFY, an idle worker of concurrency 8 claims it (then, slots left, asks \`nextWakeUp\`) — ${w.none.dispatch.n} runs each; ` +
+      `and a backlog of 3-step workflows drained by a worker of concurrency 8, ${fmt(w.none.drain.workflows, 0)} each. The sleeping suite's measurement, for the wait that has no end.`,
+    '',
+    ...besideParkedTable('waiting', w.none, w.waiting, { none: w.indexBytes.none, parked: w.indexBytes.waiting }),
+    '',
+    `**No slot held:** an idle worker beside them held at most ${w.idleHeldMax} workflow(s) over ${fmt(w.idleMs / 1000, 1)} s (its claims and nextWakeUp's answers included); ` +
+      `in ${fmt(w.heldSamples, 0)} samples of the workers' \`held\` (every 5 ms, idle, dispatching and draining) ${w.waitersHeld} was a waiting workflow, and no claim touched a waiting workflow's row (${w.waitersClaimed} with its fencing token, owner, lease or wait changed). ` +
+      "A workflow waiting for an event is a row with no owner, `waits_missing` 1 and `lease_expires_at` set to the last day of year 9999, and its wait a row in `waits`: nobody holds it, no connection or timer stands for it, and in the claim's index it sits at the far right, where `lease_expires_at <= now()` never reads. " +
+      "`nextWakeUp` finds year 9999 there when nothing else waits, and the worker's alarm stays its poll interval. The send that fills its wait makes the row runnable (`lease_expires_at = now()`) and wakes a worker; what the waiters cost until then is their rows and their index entries.",
     '',
   ];
 }
@@ -827,7 +941,7 @@ function keptFigures(r: BenchResults, cs: ChapterResults[]): string[] {
   return [
     `## Did ${ln} keep ${pn}'s figures?`,
     '',
-    `${capital(ln)} adds failures and time to ${pn}'s engine — attempts counted by the claim, step retries and sleeps that wait in the database, deadlines, schedules — and must not give back the fast path. ` +
+    `${capital(ln)} adds ${ADDS[last.chapter] ?? 'its features'} to ${pn}'s engine, and must not give back the fast path. ` +
       `Each suite below ran ${pn} and ${ln} one after the other; ${rh}: ${ln}'s figure over ${pn}'s. ` +
       `Noise band ±${pct(band)}: the larger of ${pct(NOISE_FLOOR)} and the widest gap between ${pn} and ${pn} measured again after ${ln} in the same suite` +
       (spreads.length > 0 ? ` (step overhead and sequential: ${pct(Math.max(...spreads))} here)` : ' (not measured in this run)') +

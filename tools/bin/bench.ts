@@ -1,27 +1,29 @@
 /**
  * `npm run bench` — what durability costs, measured against yardsticks taken
- * in the same run on the same server: each chapter's engine, and the three
+ * in the same run on the same server: each chapter's engine, and the four
  * production chapters side by side — chapter 6 (leasing workers, plain
- * statements), chapter 7 (the same engine made fast) and chapter 8 (failures
- * and time, on top of 7) — with chapter 8, the last, against its targets and
- * its peers, and whether it kept chapter 7's figures.
+ * statements), chapter 7 (the same engine made fast), chapter 8 (failures and
+ * time, on top of 7) and chapter 9 (events and cancellation, on top of 8) —
+ * with chapter 9, the last, against its targets and its peers, and whether it
+ * kept chapter 8's figures.
  *
- *   npm run bench                          the full run (about 6 minutes on 2 cores); writes docs/bench/report.md,
+ *   npm run bench                          the full run (about 7 minutes on 2 cores); writes docs/bench/report.md,
  *                                          results.json and the charts (throughput.svg, dispatch.svg, chapters.svg, wakeup.svg)
  *   npm run bench -- --quick               tiny counts, no report files (what `npm test` runs so this cannot rot)
  *   npm run bench -- --only steps,dispatch some suites (the yardsticks always run: everything is compared with them)
  *   npm run bench -- --no-write            the full run, printed only
  *   npm run bench -- --render              report.md again from results.json, measuring nothing (after editing report.ts)
  *
- * Suites: chapters (chapters 1–5; 6, 7 and 8 come from the sequential suite);
- * steps, sequential, throughput, dispatch (on chapters 6, 7 and 8, one after
- * the other within each suite, so that all meet the same conditions; steps and
- * sequential then measure chapter 7 again, the noise band for "did chapter 8
- * keep chapter 7's figures"); takeover, steady, history (on the last chapter,
- * 8); wakeup, sleeping (durable sleep, on the last chapter). A benchmark,
- * never a timed test: nothing here passes or fails on speed. Uses the
- * embedded server by default, or DATABASE_URL (then PostgreSQL's CPU is not
- * measured: its pid is unknown).
+ * Suites: chapters (chapters 1–5; 6 to 9 come from the sequential suite);
+ * steps, sequential, throughput, dispatch (on chapters 6 to 9, one after the
+ * other within each suite, so that all meet the same conditions — 6 and 7,
+ * the references, on fewer throughput levels; steps and sequential then
+ * measure chapter 8 again, the noise band for "did chapter 9 keep chapter 8's
+ * figures"); takeover, steady, history (on the last chapter, 9); wakeup,
+ * sleeping (durable sleep, on the last chapter); events, waiting (events, on
+ * the last chapter: tools/bench/events.ts). A benchmark, never a timed test:
+ * nothing here passes or fails on speed. Uses the embedded server by default,
+ * or DATABASE_URL (then PostgreSQL's CPU is not measured: its pid is unknown).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -34,6 +36,7 @@ import { paint } from '../../shared/narrate.ts';
 import { flushRate, insertCommits } from '../bench/baseline.ts';
 import { LAST_CHAPTER, loadProductionChapter, PRODUCTION_CHAPTERS, timeApi, type ProductionChapter } from '../bench/chapter.ts';
 import { chapterEngines } from '../bench/engines.ts';
+import * as events from '../bench/events.ts';
 import * as production from '../bench/production.ts';
 import { Probe, type Delta } from '../bench/probes.ts';
 import { normalizeResults, renderReport, type BenchResults, type ChapterCost } from '../bench/report.ts';
@@ -42,7 +45,7 @@ import { fmt, msSince, summarize } from '../bench/stats.ts';
 
 export type { BenchResults } from '../bench/report.ts';
 
-const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history', 'wakeup', 'sleeping'] as const;
+const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history', 'wakeup', 'sleeping', 'events', 'waiting'] as const;
 type Suite = (typeof SUITES)[number];
 
 function selectedSuites(argv: string[]): Suite[] {
@@ -211,7 +214,7 @@ runMain(async () => {
       }
     }
     // The rest measure the last chapter only.
-    if (run('takeover') || run('steady') || run('history') || run('wakeup') || run('sleeping')) {
+    if (run('takeover') || run('steady') || run('history') || run('wakeup') || run('sleeping') || run('events') || run('waiting')) {
       const last = await loadProductionChapter(LAST_CHAPTER);
       p.last = last.dir;
       if (run('takeover')) {
@@ -246,6 +249,26 @@ runMain(async () => {
           log(
             `  dispatch p50 ${fmt(s.none.dispatch.p50Ms)} → ${fmt(s.sleeping.dispatch.p50Ms)} ms, drain ${fmt(s.none.drain.workflowsPerSecond, 0)} → ${fmt(s.sleeping.drain.workflowsPerSecond, 0)} workflows/s; ` +
               `held: idle max ${s.idleHeldMax}, sleepers ever held ${s.sleepersHeld}, claimed ${s.sleepersClaimed}`,
+          );
+        }
+      }
+      // Events: on the last chapter, if it has them.
+      const withEvents = events.eventApi(last);
+      if (run('events') || run('waiting')) {
+        if (!withEvents) log(`  ${last.name} has no events: the events and waiting suites are skipped`);
+        if (withEvents && run('events')) {
+          section(`${last.name}: event delivery latency (send → the step after the wait; idle worker, concurrency 1, pollMs 5000)`, 'events');
+          // Beside the dispatch suite's yardstick (a bare INSERT commit after the same idle time), or one measured here without it.
+          const yardstick = p.dispatchYardstick ?? (await production.dispatchYardstick(ctx));
+          p.events = { ...(await events.eventDelivery(ctx, last, withEvents)), yardstick };
+        }
+        if (withEvents && run('waiting')) {
+          section(`${last.name}: ${ctx.quick ? '1,000' : '10,000'} workflows waiting for an event beside the others`, 'waiting');
+          p.waiting = await events.waiting(ctx, last, withEvents);
+          const w = p.waiting;
+          log(
+            `  dispatch p50 ${fmt(w.none.dispatch.p50Ms)} → ${fmt(w.waiting.dispatch.p50Ms)} ms, drain ${fmt(w.none.drain.workflowsPerSecond, 0)} → ${fmt(w.waiting.drain.workflowsPerSecond, 0)} workflows/s; ` +
+              `held: idle max ${w.idleHeldMax}, waiters ever held ${w.waitersHeld}, claimed ${w.waitersClaimed}`,
           );
         }
       }
