@@ -36,6 +36,7 @@ export type Verdict =
   | 'not-cancelled'
   | 'ran-after-cancel'
   | 'deadlock'
+  | 'released-twice'
   | 'not-applicable';
 
 export const VERDICT_LABEL: Record<Verdict, string> = {
@@ -56,6 +57,7 @@ export const VERDICT_LABEL: Record<Verdict, string> = {
   'not-cancelled': '✗ not cancelled',
   'ran-after-cancel': '✗ ran on after cancel',
   deadlock: '✗ deadlock',
+  'released-twice': '✗ stock put back twice',
   'not-applicable': '–',
 };
 
@@ -467,10 +469,12 @@ function twoProcessesOneOrder(id: string, title: string, pausePoint: string, jud
 
 /**
  * The order parks — waiting for its "settled" webhook, or in its cooling-off
- * sleep — and its worker is killed there. An operator cancels it from another
- * process (the chapter's `durable cancel`), and a worker comes back. The order
- * must end cancelled, and nothing may happen after the cancel: no new charge,
- * stock decrement or email in the ledger.
+ * sleep — and its worker is killed there. It is cancelled from another
+ * process (`main.ts cancel`: the customer changed their mind), and a worker
+ * comes back. The order must end cancelled, and nothing may happen after the
+ * cancel: no new charge, stock decrement or email in the ledger. What the
+ * workflow undoes on its way out (chapter 9's saga puts the stock back) is
+ * its own business — but never more than it took.
  */
 function cancelWhileWaiting(id: string, title: string, waitingFor: 'event' | 'sleep'): Scenario {
   return {
@@ -485,12 +489,12 @@ function cancelWhileWaiting(id: string, title: string, waitingFor: 'event' | 'sl
       const killed = asRun(await startChild({ script: chapter.main, args: ['start', ...orders], env, fault: point, timeoutMs: 30_000 }).done);
       if (neverReached(killed, point)) return { verdict: 'no-wait', detail: `the order never ${waitingFor === 'event' ? 'waited for its event' : 'slept'}`, ledger: await world.ledger(), runs: [killed] };
       const atCancel = (await world.ledger()).byOrder('order-1');
-      const cancel = await startChild({ script: cliOf(chapter), args: ['cancel', 'order-1', '--reason', 'the customer cancelled'], env: world.env, timeoutMs: 30_000 }).done;
-      // A worker comes back, runs what is runnable, and stops (it reports the cancelled order as not finished: that is its answer).
+      const cancel = await startChild({ script: chapter.main, args: ['cancel', 'order-1', '--reason', 'the customer changed their mind'], env: world.env, timeoutMs: 30_000 }).done;
+      // A worker comes back, runs what is runnable, and stops.
       const recover = await startChild({ script: chapter.main, args: ['recover'], env, timeoutMs: 30_000 }).done;
       const ledger = await world.ledger();
       const runs = [killed, asRun(cancel), asRun(recover)];
-      if (cancel.exitCode !== 0) return { verdict: 'not-cancelled', detail: `durable cancel failed: ${firstLine(cancel.stderr)}`, ledger, runs };
+      if (cancel.exitCode !== 0) return { verdict: 'not-cancelled', detail: `main.ts cancel failed: ${firstLine(cancel.stderr)}`, ledger, runs };
       const after = ledger.byOrder('order-1');
       if (after.charges > atCancel.charges || after.stockDecrements > atCancel.stockDecrements || after.emails > atCancel.emails) {
         return {
@@ -500,11 +504,14 @@ function cancelWhileWaiting(id: string, title: string, waitingFor: 'event' | 'sl
           runs,
         };
       }
+      const released = ledger.stockReleases('order-1');
+      if (released > after.stockDecrements) return { verdict: 'released-twice', detail: `stock taken ${times(after.stockDecrements)}, put back ${times(released)}`, ledger, runs };
       const status = (await readStatus(chapter, world, orders))?.['order-1'];
       if (status !== 'cancelled') return { verdict: 'not-cancelled', detail: `the order is ${status ?? 'not in the log'} after the cancel and a worker's run`, ledger, runs };
+      const undone = released > 0 ? `; its stock put back ${times(released)}` : '';
       return {
         verdict: 'cancelled',
-        detail: `cancelled while it ${waitingFor === 'event' ? 'waited for its webhook' : 'slept'}; nothing charged, reserved or emailed after the cancel (charges ${after.charges}, stock ${after.stockDecrements}, emails ${after.emails})`,
+        detail: `cancelled while it ${waitingFor === 'event' ? 'waited for its webhook' : 'slept'}; nothing charged, reserved or emailed after the cancel (charges ${after.charges}, stock ${after.stockDecrements}, emails ${after.emails})${undone}`,
         ledger,
         runs,
       };
@@ -514,11 +521,6 @@ function cancelWhileWaiting(id: string, title: string, waitingFor: 'event' | 'sl
 
 function times(n: number): string {
   return n === 1 ? 'once' : n === 2 ? 'twice' : `${n} times`;
-}
-
-/** The chapter's operator command line (`durable`), where it has one. */
-function cliOf(chapter: Chapter): string {
-  return `chapters/${chapter.slug}/cli.ts`;
 }
 
 /** Whether this chapter's main.ts knows `command` (asked with `args`: it answers 'unknown command' or not). */
@@ -532,12 +534,9 @@ async function cannotSendEvents(chapter: Chapter, world: World): Promise<string 
   return (await knowsCommand(chapter, world, 'send', ['no-such-order', 'settled'])) ? null : 'this engine cannot wait for an event: its main.ts has no send';
 }
 
-/** Why this chapter cannot cancel a workflow (no `durable cancel`), or null when it can. */
+/** Why this chapter cannot cancel a workflow (its main.ts has no `cancel`), or null when it can. */
 async function cannotCancel(chapter: Chapter, world: World): Promise<string | null> {
-  if (!fs.existsSync(path.join(chapter.dir, 'cli.ts'))) return 'this engine has no operator command line, and no cancellation';
-  const probe = await startChild({ script: cliOf(chapter), args: ['cancel', 'no-such-order'], env: world.env, timeoutMs: 30_000 }).done;
-  // Exit 2: a usage error — the command line knows no such thing (chapters 7 and 8: "this engine has no cancellation").
-  return probe.exitCode === 2 ? `durable cancel: ${firstLine(probe.stderr)}` : null;
+  return (await knowsCommand(chapter, world, 'cancel', ['no-such-order'])) ? null : 'this engine cannot cancel a workflow: its main.ts has no cancel';
 }
 
 /** `main.ts send <id> settled`, as the payment provider's webhook handler would run it: one key per order. */
