@@ -6,8 +6,10 @@
  * about itself; times are compared on the database clock, the only one every
  * worker shares.
  *
- * What counts as the right end of a workflow (chapter 8):
- *   - an order COMPLETES, charged, decremented and emailed once each. The
+ * What counts as the right end of a workflow (chapter 9):
+ *   - an order COMPLETES, charged, decremented and emailed once each, having
+ *     taken the one event the round sent it (chapter 9's orders wait for
+ *     their payment's "settled" webhook after the charge). The
  *     round's provider outages are kept within what the order's retry policy
  *     rides out (round.ts), so no order may fail for a step's retries. An
  *     order may fail in one way only: as a poison does — claimed its
@@ -17,6 +19,14 @@
  *     point, or a poison workflow it ran beside) or frozen, or PostgreSQL was
  *     killed or the connections dropped while it held it. Its effects are
  *     then at most once each. Any other failed order is a violation.
+ *   - an order the round CANCELLED (its cancel answered `requested`) ends
+ *     cancelled, with the reason it was given; its effects at most once
+ *     each; and nothing is recorded for it after the cancel committed but by
+ *     the run that held it then, within one lease (a step in flight when its
+ *     run heard of the cancel: the NOTIFY, or the next heartbeat's renewal) —
+ *     or its compensation, run in ctx.nonCancellable: cancelled during its
+ *     cooling-off, an order puts its stock back (`release_inventory`, right
+ *     after its sleep, the stock's one return). No other order ends cancelled.
  *   - a poison workflow FAILS, its error saying it was claimed exactly its
  *     `maxAttempts` times in a row, its first step recorded, the step that
  *     kills never recorded.
@@ -32,6 +42,38 @@ export interface Invariant {
   violations: string[];
 }
 
+/** The name of the event every order waits for after its charge, and its one key: a webhook redelivered is the same key. */
+export const SETTLED = 'settled';
+export const settledKey = (orderId: string) => `settled:${orderId}`;
+
+/** One send of an order's event, and what it answered: by this process (the round's webhook handler) or a sender process of its own. */
+export interface SendRecord {
+  orderId: string;
+  key: string;
+  payload: unknown;
+  via: 'harness' | 'process';
+  /** Why and when it was sent: 'timer', 'early', 'recovery', or the `event` fault's variant. */
+  variant: string;
+  /** When it started (epoch ms). */
+  at: number;
+  /** delivered: a new event; duplicate: its key was sent already; not-running: the order had ended; killed: its process was SIGKILLed before it could answer (sent or not); failed: an error. */
+  outcome: 'delivered' | 'duplicate' | 'not-running' | 'killed' | 'failed';
+  /** It found the order parked for the event, and woke it. */
+  woke?: boolean;
+  detail?: string;
+}
+
+/** One engine.cancel() of an order, and what it answered. */
+export interface CancelRecord {
+  id: string;
+  /** Where the order was: held (running), parked, sleeping, backing-off, new, runnable, or held by a frozen worker. */
+  state: string;
+  at: number;
+  outcome: 'requested' | 'already' | 'finished' | 'failed';
+  status?: string;
+  detail?: string;
+}
+
 /** What the checker looked at, for the report. */
 export interface Observed {
   /** Sleep entries checked (each one's next entry against its end). */
@@ -44,6 +86,16 @@ export interface Observed {
   poisons: number;
   /** How each order that failed came to: each of its claims in a row, who held it and what ended it. */
   failedOrders: string[];
+  /** Waits for an event that ended with it (checked against the events table and the sends). */
+  eventWaits: number;
+  /** Sends that found their order parked for the event, and woke it. */
+  wokenBySend: number;
+  /** Orders that ended cancelled. */
+  cancelled: number;
+  /** Steps recorded after their order's cancel committed, by the run that held it then, within one lease: in flight when it heard. */
+  stepsInFlightAtCancel: number;
+  /** Compensations (the order's release_inventory, in ctx.nonCancellable) recorded after a cancel. */
+  compensations: number;
 }
 
 /**
@@ -56,6 +108,13 @@ export interface Disruptions {
   workers: Map<string, { killedAt?: number; killedBy?: string; frozen: Array<{ from: number; to: number }> }>;
   database: Array<{ at: number; what: string }>;
 }
+
+/**
+ * The order's steps that run in ctx.nonCancellable, as a cancelled order's
+ * compensation (chapter 9's workflow.ts: the stock put back when the order is
+ * cancelled during its cooling-off): recorded after the cancel by design.
+ */
+const COMPENSATIONS = ['release_inventory'];
 
 /** How far a fault may sit outside a claim's lifetime and still be what ended it: the two clocks (database, harness) and the noting of a death. */
 const SLACK_MS = 1000;
@@ -84,6 +143,11 @@ function invariant(name: string, violations: string[]): Invariant {
  * owner, its attempt count and the time, so the checker can say which process
  * held each claim of an order that failed, and the harness which worker put a
  * waiting workflow to wait.
+ *
+ * The cancel watch: each cancellation as it is written (chapter 9), with the
+ * fencing token the workflow had at that moment and whether a worker held it
+ * (its owner, its lease live): a step recorded after the cancel under a later
+ * token was run by a claim made after it, which was told of the cancel.
  */
 export async function installWatches(db: pg.Pool): Promise<void> {
   await db.query(`
@@ -122,6 +186,19 @@ export async function installWatches(db: pg.Pool): Promise<void> {
     DROP TRIGGER IF EXISTS torture_watch_local_claim ON workflows;
     CREATE TRIGGER torture_watch_local_claim AFTER INSERT ON workflows FOR EACH ROW
       WHEN (NEW.lease_owner IS NOT NULL) EXECUTE FUNCTION torture_watch_claim();
+
+    CREATE TABLE IF NOT EXISTS torture_cancels (
+      workflow_id text NOT NULL, token int NOT NULL, owner text, held boolean NOT NULL, requested_at timestamptz NOT NULL, noted_at timestamptz NOT NULL DEFAULT clock_timestamp()
+    );
+    CREATE OR REPLACE FUNCTION torture_watch_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      INSERT INTO torture_cancels (workflow_id, token, owner, held, requested_at)
+      VALUES (NEW.id, OLD.fencing_token, OLD.lease_owner, OLD.lease_owner IS NOT NULL AND OLD.lease_expires_at > statement_timestamp(), NEW.cancel_requested_at);
+      RETURN NULL;
+    END $$;
+    DROP TRIGGER IF EXISTS torture_watch_cancel ON workflows;
+    CREATE TRIGGER torture_watch_cancel AFTER UPDATE ON workflows FOR EACH ROW
+      WHEN (OLD.cancel_requested_at IS NULL AND NEW.cancel_requested_at IS NOT NULL) EXECUTE FUNCTION torture_watch_cancel();
   `);
 }
 
@@ -136,21 +213,43 @@ export interface CheckInput {
   coolingOffMs: number;
   /** What may explain an order that failed (round.ts records it). */
   disruptions: Disruptions;
+  /** The orders wait for their event `settled` after the charge (chapter 9's AWAIT_SETTLEMENT=1). */
+  awaitSettlement?: boolean;
+  /** The workers' lease: how long after a cancel the run that held the workflow may still record a step it had in flight. */
+  leaseMs?: number;
+  /** Every send of an order's event, and what it answered. */
+  sends?: SendRecord[];
+  /** Every cancel, and what it answered. */
+  cancels?: CancelRecord[];
+  /** Orders seen parked for their event while it sat untaken, during the round (round.ts looks at every fault). */
+  stranded?: string[];
+  /** Where each order still running after recovery is, by the engine's inspect(). */
+  parkedAtEnd?: Map<string, string>;
 }
 
-export async function checkInvariants({ db, world, orders, poisons, coolingOffMs, disruptions }: CheckInput): Promise<{ invariants: Invariant[]; observed: Observed }> {
+export async function checkInvariants(input: CheckInput): Promise<{ invariants: Invariant[]; observed: Observed }> {
+  const { db, world, orders, poisons, coolingOffMs, disruptions, awaitSettlement = false, leaseMs = 1000, sends = [], cancels = [], stranded = [], parkedAtEnd = new Map() } = input;
   const ids = [...orders, ...poisons.map((p) => p.id)];
   const ledger = await world.ledger();
-  const workflows = await db.query<{ id: string; status: string; error: string | null; fencing_token: number; max_attempts: number }>(
-    `SELECT id, status, error, fencing_token, max_attempts FROM workflows WHERE id = ANY($1)`,
+  const workflows = await db.query<{ id: string; status: string; error: string | null; fencing_token: number; max_attempts: number; cancel_reason: string | null; updated_at: Date }>(
+    `SELECT id, status, error, fencing_token, max_attempts, cancel_reason, updated_at FROM workflows WHERE id = ANY($1)`,
     [ids],
   );
-  const steps = await db.query<{ workflow_id: string; seq: number; name: string; kind: string; fencing_token: number; error: { message?: string } | null }>(
-    `SELECT workflow_id, seq, name, kind, fencing_token, error FROM steps WHERE workflow_id = ANY($1) ORDER BY workflow_id, seq`,
+  const steps = await db.query<{ workflow_id: string; seq: number; name: string; kind: string; fencing_token: number; error: { message?: string } | null; output: unknown; created_at: Date }>(
+    `SELECT workflow_id, seq, name, kind, fencing_token, error, output, created_at FROM steps WHERE workflow_id = ANY($1) ORDER BY workflow_id, seq`,
     [ids],
   );
-  const movements = await db.query<{ order_id: string; n: number }>(
-    `SELECT order_id, count(*)::int AS n FROM stock_movements WHERE order_id = ANY($1) GROUP BY order_id`,
+  const events = await db.query<{ workflow_id: string; name: string; key: string; payload: unknown; taken_at_seq: number | null; sent_at: Date }>(
+    `SELECT workflow_id, name, key, payload, taken_at_seq, sent_at FROM events WHERE workflow_id = ANY($1) ORDER BY workflow_id, arrival`,
+    [ids],
+  );
+  const cancelWatch = await db.query<{ workflow_id: string; token: number; owner: string | null; held: boolean; requested_at: Date }>(
+    `SELECT workflow_id, token, owner, held, requested_at FROM torture_cancels WHERE workflow_id = ANY($1) ORDER BY noted_at`,
+    [ids],
+  );
+  const movements = await db.query<{ order_id: string; taken: number; returned: number }>(
+    `SELECT order_id, count(*) FILTER (WHERE delta < 0)::int AS taken, count(*) FILTER (WHERE delta > 0)::int AS returned
+       FROM stock_movements WHERE order_id = ANY($1) GROUP BY order_id`,
     [ids],
   );
   const breaches = await db.query<{ tbl: string; workflow_id: string; seq: number; step_token: number; latest_token: number | null }>(
@@ -162,8 +261,8 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
     [ids],
   );
   // Each sleep, and what came after it: the next entry (or, with none, the completion). Compared by PostgreSQL, to the microsecond.
-  const sleeps = await db.query<{ workflow_id: string; seq: number; until: string; next: string | null; next_at: Date | null; early_ms: number | null }>(
-    `SELECT s.workflow_id, s.seq, s.output->>'until' AS until,
+  const sleeps = await db.query<{ workflow_id: string; seq: number; until: string; next: string | null; next_name: string | null; status: string; next_at: Date | null; early_ms: number | null }>(
+    `SELECT s.workflow_id, s.seq, s.output->>'until' AS until, n.name AS next_name, w.status,
             coalesce('step #' || n.seq || ' ' || n.name, CASE WHEN w.status = 'completed' THEN 'the completion' END) AS next,
             coalesce(n.created_at, CASE WHEN w.status = 'completed' THEN w.updated_at END) AS next_at,
             (extract(epoch FROM (s.output->>'until')::timestamptz - coalesce(n.created_at, CASE WHEN w.status = 'completed' THEN w.updated_at END)) * 1000)::float8 AS early_ms
@@ -192,8 +291,16 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
   for (const row of steps.rows) stepsOf.set(row.workflow_id, [...(stepsOf.get(row.workflow_id) ?? []), row]);
   const claimsOf = new Map<string, typeof claims.rows>();
   for (const row of claims.rows) claimsOf.set(row.workflow_id, [...(claimsOf.get(row.workflow_id) ?? []), row]);
-  const stock = new Map(movements.rows.map((m) => [m.order_id, m.n]));
-  const expectedSteps = ['charge_card', 'reserve_inventory', ...(coolingOffMs > 0 ? ['sleep'] : []), 'send_email'];
+  const stock = new Map(movements.rows.map((m) => [m.order_id, m]));
+  const expectedSteps = ['charge_card', ...(awaitSettlement ? [SETTLED] : []), 'reserve_inventory', ...(coolingOffMs > 0 ? ['sleep'] : []), 'send_email'];
+  const eventsOf = new Map<string, typeof events.rows>();
+  for (const row of events.rows) eventsOf.set(row.workflow_id, [...(eventsOf.get(row.workflow_id) ?? []), row]);
+  /** Each order's cancel as the watch saw it written: the first (a second cancel changes nothing). */
+  const cancelOf = new Map<string, (typeof cancelWatch.rows)[number]>();
+  for (const row of cancelWatch.rows) if (!cancelOf.has(row.workflow_id)) cancelOf.set(row.workflow_id, row);
+  /** Failed or cancelled: its effects at most once each (once if its step is recorded). */
+  const endedShort = (id: string) => byId.get(id)?.status === 'failed' || byId.get(id)?.status === 'cancelled';
+  const ownerOf = (id: string, token: number) => (claimsOf.get(id) ?? []).find((c) => c.token === token)?.owner ?? 'nobody the claim watch saw';
   const recorded = (id: string, name: string) => (stepsOf.get(id) ?? []).some((s) => s.name === name && !s.error);
 
   // ── a workflow failed for its attempts: each claim in a row, and the fault that ended it ──
@@ -249,22 +356,118 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
     return unexplained.length ? [`${id}: failed after ${byId.get(id)!.max_attempts} claims in a row, but no fault ended ${unexplained.join(', ')}`] : [];
   };
   const failedOrders = orders.filter((id) => byId.get(id)?.status === 'failed');
-  /** Once, or — for an order that failed (explained or not: that is the first invariant's business) — at most once, and once if its step was recorded. */
+  /** Once, or — for an order that failed (explained or not: that is the first invariant's business) or was cancelled — at most once, and once if its step was recorded. */
   const once = (id: string, count: number, step: string, what: string) => {
-    const failed = byId.get(id)?.status === 'failed';
-    const ok = failed ? count <= 1 && (count === 1 || !recorded(id, step)) : count === 1;
-    return ok ? [] : [`${id}: ${count} ${what}${failed ? ` (failed; ${step} ${recorded(id, step) ? 'recorded' : 'not recorded'})` : ''}`];
+    const short = endedShort(id);
+    const ok = short ? count <= 1 && (count === 1 || !recorded(id, step)) : count === 1;
+    return ok ? [] : [`${id}: ${count} ${what}${short ? ` (${byId.get(id)!.status}; ${step} ${recorded(id, step) ? 'recorded' : 'not recorded'})` : ''}`];
   };
+
+  // ── events: each order's one event, taken once by its one wait ──
+  let eventWaits = 0;
+  const eventViolations = awaitSettlement
+    ? orders.flatMap((id) => {
+        const out: string[] = [];
+        const w = byId.get(id);
+        const waits = (stepsOf.get(id) ?? []).filter((s) => s.kind === 'event');
+        const table = eventsOf.get(id) ?? [];
+        const delivered = sends.filter((s) => s.orderId === id && s.outcome === 'delivered');
+        if (waits.length > 1) out.push(`${id}: ${waits.length} waits ended (#${waits.map((s) => s.seq).join(', #')}), for an order that waits once`);
+        for (const wait of waits) {
+          const ended = wait.output as { payload?: unknown; key?: string; timedOut?: boolean };
+          if (ended.timedOut) {
+            const event = table.find((e) => e.name === SETTLED && e.sent_at < wait.created_at);
+            out.push(`${id}: its wait #${wait.seq} timed out (recorded at ${wait.created_at.toISOString()})${event ? `, though its event was sent at ${event.sent_at.toISOString()}` : ', no event sent before'}`);
+            continue;
+          }
+          eventWaits++;
+          const event = table.find((e) => e.name === wait.name && e.key === ended.key);
+          if (ended.key !== settledKey(id)) out.push(`${id}: its wait #${wait.seq} took the key ${JSON.stringify(ended.key)}, not the one sent to it (${settledKey(id)})`);
+          if (!event) out.push(`${id}: its wait #${wait.seq} took key ${JSON.stringify(ended.key)}, which the events table does not hold`);
+          else {
+            if (event.taken_at_seq !== wait.seq) out.push(`${id}: its wait #${wait.seq} took key ${event.key}, which the table says was taken by ${event.taken_at_seq === null ? 'no wait' : `wait #${event.taken_at_seq}`}`);
+            if (canonical(event.payload) !== canonical(ended.payload)) out.push(`${id}: its wait #${wait.seq} recorded the payload ${canonical(ended.payload)}, the table kept ${canonical(event.payload)} under that key`);
+          }
+        }
+        for (const event of table) {
+          if (event.taken_at_seq !== null && !waits.some((s) => s.seq === event.taken_at_seq && (s.output as { key?: string }).key === event.key)) {
+            out.push(`${id}: event ${event.key} marked taken by wait #${event.taken_at_seq}, whose entry in the log does not hold it`);
+          }
+        }
+        if (table.length > 1) out.push(`${id}: ${table.length} events in the table (${table.map((e) => e.key).join(', ')}), for one key sent`);
+        if (delivered.length > 1) out.push(`${id}: ${delivered.length} sends of key ${settledKey(id)} answered "delivered" (${delivered.map((s) => `${s.via} ${s.variant}`).join('; ')}): a key is one event`);
+        const kept = table.find((e) => e.key === settledKey(id));
+        if (delivered.length === 1 && kept && canonical(kept.payload) !== canonical(delivered[0]!.payload)) {
+          out.push(`${id}: the table kept ${canonical(kept.payload)} under its key, but the send that answered "delivered" sent ${canonical(delivered[0]!.payload)}`);
+        }
+        if (delivered.length && !kept) out.push(`${id}: a send answered "delivered", and the table holds no event under its key`);
+        if (w?.status === 'completed' && !waits.some((s) => !(s.output as { timedOut?: boolean }).timedOut)) out.push(`${id}: completed without taking its event`);
+        return out;
+      })
+    : [];
+  const leftParked = awaitSettlement
+    ? orders.flatMap((id) => {
+        const untaken = (eventsOf.get(id) ?? []).filter((e) => e.taken_at_seq === null);
+        return byId.get(id)?.status === 'running' && untaken.length
+          ? [`${id}: still running after recovery (${parkedAtEnd.get(id) ?? 'where, unknown'}), its event ${untaken.map((e) => `${e.key} (sent at ${e.sent_at.toISOString()})`).join(', ')} untaken`]
+          : [];
+      })
+    : [];
+
+  // ── cancellations: ended cancelled; nothing recorded after, but what was in flight ──
+  const requestedBy = new Set(cancels.filter((c) => c.outcome === 'requested').map((c) => c.id));
+  const cancelEnds = orders.flatMap((id) => {
+    const w = byId.get(id);
+    const watched = cancelOf.get(id);
+    if (!w) return [];
+    if (requestedBy.has(id) && !watched) return [`${id}: its cancel answered "requested", but the cancel watch saw none written`];
+    if (!watched) return w.status === 'cancelled' ? [`${id}: cancelled, but the round never cancelled it`] : [];
+    if (w.status !== 'cancelled') {
+      const after = ((w.updated_at.getTime() - watched.requested_at.getTime()) / 1000).toFixed(3);
+      return [`${id}: ${w.status} (at ${w.updated_at.toISOString()}, ${after} s after its cancel was written at ${watched.requested_at.toISOString()}, when ${watched.held ? `${watched.owner} held it under claim #${watched.token}` : 'nobody held it'})`];
+    }
+    return w.error === w.cancel_reason ? [] : [`${id}: cancelled with the error ${JSON.stringify(w.error)}, not its reason ${JSON.stringify(w.cancel_reason)}`];
+  });
+  let stepsInFlightAtCancel = 0;
+  /** Compensation steps (ctx.nonCancellable) recorded after a cancel: allowed, counted. */
+  let compensations = 0;
+  /** A step or an effect this long after the cancel was begun after the run holding it had heard (a renewal answers it) — or its lease was gone. */
+  const hearingMs = leaseMs + SLACK_MS;
+  const afterCancel = orders.flatMap((id) => {
+    const c = cancelOf.get(id);
+    if (!c) return [];
+    const out: string[] = [];
+    for (const s of stepsOf.get(id) ?? []) {
+      if (s.created_at <= c.requested_at) continue;
+      if (COMPENSATIONS.includes(s.name)) {
+        compensations++;
+        continue;
+      }
+      const gap = s.created_at.getTime() - c.requested_at.getTime();
+      const what = `step #${s.seq} ${s.name} recorded at ${s.created_at.toISOString()} (${gap} ms after the cancel was written at ${c.requested_at.toISOString()})`;
+      if (s.fencing_token > c.token) out.push(`${id}: ${what} under claim #${s.fencing_token} by ${ownerOf(id, s.fencing_token)}, a claim made after the cancel (which was written under #${c.token})`);
+      else if (s.fencing_token < c.token || !c.held) out.push(`${id}: ${what} under claim #${s.fencing_token}, which no live run held when the cancel was written (#${c.token}${c.owner ? `, ${c.owner}'s lease gone` : ', released'})`);
+      else if (gap > hearingMs) out.push(`${id}: ${what} by ${c.owner} under claim #${c.token}, which held it at the cancel: more than a lease (${leaseMs} ms) later, by when its run had heard of it or lost its lease`);
+      else stepsInFlightAtCancel++;
+    }
+    // The effects themselves, on the world's clock (this machine's, as the database's): none begun past the hearing.
+    const late = [...(ledger.charges ?? []).map((r) => ({ what: 'charge', r })), ...(ledger.emails ?? []).map((r) => ({ what: 'email', r }))].filter(
+      ({ r }) => r.orderId === id && new Date(r.createdAt).getTime() - c.requested_at.getTime() > hearingMs,
+    );
+    for (const { what, r } of late) out.push(`${id}: ${what} made at ${r.createdAt}, ${new Date(r.createdAt).getTime() - c.requested_at.getTime()} ms after its cancel was written at ${c.requested_at.toISOString()}`);
+    return out;
+  });
 
   const invariants = [
     invariant(
-      'every order completed — or failed only once claimed at least its maxAttempts times in a row, a fault ending each of those claims (none lost, none stuck)',
+      'every order completed — or was cancelled, by the round — or failed only once claimed at least its maxAttempts times in a row, a fault ending each of those claims (none lost, none stuck)',
       orders.flatMap((id) => {
         const w = byId.get(id);
         if (!w) return [`${id}: not in the log`];
         if (w.status === 'completed') return [];
+        if (w.status === 'cancelled') return cancelOf.has(id) ? [] : [`${id}: cancelled, but the round never cancelled it`];
         if (w.status === 'failed') return unexplainedFailure(id);
-        return [`${id}: still ${w.status} after recovery`];
+        return [`${id}: still ${w.status} after recovery${parkedAtEnd.has(id) ? ` (${parkedAtEnd.get(id)})` : ''}`];
       }),
     ),
     invariant(
@@ -284,40 +487,51 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
       }),
     ),
     invariant(
-      'each order charged once (at most once if it failed)',
+      'each order charged once (at most once if it failed or was cancelled)',
       orders.flatMap((id) => once(id, ledger.byOrder(id).charges, 'charge_card', 'charge(s)')),
     ),
     invariant(
-      'each order’s stock decremented once (at most once if it failed)',
+      'each order’s stock decremented once (at most once if it failed or was cancelled)',
       orders.flatMap((id) => once(id, ledger.byOrder(id).stockDecrements, 'reserve_inventory', 'decrement(s)')),
     ),
     invariant(
-      'each order emailed once (at most once if it failed)',
+      'each order emailed once (at most once if it failed or was cancelled)',
       orders.flatMap((id) => once(id, ledger.byOrder(id).emails, 'send_email', 'email(s)')),
     ),
     invariant(
-      `each order’s log holds its steps in order (${expectedSteps.join(', ')}; a failed order, the first of them), none failed for good`,
+      `each order’s log holds its steps in order (${expectedSteps.join(', ')}; a failed or cancelled order, the first of them), none failed for good`,
       orders.flatMap((id) => {
         const entries = stepsOf.get(id) ?? [];
         const names = entries.map((s) => `${s.seq}:${s.name}`);
         const expected = expectedSteps.map((name, seq) => `${seq}:${name}`);
-        const prefix = byId.get(id)?.status === 'failed' ? expected.slice(0, names.length) : expected;
+        const prefix = endedShort(id) ? expected.slice(0, names.length) : expected;
+        // Cancelled during its cooling-off: the saga's undo right after the sleep (workflow.ts), in ctx.nonCancellable.
+        const slept = expectedSteps.indexOf('sleep');
+        const undone = [...expected.slice(0, slept + 1), `${slept + 1}:release_inventory`];
+        if (byId.get(id)?.status === 'cancelled' && slept >= 0 && names.join(',') === undone.join(',')) return [];
         const gaveUp = entries.filter((s) => s.error).map((s) => `${id}: step #${s.seq} ${s.name} failed for good (${s.error?.message ?? JSON.stringify(s.error)})`);
         return [...(names.join(',') === prefix.join(',') ? [] : [`${id}: ${names.join(',') || '(no steps)'}`]), ...gaveUp];
       }),
     ),
     invariant(
-      'no step record without its business write, and no business write without its record',
+      'no step record without its business write, and no business write without its record (the reservation, and a cancelled order’s release of it)',
       orders.flatMap((id) => {
-        const record = recorded(id, 'reserve_inventory');
-        const written = stock.get(id) ?? 0;
-        return record === (written === 1) ? [] : [`${id}: reserve record ${record ? 'present' : 'absent'}, ${written} stock movement(s)`];
+        const { taken = 0, returned = 0 } = stock.get(id) ?? {};
+        const reserved = recorded(id, 'reserve_inventory');
+        const released = recorded(id, 'release_inventory');
+        return [
+          ...(reserved === (taken === 1) ? [] : [`${id}: reserve record ${reserved ? 'present' : 'absent'}, ${taken} stock decrement(s)`]),
+          ...(released === (returned === 1) ? [] : [`${id}: release record ${released ? 'present' : 'absent'}, ${returned} stock return(s)`]),
+          ...(released && !reserved ? [`${id}: stock released, never reserved`] : []),
+          ...(released && byId.get(id)?.status !== 'cancelled' ? [`${id}: stock released, but ${byId.get(id)?.status}, not cancelled`] : []),
+        ];
       }),
     ),
     invariant(
       'sleeps never end early: the entry after each sleep (or the completion) recorded at or after its end, on the database clock',
+      // …but a cancellation's compensation, which runs as soon as the cancel cuts the sleep short.
       sleeps.rows.flatMap((s) =>
-        s.early_ms !== null && s.early_ms > 0 ? [`${s.workflow_id}: ${s.next} recorded at ${s.next_at!.toISOString()}, ${s.early_ms.toFixed(3)} ms before its sleep (#${s.seq}) ended at ${s.until}`] : [],
+        s.early_ms !== null && s.early_ms > 0 && !(s.status === 'cancelled' && COMPENSATIONS.includes(s.next_name ?? '')) ? [`${s.workflow_id}: ${s.next} recorded at ${s.next_at!.toISOString()}, ${s.early_ms.toFixed(3)} ms before its sleep (#${s.seq}) ended at ${s.until}`] : [],
       ),
     ),
     invariant(
@@ -343,6 +557,23 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
         }),
       ],
     ),
+    ...(awaitSettlement
+      ? [
+          invariant(
+            'each order’s wait took the one event sent to it, once: its entry holds that key and the payload the table kept under it, never a timeout; the event marked taken by that wait and no other; a key sent again is the same event (never "delivered" twice)',
+            eventViolations,
+          ),
+          invariant(
+            'no order parked for its event while the event sat untaken (looked for at every fault and through recovery), nor left running with its event sent',
+            [...stranded, ...leftParked],
+          ),
+        ]
+      : []),
+    invariant('every order whose cancel was written ended cancelled, its reason as its error; no other order was cancelled', cancelEnds),
+    invariant(
+      'nothing recorded after a cancel was written but by the run that held the workflow then, within one lease (a step in flight when it heard); no charge or email made later',
+      afterCancel,
+    ),
   ];
   const observed: Observed = {
     sleeps: sleeps.rows.length,
@@ -350,6 +581,18 @@ export async function checkInvariants({ db, world, orders, poisons, coolingOffMs
     ordersFailed: failedOrders.filter((id) => unexplainedFailure(id).length === 0).length,
     poisons: poisons.length,
     failedOrders: failedOrders.map((id) => `${id} (maxAttempts ${byId.get(id)!.max_attempts}): ${claimsInARow(id).story.join('; ')}`),
+    eventWaits,
+    wokenBySend: sends.filter((s) => s.woke).length,
+    cancelled: orders.filter((id) => byId.get(id)?.status === 'cancelled').length,
+    stepsInFlightAtCancel,
+    compensations,
   };
   return { invariants, observed };
+}
+
+/** JSON with its keys sorted: to compare a payload with what jsonb gave back. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
 }
