@@ -411,6 +411,13 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
    * fenced end, then the event (key `end`: once) and the parent's wake-up if
    * that fills its last wait. A parent no longer running gets no event. A
    * cancelled child's payload carries the cancel's reason, returned here.
+   *
+   * Never fold this into one statement (a CTE that locks the parent, ends the
+   * child, inserts, wakes): a statement's snapshot is taken when it starts,
+   * BEFORE it waits for the parent's lock, so its look at `waits` would miss
+   * the waits of a parent that parked while it waited — the lost wake-up
+   * again. The lock must be a statement of its own; each look after it sees
+   * what was committed before the lock was granted.
    */
   async function endChild(claim: Claim, lease: Lease, end: ChildEnd): Promise<string | null> {
     const parentId = claim.parentId!;
