@@ -15,7 +15,7 @@ const x = String.raw`(?:[\d.,]+×|—)`; // a ratio (— when a figure is 0)
 const row = (...cells: string[]) => new RegExp(String.raw`^\| ${cells.join(' \\| ')} \|`, 'm');
 
 describe('npm run bench -- --quick', () => {
-  it('measures the yardsticks, every chapter, chapters 6 to 9 side by side and chapter 9 alone, durable sleep and events included, and prints the report', { timeout: 300_000 }, () => {
+  it('measures the yardsticks, every chapter, chapters 6 to 9 side by side and chapter 9 alone, durable sleep, events and a fan-out included, and prints the report', { timeout: 300_000 }, () => {
     const result = spawnSync(process.execPath, ['--import', 'tsx', 'tools/bin/bench.ts', '--quick'], {
       cwd: projectRoot,
       env: { ...process.env, DATABASE_URL: inject('adminDatabaseUrl'), FORCE_COLOR: '0' },
@@ -100,6 +100,13 @@ describe('npm run bench -- --quick', () => {
     expect(output).toMatch(row('measure', 'nothing waiting', '1,000 waiting', 'waiting / none'));
     expect(output).toMatch(row(String.raw`dispatch through a claim \(start\(\) → NOTIFY → claim → first step\): p50`, `${n} ms`, `${n} ms`, x));
     expect(output).toMatch(/\*\*No slot held:\*\* an idle worker beside them held at most 0 workflow\(s\) .* in [\d,]+ samples .* 0 was a waiting workflow, and no claim touched a waiting workflow's row \(0 with/);
+    // Fan-out (1,000 children in the full run): wall time, commits a child, the parent's runs — twice, a property of the engine, not a speed.
+    expect(output).toMatch(/## Fan-out: a parent and 20 children \(chapter 9\)/);
+    const cpu = `(${n}|n/a)`; // n/a on an external server (DATABASE_URL: PostgreSQL's pid is unknown)
+    expect(output).toMatch(row('fan-out 1', String.raw`\*\*${n} s\*\*`, n, n, n, cpu, String.raw`\*\*2\*\*`, 'waiting, completed', String.raw`\d+`));
+    expect(output).toMatch(row(String.raw`the same children on their own .*`, `${n} s`, n, n, n, cpu, '—', '—', '—'));
+    expect(output).toMatch(row('fan-out / on their own', x, x, x, x, x));
+    expect(output).toMatch(new RegExp(String.raw`\| a fan-out of 20 children: the parent runs twice .* \| ran 2 times in each of 1 fan-out; .* \| ✓ met \| — \(chapter 9 only\) \|`));
     expect(output).toMatch(/## Where the time goes/);
   });
 
@@ -109,7 +116,7 @@ describe('npm run bench -- --quick', () => {
     const output = `${ok.stdout}${ok.stderr}`;
     expect(ok.status, output).toBe(0);
     expect(output).toMatch(/\*\*One step: [\d.]+ ms in chapter 6 .*, [\d.]+ ms in chapter 7 .*, [\d.]+ ms in chapter 8 .*, [\d.]+ ms in chapter 9 /);
-    expect(output).not.toMatch(/## Throughput|## What durability costs, per chapter|## Takeover|## Durable sleep|## Events|waiting for an event \(/);
+    expect(output).not.toMatch(/## Throughput|## What durability costs, per chapter|## Takeover|## Durable sleep|## Events|waiting for an event \(|## Fan-out/);
     const bad = spawnSync(process.execPath, ['--import', 'tsx', 'tools/bin/bench.ts', '--quick', '--only', 'nope'], { cwd: projectRoot, env, encoding: 'utf8', timeout: 55_000 });
     expect(bad.status).not.toBe(0);
     expect(`${bad.stdout}${bad.stderr}`).toMatch(/unknown suite nope/);

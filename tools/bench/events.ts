@@ -37,6 +37,21 @@ export interface EventContext extends SleepContext {
   waitForEvent<T = unknown>(name: string, options?: { timeoutMs?: number }): Promise<T | undefined>;
 }
 
+/** What a workflow that starts children uses of a chapter's `Context` (chapter 9 on). */
+export interface FanOutContext extends EventContext {
+  startChild<Output = unknown, Input = unknown>(name: string, input: Input): Promise<{ id: string; result(): Promise<Output> }>;
+}
+
+/** The input of `fanOut`: how many children it starts. */
+export interface FanOutInput {
+  children: number;
+}
+
+/** The input of `child`: its position among its siblings. */
+export interface ChildInput {
+  i: number;
+}
+
 /**
  * When the step after the wait started: its process's wall clock (wallMs) and
  * round trips so far (roundtrips.ts), first thing; then the database's clock
@@ -74,6 +89,12 @@ export async function readMoment(db: Pick<pg.Pool, 'query'>): Promise<DbMoment> 
  *            the database's clock and transaction counter (one query later,
  *            so that clock runs a little late: conservative).
  *   parked   waits for the event `never`, which nobody sends.
+ *   fanOut   starts `children` children in one turn (Promise.all over
+ *            ctx.startChild: one transaction starts them all), then waits for
+ *            all their results in one turn (Promise.all over result(): the
+ *            parent parks once); returns how many it heard from.
+ *   child    one step that returns its position (as a child, or on its own:
+ *            the fan-out suite's yardstick starts the same workflow with start()).
  */
 export const eventWorkflows = (moment: () => Promise<DbMoment>) => ({
   ...timeWorkflows(async () => (await moment()).ms),
@@ -90,13 +111,19 @@ export const eventWorkflows = (moment: () => Promise<DbMoment>) => ({
     await ctx.waitForEvent('never');
     return 'sent after all';
   },
+  fanOut: async (ctx: FanOutContext, input: FanOutInput) => {
+    const handles = await Promise.all(Array.from({ length: input.children }, (_, i) => ctx.startChild<number, ChildInput>('child', { i })));
+    const outputs = await Promise.all(handles.map((handle) => handle.result()));
+    return outputs.length;
+  },
+  child: async (ctx: EventContext, input: ChildInput) => ctx.step('one', async () => input.i),
 });
 
 export type EventWorkflows = ReturnType<typeof eventWorkflows>;
 
 /** What the events and waiting suites use of a chapter with events. */
 export interface EventEngine {
-  start(name: keyof EventWorkflows & string, input: NapInput | Record<string, never>, options: { id: string }): Promise<BenchRun>;
+  start(name: keyof EventWorkflows & string, input: NapInput | FanOutInput | ChildInput | Record<string, never>, options: { id: string }): Promise<BenchRun>;
   send(workflowId: string, name: string, payload: unknown, options?: { key?: string }): Promise<{ delivered: boolean; woke: boolean }>;
   createWorker(options?: BenchWorkerOptions): TimeWorker;
 }
@@ -123,7 +150,7 @@ export function eventApi(chapter: ProductionChapter): EventApi | undefined {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-interface OpenedEvents {
+export interface OpenedEvents {
   url: string;
   db: pg.Pool;
   /** A new engine on this database (each has its own local workers, and its own NOTIFY tag). */
@@ -131,7 +158,8 @@ interface OpenedEvents {
   close(): Promise<void>;
 }
 
-async function openEvents(ctx: SuiteContext, chapter: ProductionChapter, api: EventApi, label: string, poolMax = 24): Promise<OpenedEvents> {
+/** A fresh database for a chapter with events, migrated; engines on it register the events suites' workflows. */
+export async function openEvents(ctx: SuiteContext, chapter: ProductionChapter, api: EventApi, label: string, poolMax = 24): Promise<OpenedEvents> {
   const url = await createDatabase(ctx.serverUrl, `bench_ch${chapter.number}_${label}`);
   const db = new pg.Pool({ connectionString: url, max: poolMax });
   db.on('error', () => {});
@@ -149,7 +177,7 @@ async function openEvents(ctx: SuiteContext, chapter: ProductionChapter, api: Ev
 }
 
 /** Runs that ended, by id, and a way to wait for one: fed by a worker's onRunEnd, or a worker process's `end` lines. */
-class RunEnds {
+export class RunEnds {
   private readonly seen = new Map<string, string>();
   private readonly waiters = new Map<string, (outcome: string) => void>();
 

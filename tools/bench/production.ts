@@ -19,6 +19,7 @@ import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { REFERENCE_CHAPTERS, type ProductionChapter, type ProductionEngine, type TimeApi, type TimeEngine, type TimeWorker } from './chapter.ts';
 import { WorkerProcess, type WorkerStats } from './children.ts';
 import type { EventDelivery, Waiting } from './events.ts';
+import type { FanOut } from './fanout.ts';
 import { Probe, type Snapshot } from './probes.ts';
 import { roundTrips } from './roundtrips.ts';
 import { msSince, summarize, type Summary } from './stats.ts';
@@ -215,6 +216,8 @@ export interface ProductionResults {
   events?: EventDelivery;
   /** 10,000 workflows waiting for an event beside the others (a chapter with events: events.ts). */
   waiting?: Waiting;
+  /** A parent and 1,000 children (a chapter with child workflows: fanout.ts). */
+  fanOut?: FanOut;
 }
 
 // ── plumbing ─────────────────────────────────────────────────────────────────

@@ -10,6 +10,7 @@ import { renderCharts } from './charts.ts';
 import type { CommitRate } from './baseline.ts';
 import { REFERENCE_CHAPTERS } from './chapter.ts';
 import type { EventDelivery, Waiting } from './events.ts';
+import type { FanOut } from './fanout.ts';
 import type { Again, ChapterResults, Cost, Dispatch, ProductionResults, SleepingCondition, Sleeping, ThroughputRun, WakeUp } from './production.ts';
 import { fmt, type Summary } from './stats.ts';
 
@@ -349,6 +350,16 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
       why: "a parked workflow is a row released until year 9999 with no owner (its wait a row in `waits`, `waits_missing` 1): in the claim's index it sits at the far right, which the claim (`lease_expires_at <= now()`) never reads; the send that fills its last wait sets it to now()",
     });
   }
+  if (last && p.fanOut) {
+    const f = p.fanOut;
+    const runs = f.trials.map((t) => t.parentRuns.length);
+    out.push({
+      target: FANOUT_TARGET(f.children),
+      measured: `ran ${listOf([...new Set(runs)].map(String))} time${runs.every((x) => x === 1) ? '' : 's'} in each of ${f.trials.length} fan-out${f.trials.length === 1 ? '' : 's'}; ${fmt(f.total.seconds / f.trials.length, 2)} s a fan-out, ${fmt(f.total.commitsPerWorkflow, 2)} commits a child`,
+      met: runs.every((x) => x === 2),
+      why: "the children start in one transaction (Promise.all over startChild), the parent parks once for all their ends (Promise.all over result()); each child's end counts the parent's missing waits down, and only the last makes it runnable",
+    });
+  }
   if (last && p.sleeping) {
     const s = p.sleeping;
     const drain = s.sleeping.drain.workflowsPerSecond / s.none.drain.workflowsPerSecond;
@@ -365,6 +376,7 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
 
 const WAKE_TARGET = 'wake-up lateness p99 < 50 ms beyond the chapter’s polling';
 const SLEEPING_TARGET = (n: number) => `${fmt(n, 0)} sleeping workflows hold no slot and leave the claim as fast (within ${fmt(NOISE_FLOOR * 100, 0)} %)`;
+const FANOUT_TARGET = (n: number) => `a fan-out of ${fmt(n, 0)} children: the parent runs twice (starts them and parks; gathers them)`;
 const WAITING_TARGET = (n: number) => `${fmt(n, 0)} workflows waiting for an event hold no slot and leave the claim as fast (within ${fmt(NOISE_FLOOR * 100, 0)} %)`;
 
 const metCell = (v: Verdict | undefined) => (v === undefined ? '' : v.met === undefined ? 'n/a' : v.met ? '✓ met' : '✗ not met');
@@ -382,7 +394,7 @@ function targetsTable(r: BenchResults, cs: ChapterResults[], lastDir: string): s
     `## ${capital(name)} against its targets${others.length ? `, ${others.length > 1 ? `chapters ${listOf(others.map((c) => String(chapterNumber(c.chapter))))}` : chapterName(others[0]!.chapter)} beside it` : ''}`,
     '',
     `The targets are the last chapter's${others.length ? `; ${listOf(others.map((c) => `${chapterName(c.chapter)}${c.chapter === '06-leasing-workers' ? ' (the engine before the fast path: what the fast path buys)' : c.chapter === '07-fast-path' ? ' (the fast path before failures and time: what they cost)' : c.chapter === '08-failures-and-time' && lastDir !== c.chapter ? ' (failures and time before events)' : ''}`))} ${others.length === 1 ? 'is' : 'are'} measured against them in the same run. ` : '; '}` +
-      `${capital(listOf(['takeover', 'the long history', ...(p.wakeUp || p.sleeping ? ['durable sleep'] : []), ...(p.events || p.waiting ? ['events'] : [])]))} are measured on ${name} only.`,
+      `${capital(listOf(['takeover', 'the long history', ...(p.wakeUp || p.sleeping ? ['durable sleep'] : []), ...(p.events || p.waiting ? ['events'] : []), ...(p.fanOut ? ['the fan-out'] : [])]))} are measured on ${name} only.`,
     '',
     `| target | ${name} | met | ${others.map((c) => `${chapterName(c.chapter)} (same run) | met`).join(' | ')}${others.length ? ' | ' : ''}why (${name}; where not met: the figures that explain it) |`,
     `|---|---|---|${others.map(() => '---|---|').join('')}---|`,
@@ -422,7 +434,7 @@ export function renderReport(raw: BenchResults): string {
     '',
     `What is measured on which engine: steps, sequential, throughput and dispatch on ${names || 'the production chapters'}, side by side (each suite runs on one chapter, then at once on the next, so that all meet the same machine` +
       `${cs.some((c) => reduced(c, cs)) ? `; ${listOf(cs.filter((c) => reduced(c, cs)).map((c) => chapterName(c.chapter)))}, the reference${cs.filter((c) => reduced(c, cs)).length > 1 ? 's' : ''}, on the figures the comparisons below quote` : ''}); ` +
-      `takeover, steady state and the long history on ${lastName}, the last chapter${p.wakeUp || p.sleeping ? ', and so are durable sleep\'s wake-up lateness and what sleeping workflows cost' : ''}${p.events || p.waiting ? ', and events: how fast a sent event wakes its workflow, and what waiting workflows cost' : ''}; ` +
+      `takeover, steady state and the long history on ${lastName}, the last chapter${p.wakeUp || p.sleeping ? ', and so are durable sleep\'s wake-up lateness and what sleeping workflows cost' : ''}${p.events || p.waiting ? ', and events: how fast a sent event wakes its workflow, and what waiting workflows cost' : ''}${p.fanOut ? ', and a fan-out to child workflows' : ''}; ` +
       `the per-chapter table on chapters 1–5 (${cs.some((c) => c.sequential) ? `chapter${cs.filter((c) => c.sequential).length > 1 ? 's' : ''} ${listOf(cs.filter((c) => c.sequential).map((c) => String(chapterNumber(c.chapter))))}` : 'the production chapters'}: their sequential figures). ` +
       'Every figure is set against the yardsticks below, measured in the same run on the same server.',
     '',
@@ -638,7 +650,7 @@ export function renderReport(raw: BenchResults): string {
       '',
     );
   }
-  lines.push(...wakeUpSection(p.wakeUp), ...sleepingSection(p.sleeping), ...eventsSection(p.events, p.events?.yardstick ?? p.dispatchYardstick, r.baseline?.oneClient), ...waitingSection(p.waiting));
+  lines.push(...wakeUpSection(p.wakeUp), ...sleepingSection(p.sleeping), ...eventsSection(p.events, p.events?.yardstick ?? p.dispatchYardstick, r.baseline?.oneClient), ...waitingSection(p.waiting), ...fanOutSection(p.fanOut));
   // The production chapters: their sequential figures, the same workflow run the same way.
   const production: ChapterCost[] = cs
     .filter((c) => c.sequential)
@@ -682,6 +694,7 @@ export function renderReport(raw: BenchResults): string {
       'dispatch p50 < 3 ms, p99 < 10 ms (graphile: ~4 ms); takeover ≤ lease + 1 s; peak RSS < 150 MB; a 10,000-step resume < 1 s and < 100 MB extra' +
       (p.wakeUp || p.sleeping ? '; a sleeping workflow wakes with p99 < 50 ms of lateness beyond the polling the chapter chooses; 10,000 sleeping workflows hold no worker slot and leave the claim as fast' : '') +
       (p.events || p.waiting ? '; a sent event starts the step after its wait with p50 < 3 ms, p99 < 10 ms (in memory and by NOTIFY); 10,000 workflows waiting for an event hold no worker slot and leave the claim as fast' : '') +
+      (p.fanOut ? '; a parent of 1,000 children runs twice (a claim to start them, one to gather them)' : '') +
       '.',
     '',
     ...whereTheTimeGoes(r, cs, lastDir),
@@ -866,6 +879,35 @@ function waitingSection(w: Waiting | undefined): string[] {
       `in ${fmt(w.heldSamples, 0)} samples of the workers' \`held\` (every 5 ms, idle, dispatching and draining) ${w.waitersHeld} was a waiting workflow, and no claim touched a waiting workflow's row (${w.waitersClaimed} with its fencing token, owner, lease or wait changed). ` +
       "A workflow waiting for an event is a row with no owner, `waits_missing` 1 and `lease_expires_at` set to the last day of year 9999, and its wait a row in `waits`: nobody holds it, no connection or timer stands for it, and in the claim's index it sits at the far right, where `lease_expires_at <= now()` never reads. " +
       "`nextWakeUp` finds year 9999 there when nothing else waits, and the worker's alarm stays its poll interval. The send that fills its wait makes the row runnable (`lease_expires_at = now()`) and wakes a worker; what the waiters cost until then is their rows and their index entries.",
+    '',
+  ];
+}
+
+/** A parent and its 1,000 children: wall time, commits a child, how often the parent ran. */
+function fanOutSection(f: FanOut | undefined): string[] {
+  if (!f) return [];
+  const name = chapterName(f.chapter);
+  const perChild = (c: Cost) => [fmt(c.workflowsPerSecond, 0), fmt(c.commitsPerWorkflow, 2), fmt(c.roundTripsPerWorkflow, 2), fmt(cpuMsPerWorkflow(c) ?? NaN)];
+  const a = f.alone;
+  return [
+    `## Fan-out: a parent and ${fmt(f.children, 0)} children (${name})`,
+    '',
+    `A parent starts ${fmt(f.children, 0)} children in one turn (\`Promise.all\` over \`ctx.startChild('child', { i })\`: the engine starts them in one transaction, each with its log entry) and waits for them in one turn (\`Promise.all\` over their \`result()\`: it parks once); each child is one step. ` +
+      `One worker in this process, concurrency ${f.concurrency}; ${f.trials.length} fan-out${f.trials.length === 1 ? '' : 's'}, each timed from \`start()\` of the parent to its run ending \`completed\` (heard from the worker, not polled). ` +
+      "Commits are write transactions counted on the server (transaction ids handed out, as every commit figure in this report), round trips and CPU over the whole stretch, divided by the children — the parent's share included. " +
+      `Interleaved with them, the same ${fmt(f.children, 0)} one-step \`child\` workflows started on their own by \`start()\` from 8 callers, on the same worker: what the children cost without a parent.`,
+    '',
+    '| run | wall | children/s | commits / child | round trips / child | CPU ms / child (Node + PostgreSQL) | the parent ran | its runs ended | its fencing token |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...f.trials.map((t, i) => `| fan-out ${i + 1} | **${fmt(t.seconds, 2)} s** | ${perChild(t.cost).join(' | ')} | **${t.parentRuns.length}** | ${t.parentRuns.join(', ')} | ${t.parentFencingToken} |`),
+    `| all fan-outs | ${fmt(f.total.seconds, 2)} s | ${perChild(f.total).join(' | ')} | | | |`,
+    `| the same children on their own (start(), 8 callers), all runs | ${fmt(a.seconds, 2)} s | ${perChild(a).join(' | ')} | — | — | — |`,
+    `| fan-out / on their own | ${ratio(a.seconds, f.total.seconds)} | ${ratio(a.workflowsPerSecond, f.total.workflowsPerSecond)} | ${ratio(a.commitsPerWorkflow, f.total.commitsPerWorkflow)} | ${ratio(a.roundTripsPerWorkflow, f.total.roundTripsPerWorkflow)} | ${ratio(cpuMsPerWorkflow(a), cpuMsPerWorkflow(f.total))} | | | |`,
+    '',
+    `**The parent ran ${listOf([...new Set(f.trials.map((t) => String(t.parentRuns.length)))])} time(s) a fan-out**: a run (start()'s claim for the local worker) that starts the children and parks, and one claim when the last child's end made it runnable — ` +
+      "each child's end, in the transaction that records it, locks the parent's row, adds its event and counts the parent's missing waits down; only the one that reaches none sets the parent runnable and NOTIFYs. " +
+      `The fencing token counts more than the claims: every release, a park included, moves the token on too (so the run that parked can write nothing after) — ${listOf([...new Set(f.trials.map((t) => `${t.parentFencingToken} for ${t.parentRuns.length} runs`))])} here. ` +
+      "What a child costs over one on its own is that end: the parent's row locked and updated, the event inserted, in the same transaction as the child's completion — and every child's end waits for the parent's row lock in turn.",
     '',
   ];
 }

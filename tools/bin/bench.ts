@@ -20,8 +20,9 @@
  * the references, on fewer throughput levels; steps and sequential then
  * measure chapter 8 again, the noise band for "did chapter 9 keep chapter 8's
  * figures"); takeover, steady, history (on the last chapter, 9); wakeup,
- * sleeping (durable sleep, on the last chapter); events, waiting (events, on
- * the last chapter: tools/bench/events.ts). A benchmark, never a timed test:
+ * sleeping (durable sleep, on the last chapter); events, waiting, fanout
+ * (events and child workflows, on the last chapter: tools/bench/events.ts,
+ * fanout.ts). A benchmark, never a timed test:
  * nothing here passes or fails on speed. Uses the embedded server by default,
  * or DATABASE_URL (then PostgreSQL's CPU is not measured: its pid is unknown).
  */
@@ -37,6 +38,7 @@ import { flushRate, insertCommits } from '../bench/baseline.ts';
 import { LAST_CHAPTER, loadProductionChapter, PRODUCTION_CHAPTERS, timeApi, type ProductionChapter } from '../bench/chapter.ts';
 import { chapterEngines } from '../bench/engines.ts';
 import * as events from '../bench/events.ts';
+import { fanOut } from '../bench/fanout.ts';
 import * as production from '../bench/production.ts';
 import { Probe, type Delta } from '../bench/probes.ts';
 import { normalizeResults, renderReport, type BenchResults, type ChapterCost } from '../bench/report.ts';
@@ -45,7 +47,7 @@ import { fmt, msSince, summarize } from '../bench/stats.ts';
 
 export type { BenchResults } from '../bench/report.ts';
 
-const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history', 'wakeup', 'sleeping', 'events', 'waiting'] as const;
+const SUITES = ['chapters', 'steps', 'sequential', 'throughput', 'dispatch', 'takeover', 'steady', 'history', 'wakeup', 'sleeping', 'events', 'waiting', 'fanout'] as const;
 type Suite = (typeof SUITES)[number];
 
 function selectedSuites(argv: string[]): Suite[] {
@@ -214,7 +216,7 @@ runMain(async () => {
       }
     }
     // The rest measure the last chapter only.
-    if (run('takeover') || run('steady') || run('history') || run('wakeup') || run('sleeping') || run('events') || run('waiting')) {
+    if (run('takeover') || run('steady') || run('history') || run('wakeup') || run('sleeping') || run('events') || run('waiting') || run('fanout')) {
       const last = await loadProductionChapter(LAST_CHAPTER);
       p.last = last.dir;
       if (run('takeover')) {
@@ -254,8 +256,8 @@ runMain(async () => {
       }
       // Events: on the last chapter, if it has them.
       const withEvents = events.eventApi(last);
-      if (run('events') || run('waiting')) {
-        if (!withEvents) log(`  ${last.name} has no events: the events and waiting suites are skipped`);
+      if (run('events') || run('waiting') || run('fanout')) {
+        if (!withEvents) log(`  ${last.name} has no events: the events, waiting and fanout suites are skipped`);
         if (withEvents && run('events')) {
           section(`${last.name}: event delivery latency (send → the step after the wait; idle worker, concurrency 1, pollMs 5000)`, 'events');
           // Beside the dispatch suite's yardstick (a bare INSERT commit after the same idle time), or one measured here without it.
@@ -270,6 +272,10 @@ runMain(async () => {
             `  dispatch p50 ${fmt(w.none.dispatch.p50Ms)} → ${fmt(w.waiting.dispatch.p50Ms)} ms, drain ${fmt(w.none.drain.workflowsPerSecond, 0)} → ${fmt(w.waiting.drain.workflowsPerSecond, 0)} workflows/s; ` +
               `held: idle max ${w.idleHeldMax}, waiters ever held ${w.waitersHeld}, claimed ${w.waitersClaimed}`,
           );
+        }
+        if (withEvents && run('fanout')) {
+          section(`${last.name}: fan-out — a parent and ${ctx.quick ? 20 : '1,000'} children (one worker, concurrency 8)`, 'fanout');
+          p.fanOut = await fanOut(ctx, last, withEvents);
         }
       }
     }
