@@ -96,6 +96,9 @@ export interface Observed {
   stepsInFlightAtCancel: number;
   /** Compensations (the order's release_inventory, in ctx.nonCancellable) recorded after a cancel. */
   compensations: number;
+  /** Batches (parents of child orders), and how many completed (the rest were cancelled, or failed after their attempts). */
+  parents: number;
+  parentsCompleted: number;
 }
 
 /**
@@ -225,14 +228,18 @@ export interface CheckInput {
   stranded?: string[];
   /** Where each order still running after recovery is, by the engine's inspect(). */
   parkedAtEnd?: Map<string, string>;
+  /** The batches: parents whose orders are child workflows, each child's id `<parent>/<position>` (also in `orders`). */
+  parents?: Array<{ id: string; children: string[] }>;
+  /** Parents seen parked while all their children had ended, during the round. */
+  strandedParents?: string[];
 }
 
 export async function checkInvariants(input: CheckInput): Promise<{ invariants: Invariant[]; observed: Observed }> {
-  const { db, world, orders, poisons, coolingOffMs, disruptions, awaitSettlement = false, leaseMs = 1000, sends = [], cancels = [], stranded = [], parkedAtEnd = new Map() } = input;
-  const ids = [...orders, ...poisons.map((p) => p.id)];
+  const { db, world, orders, poisons, coolingOffMs, disruptions, awaitSettlement = false, leaseMs = 1000, sends = [], cancels = [], stranded = [], parkedAtEnd = new Map(), parents = [], strandedParents = [] } = input;
+  const ids = [...new Set([...orders, ...parents.flatMap((p) => [p.id, ...p.children]), ...poisons.map((p) => p.id)])];
   const ledger = await world.ledger();
-  const workflows = await db.query<{ id: string; status: string; error: string | null; fencing_token: number; max_attempts: number; cancel_reason: string | null; updated_at: Date }>(
-    `SELECT id, status, error, fencing_token, max_attempts, cancel_reason, updated_at FROM workflows WHERE id = ANY($1)`,
+  const workflows = await db.query<{ id: string; status: string; error: string | null; output: unknown; fencing_token: number; max_attempts: number; cancel_reason: string | null; updated_at: Date }>(
+    `SELECT id, status, error, output, fencing_token, max_attempts, cancel_reason, updated_at FROM workflows WHERE id = ANY($1)`,
     [ids],
   );
   const steps = await db.query<{ workflow_id: string; seq: number; name: string; kind: string; fencing_token: number; error: { message?: string } | null; output: unknown; created_at: Date }>(
@@ -428,12 +435,48 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
     }
     return w.error === w.cancel_reason ? [] : [`${id}: cancelled with the error ${JSON.stringify(w.error)}, not its reason ${JSON.stringify(w.cancel_reason)}`];
   });
+  // ── parents: each batch ends once its children have, with what they did ──
+  const parentViolations = parents.flatMap(({ id, children }) => {
+    const p = byId.get(id);
+    if (!p) return [`${id}: not in the log`];
+    const kids = children.map((child) => ({ id: child, w: byId.get(child) }));
+    const started = kids.filter((k) => k.w);
+    const running = started.filter((k) => k.w!.status === 'running').map((k) => k.id);
+    if (p.status === 'running') {
+      const last = started.length ? new Date(Math.max(...started.map((k) => k.w!.updated_at.getTime()))).toISOString() : undefined;
+      const children = running.length ? `children still running: ${running.join(', ')}` : last ? `every child had ended (the last at ${last})` : 'no child started';
+      return [`${id}: still running after recovery (${parkedAtEnd.get(id) ?? 'where, unknown'}); ${children}`];
+    }
+    const out: string[] = [];
+    if (p.status === 'failed') out.push(...unexplainedFailure(id));
+    if (p.status === 'cancelled' && !cancelOf.has(id)) out.push(`${id}: cancelled, but the round never cancelled it`);
+    if (p.status !== 'cancelled' && cancelOf.has(id)) out.push(`${id}: ${p.status}, though its cancel was written at ${cancelOf.get(id)!.requested_at.toISOString()}`);
+    if (p.status === 'completed') {
+      if (started.length !== children.length) out.push(`${id}: completed with ${started.length} of its ${children.length} children in the log`);
+      const later = started.filter((k) => k.w!.updated_at > p.updated_at);
+      if (later.length) out.push(`${id}: completed at ${p.updated_at.toISOString()}, before its children ${later.map((k) => `${k.id} (${k.w!.status} at ${k.w!.updated_at.toISOString()})`).join(', ')} ended`);
+      const output = p.output as { completed?: number; failed?: string[] } | null;
+      const completed = started.filter((k) => k.w!.status === 'completed').map((k) => k.id);
+      const others = started.filter((k) => k.w!.status !== 'completed').map((k) => k.id);
+      if (output?.completed !== completed.length || canonical([...(output?.failed ?? [])].sort()) !== canonical([...others].sort())) {
+        out.push(`${id}: its result ${canonical(output)} does not match its children: completed ${completed.join(', ') || 'none'}; not completed ${others.join(', ') || 'none'}`);
+      }
+    }
+    // A batch that ended cancelled: its children too, but those that had ended before the cancel reached them.
+    if (p.status === 'cancelled') {
+      const c = cancelOf.get(id);
+      const spared = started.filter((k) => k.w!.status !== 'cancelled' && c && k.w!.updated_at > c.requested_at && !cancelOf.has(k.id));
+      if (spared.length) out.push(`${id}: cancelled at ${c!.requested_at.toISOString()}, but its children ${spared.map((k) => `${k.id} (${k.w!.status})`).join(', ')} ran on, never cancelled`);
+    }
+    return out;
+  });
+
   let stepsInFlightAtCancel = 0;
   /** Compensation steps (ctx.nonCancellable) recorded after a cancel: allowed, counted. */
   let compensations = 0;
   /** A step or an effect this long after the cancel was begun after the run holding it had heard (a renewal answers it) — or its lease was gone. */
   const hearingMs = leaseMs + SLACK_MS;
-  const afterCancel = orders.flatMap((id) => {
+  const afterCancel = [...orders, ...parents.map((p) => p.id)].flatMap((id) => {
     const c = cancelOf.get(id);
     if (!c) return [];
     const out: string[] = [];
@@ -570,6 +613,14 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
         ]
       : []),
     invariant('every order whose cancel was written ended cancelled, its reason as its error; no other order was cancelled', cancelEnds),
+    ...(parents.length
+      ? [
+          invariant(
+            'no parent stuck: every batch ended once all its children had ended (never parked with none left running), and not before them; a completed batch counts its children’s ends as they were; a cancelled one took its children with it',
+            [...strandedParents, ...parentViolations],
+          ),
+        ]
+      : []),
     invariant(
       'nothing recorded after a cancel was written but by the run that held the workflow then, within one lease (a step in flight when it heard); no charge or email made later',
       afterCancel,
@@ -586,6 +637,8 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
     cancelled: orders.filter((id) => byId.get(id)?.status === 'cancelled').length,
     stepsInFlightAtCancel,
     compensations,
+    parents: parents.length,
+    parentsCompleted: parents.filter((p) => byId.get(p.id)?.status === 'completed').length,
   };
   return { invariants, observed };
 }

@@ -97,6 +97,9 @@ const ORDER_STEP_ATTEMPTS = 5;
  */
 const SEND_WITHIN_MS = 6000;
 
+/** The orders of each batch: child workflows of one parent, started together, waited for together (chapter 9's batchWorkflow). */
+const BATCH_SIZE = 3;
+
 /** The steps each service's outage fails, for the trace. */
 const STEP_OF: Record<ServiceName, string> = { payments: 'charge_card', mail: 'send_email' };
 
@@ -196,7 +199,15 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   };
 
   const databaseUrl = await createDatabase(adminUrl, `torture_${seed}`);
-  const world = await startWorld({ databaseUrl, products: [{ sku: 'widget', onHand: orders * 2 }] });
+  // The orders started one by one, and the batches: parents whose orders are child workflows (ctx.startChild), ids `<batch>/<position>`.
+  const topIds = [...Array(orders)].map((_, i) => `order-${seed}-${i + 1}`);
+  const batches = [...Array(Math.max(1, Math.round(orders / 16)))].map((_, k) => {
+    const id = `batch-${seed}-${k + 1}`;
+    return { id, children: [...Array(BATCH_SIZE)].map((_, i) => `${id}/${i}`) };
+  });
+  /** Every order: those started alone, and the batches' children — all waiting for their event, all checked alike. */
+  const ids = [...topIds, ...batches.flatMap((b) => b.children)];
+  const world = await startWorld({ databaseUrl, products: [{ sku: 'widget', onHand: ids.length * 2 }] });
   // A little latency in the outside world keeps work in flight while the faults land.
   await world.setLatency(options.latencyMs ?? 10);
   const db = new pg.Pool({ connectionString: databaseUrl, max: 4, connectionTimeoutMillis: 5000 });
@@ -205,7 +216,6 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   // The round's own sends, on a pool of their own: a send waits for the row's lock while a frozen worker holds it in its wait.
   const sendDb = new pg.Pool({ connectionString: databaseUrl, max: 6, connectionTimeoutMillis: 5000 });
   sendDb.on('error', () => {});
-  const ids = [...Array(orders)].map((_, i) => `order-${seed}-${i + 1}`);
   const poisons: Array<{ id: string; maxAttempts: number }> = [];
 
   const engineModule = (await import(pathToFileURL(path.join(projectRoot, ENGINE, 'index.ts')).href)) as EngineModule;
@@ -213,7 +223,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   await engineModule.migrate(db);
   await installWatches(db);
   // This process only starts, inspects, sends and cancels (it has no worker): the workers run. Orders get the engine's default maxAttempts (5).
-  const workflows = { order: workflowModule.orderWorkflow({ coolingOffMs, awaitSettlement: true }), poison: workflowModule.poisonWorkflow() };
+  const workflows = { order: workflowModule.orderWorkflow({ coolingOffMs, awaitSettlement: true }), batch: workflowModule.batchWorkflow(), poison: workflowModule.poisonWorkflow() };
   const engine = engineModule.createEngine({ db, workflows });
   /** The webhook handler of the round's own sends: an engine of its own, no worker, as events.test.ts's "another process". */
   const sender = engineModule.createEngine({ db: sendDb, workflows: {} });
@@ -249,6 +259,18 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   const sentOnce = (id: string) => sends.some((s) => s.orderId === id && (s.outcome === 'delivered' || s.outcome === 'duplicate'));
   /** …or a sender of it is still on its way (its outcome unknown yet). */
   const sending = new Set<string>();
+  /** A batch's child: send it its event once it is in the log (a child not started yet is NoSuchWorkflowError), unless it has been sent meanwhile. */
+  const sendOnceStarted = (id: string, variant: string): Promise<void> =>
+    track(
+      (async () => {
+        for (let tries = 0; tries < 50; tries++) {
+          if (sentOnce(id) || sending.has(id)) return;
+          const status = (await retrying(() => engine.status([id])).catch(() => ({}) as Record<string, string>))[id];
+          if (status && status !== 'missing') return sendHere(id, variant);
+          await sleep(200);
+        }
+      })(),
+    );
   /** Send it from this process (the round's webhook handler): what it answered, recorded. */
   const sendHere = (id: string, variant: string): Promise<void> => {
     const payload = nextPayload(id, 'harness');
@@ -310,10 +332,21 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   // order, the faults must keep meeting orders in every state — new, running,
   // waiting — rather than a log that finished in the first seconds.
   const waves = Math.max(1, Math.floor(options.faults * 0.75));
-  const firstWave = options.faults === 0 ? ids.length : Math.ceil(ids.length / 4);
-  const waveOf = (i: number) => (i < firstWave ? -1 : Math.floor(((i - firstWave) * waves) / Math.max(1, ids.length - firstWave)));
+  const firstWave = options.faults === 0 ? topIds.length : Math.ceil(topIds.length / 4);
+  const waveOf = (i: number) => (i < firstWave ? -1 : Math.floor(((i - firstWave) * waves) / Math.max(1, topIds.length - firstWave)));
+  /** The batches start among the waves, the first with the first wave. */
+  const batchWave = (k: number) => (options.faults === 0 ? -1 : Math.floor((k * waves) / batches.length) - (k === 0 ? 1 : 0));
   const startOrders = async (wave: number) => {
-    for (const [i, id] of ids.entries()) {
+    for (const [k, batch] of batches.entries()) {
+      if (batchWave(k) !== wave) continue;
+      await retrying(() => engine.start('batch', { orders: batch.children.map((child) => demoOrder(child)) }, { id: batch.id }));
+      // Each child's event once the batch has started it (its id is in the log only then).
+      for (const child of batch.children) {
+        const delay = between(0, SEND_WITHIN_MS);
+        setTimeout(() => void sendOnceStarted(child, delay < 100 ? 'early' : 'timer'), delay);
+      }
+    }
+    for (const [i, id] of topIds.entries()) {
       if (waveOf(i) !== wave) continue;
       await retrying(() => engine.start('order', demoOrder(id), { id }));
       // Its event, at a random moment: often before the order waits for it (its charge takes a round trip to the
@@ -454,11 +487,14 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   };
   /** Orders seen parked for their event while that event sat untaken: a lost wake-up (checked at every fault). */
   const stranded: string[] = [];
+  /** Batches seen parked while every child of theirs had ended: a parent whose last child's end did not wake it. */
+  const strandedBatches: string[] = [];
   for (let i = 0; i < options.faults; i++) {
     await sleep(between(80, Math.max(120, leaseMs / 2)));
     await startOrders(i).catch((thrown: unknown) => log(`  (starting wave ${i} failed: ${toError(thrown).message})`));
     progress = await describeProgress(db, ids).catch(() => '  [the database does not answer]');
     for (const sighting of await strandedEvents(db, ids).catch(() => [] as string[])) stranded.push(`${sighting} (seen at ${Date.now() - started} ms)`);
+    for (const sighting of await strandedParents(db, batches.map((b) => b.id)).catch(() => [] as string[])) strandedBatches.push(`${sighting} (seen at ${Date.now() - started} ms)`);
     const kind = nextKind();
     const live = slots.filter((s) => s.child && !s.paused);
     const alive = (name: string) => slots.find((s) => s.process === name && s.child && !s.paused);
@@ -559,7 +595,8 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
           }
           slot.child?.signal('SIGKILL');
           const whose = slot.process === target.putBy ? `the worker that put it to wait` : `(${target.putBy}, which put it to wait, is gone)`;
-          note(kind, `SIGKILL ${slot.process} while ${target.id} waits for its ${target.reason} (${target.leftMs} ms left), ${whose}`);
+          const left = target.leftMs >= 86_400_000 ? 'no timeout' : `${target.leftMs} ms left`;
+          note(kind, `SIGKILL ${slot.process} while ${target.id} waits for its ${target.reason} (${left}), ${whose}`);
           break;
         }
         case 'poison': {
@@ -651,15 +688,25 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
           const states = (await retrying(() => orderStates(db, ids))).filter((s) => s.status === 'running' && !cancels.some((c) => c.id === s.id));
           const by = (state: OrderState['state']) => states.filter((s) => s.state === state);
           const heldLive = states.filter((s) => s.state === 'held' && s.owner && alive(s.owner));
+          const runningBatches = (await retrying(() => engine.status(batches.map((b) => b.id))).catch(() => ({}) as Record<string, string>));
+          const cancellable = batches.filter((b) => runningBatches[b.id] === 'running' && !cancels.some((c) => c.id === b.id));
           const variants = [
             ...(heldLive.length ? ['held', 'held, its worker frozen'] : []),
             ...(['parked', 'sleeping', 'backing-off', 'new', 'runnable'] as const).filter((state) => by(state).length),
+            ...(cancellable.length ? ['a batch'] : []),
           ];
           if (!variants.length) {
             note(kind, '(none: no order is running)');
             break;
           }
           const variant = pick(variants);
+          if (variant === 'a batch') {
+            // Cancelling a parent cancels its children, and theirs (the request walks the tree).
+            const batch = pick(cancellable);
+            const answer = await cancelNow(batch.id, 'a batch (its children with it)');
+            note(kind, `cancel ${batch.id}, a batch whose orders are its children: ${answer.outcome}${answer.detail ? ` (${answer.detail})` : ''}`);
+            break;
+          }
           if (variant === 'held, its worker frozen') {
             const target = pick(heldLive);
             const slot = alive(target.owner!)!;
@@ -685,7 +732,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
 
   // ── recovery: no more faults; every workflow must now end ──────────────
   // Orders whose event never got through (its senders killed before the commit, or the database away) are sent it now, as a provider retries a webhook.
-  const all = [...ids, ...poisons.map((p) => p.id)];
+  const all = [...ids, ...batches.map((b) => b.id), ...poisons.map((p) => p.id)];
   const deadline = Date.now() + (options.recoveryTimeoutMs ?? Math.max(30_000, leaseMs * 10));
   let remaining = all.length;
   while (Date.now() < deadline) {
@@ -699,6 +746,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
       remaining = rows[0]!.n;
       if (remaining === 0) break;
       for (const sighting of await strandedEvents(db, ids)) stranded.push(`${sighting} (seen at ${Date.now() - started} ms, in recovery)`);
+      for (const sighting of await strandedParents(db, batches.map((b) => b.id))) strandedBatches.push(`${sighting} (seen at ${Date.now() - started} ms, in recovery)`);
     } catch {
       // the server may still be coming back
     }
@@ -717,12 +765,27 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
 
   // Where each order still running waits (the engine's own answer): evidence for a stuck one.
   const parkedAtEnd = new Map<string, string>();
-  for (const id of ids) {
+  for (const id of [...ids, ...batches.map((b) => b.id)]) {
     const info = await engine.inspect(id).catch(() => undefined);
     if (info?.status === 'running') parkedAtEnd.set(id, info.waiting ? `waits (${info.waiting.reason})` : info.leaseOwner ? `held by ${info.leaseOwner}` : 'runnable');
   }
 
-  const { invariants, observed } = await checkInvariants({ db, world, orders: ids, poisons, coolingOffMs, disruptions, awaitSettlement: true, leaseMs, sends, cancels, stranded, parkedAtEnd });
+  const { invariants, observed } = await checkInvariants({
+    db,
+    world,
+    orders: ids,
+    poisons,
+    coolingOffMs,
+    disruptions,
+    awaitSettlement: true,
+    leaseMs,
+    sends,
+    cancels,
+    stranded,
+    parkedAtEnd,
+    parents: batches,
+    strandedParents: strandedBatches,
+  });
   // Every SIGKILL is accounted for: the harness's own, a crash point's, or a poison's (its process had claimed one).
   const poisoned = new Set(
     (await db.query<{ owner: string }>(`SELECT DISTINCT c.owner FROM torture_claims c JOIN workflows w ON w.id = c.workflow_id WHERE w.name = 'poison'`)).rows.map((r) => r.owner),
@@ -775,20 +838,22 @@ function describeRound(sends: SendRecord[], cancels: CancelRecord[], observed: O
   return [
     `${sends.length} sends (${count((s) => s.via === 'harness')} from this process: ${outcomes(sends.filter((s) => s.via === 'harness'))}; ${processes.length} from sender processes: ${outcomes(processes)}; ${count((s) => !!s.detail?.includes('after-event-sent'))} SIGKILLed after their commit)`,
     `${observed.eventWaits} waits ended by their event, ${observed.wokenBySend} woken by a send`,
+    `${observed.parents} batches of ${BATCH_SIZE} child orders, ${observed.parentsCompleted} completed`,
     `${cancels.length} cancels (${[...states].map(([state, n]) => `${n} ${state}`).join(', ')}; ${cancels.filter((c) => c.outcome === 'requested').length} requested), ${observed.cancelled} orders cancelled, ${observed.stepsInFlightAtCancel} step(s) recorded after a cancel by the run that held it (in flight), ${observed.compensations} compensation(s) (release_inventory)`,
   ].join('; ');
 }
 
 /** Workflows waiting in the database right now — a back-off first — and the worker whose run released them. */
-async function waitingWorkflows(db: pg.Pool): Promise<Array<{ id: string; reason: 'back-off' | 'sleep' | 'event'; leftMs: number; putBy: string }>> {
+async function waitingWorkflows(db: pg.Pool): Promise<Array<{ id: string; reason: 'back-off' | 'sleep' | 'event' | 'children'; leftMs: number; putBy: string }>> {
   // Which wait, from the log: a failed attempt with a retry time under the releasing claim is a back-off; a log
-  // that ends in a sleep, a sleep; an order whose charge is recorded and its event not yet, a wait for its event.
-  const { rows } = await db.query<{ id: string; reason: 'back-off' | 'sleep' | 'event'; leftMs: number; putBy: string }>(
+  // that ends in a sleep, a sleep; a batch with children started, its children; an order, its event.
+  const { rows } = await db.query<{ id: string; reason: 'back-off' | 'sleep' | 'event' | 'children'; leftMs: number; putBy: string }>(
     `SELECT * FROM (
        SELECT w.id, c.owner AS "putBy",
               CASE WHEN EXISTS (SELECT 1 FROM step_failures f WHERE f.workflow_id = w.id AND f.fencing_token = w.fencing_token - 1 AND f.retry_at IS NOT NULL)
                    THEN 'back-off'
                    WHEN (SELECT s.kind FROM steps s WHERE s.workflow_id = w.id ORDER BY s.seq DESC LIMIT 1) = 'sleep' THEN 'sleep'
+                   WHEN EXISTS (SELECT 1 FROM steps s WHERE s.workflow_id = w.id AND s.kind = 'child') THEN 'children'
                    ELSE 'event' END AS reason,
               ceil(extract(epoch FROM least(w.lease_expires_at, now() + interval '1 day') - now()) * 1000)::int AS "leftMs"
          FROM workflows w
@@ -862,6 +927,24 @@ async function strandedEvents(db: pg.Pool, ids: string[]): Promise<string[]> {
     [ids],
   );
   return rows.map((r) => `${r.id}: parked for its event until ${r.until.toISOString()}, while its event (key ${r.key}, sent at ${r.sentAt.toISOString()}) sat untaken`);
+}
+
+/**
+ * Batches parked — released, nobody holding them, their children started —
+ * while none of their children is running any more: a parent that its last
+ * child's end did not wake. One snapshot: a child's end commits its event for
+ * the parent and the parent's wake-up together.
+ */
+async function strandedParents(db: pg.Pool, ids: string[]): Promise<string[]> {
+  const { rows } = await db.query<{ id: string; until: Date; lastEnd: Date }>(
+    `SELECT w.id, w.lease_expires_at AS until, (SELECT max(c.updated_at) FROM workflows c WHERE c.parent_id = w.id) AS "lastEnd"
+       FROM workflows w
+      WHERE w.id = ANY($1) AND w.status = 'running' AND w.lease_owner IS NULL AND w.lease_expires_at > now()
+        AND EXISTS (SELECT 1 FROM steps s WHERE s.workflow_id = w.id AND s.kind = 'child')
+        AND NOT EXISTS (SELECT 1 FROM workflows c WHERE c.parent_id = w.id AND c.status = 'running')`,
+    [ids],
+  );
+  return rows.map((r) => `${r.id}: parked until ${r.until.toISOString()}, while every child of its had ended (the last at ${r.lastEnd?.toISOString()})`);
 }
 
 /** The most failed attempts of `step` any order has recorded while the step is not done (0: none). */

@@ -58,6 +58,7 @@ describe('torture: randomized crashes of workers and of PostgreSQL itself, outag
     // Chapter 9's: the orders took their events, and the cancels cancelled.
     expect(result.observed.eventWaits, trace).toBeGreaterThanOrEqual(12);
     expect(result.observed.cancelled, trace).toBeGreaterThanOrEqual(1);
+    expect(result.observed.parents, trace).toBe(2);
   }, 300_000);
 
   /** A database with chapter 9's schema and the watches, and a world with no ledger of its own, for checks on logs made by hand. */
@@ -151,6 +152,20 @@ describe('torture: randomized crashes of workers and of PostgreSQL itself, outag
       expect(after?.violations).toHaveLength(1);
       expect(after?.violations[0]).toMatch(/^c-1: step #0 charge_card recorded at \S+ \(\d+ ms after the cancel was written at \S+\) under claim #2 by w2\.1, a claim made after the cancel \(which was written under #1\)$/);
       expect(observed.compensations).toBe(1);
+    });
+  });
+
+  it('the checker catches a parent left running after all its children ended, and one that completed before a child did', async () => {
+    await checkerDatabase('torture_checker_parents', async (db, check) => {
+      await db.query(`INSERT INTO workflows (id, name, input, fencing_token) VALUES ('b-1', 'batch', '{}', 2), ('b-2', 'batch', '{}', 2)`);
+      await db.query(`INSERT INTO workflows (id, name, input, status, parent_id, updated_at) VALUES ('b-1/0', 'order', '{}', 'completed', 'b-1', now())`);
+      await db.query(`UPDATE workflows SET status = 'completed', output = '{"completed": 1, "failed": []}' WHERE id = 'b-2'`);
+      await db.query(`INSERT INTO workflows (id, name, input, status, parent_id, updated_at) VALUES ('b-2/0', 'order', '{}', 'completed', 'b-2', now() + interval '1 second')`);
+      const { invariants } = await check([], { parents: [{ id: 'b-1', children: ['b-1/0'] }, { id: 'b-2', children: ['b-2/0'] }] });
+      const stuck = invariants.find((i) => i.name.startsWith('no parent stuck'));
+      expect(stuck?.violations).toHaveLength(2);
+      expect(stuck?.violations[0]).toMatch(/^b-1: still running after recovery \(where, unknown\); every child had ended \(the last at \S+\)$/);
+      expect(stuck?.violations[1]).toMatch(/^b-2: completed at \S+, before its children b-2\/0 \(completed at \S+\) ended$/);
     });
   });
 });
