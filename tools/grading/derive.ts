@@ -34,6 +34,11 @@
  *                                                    solutions/NN-name/solution.patch from DIR/NN-name/
  *                                                    (the answer's files) against the starter
  *   npx tsx tools/grading/derive.ts --class DIR      build the grader's made-up class (fixtures/) in DIR
+ *   npx tsx tools/grading/derive.ts --variants N DIR build exercise N's wrong variants (fixtures/variants/)
+ *                                                    in DIR, one folder each: npm run grade -- --submissions DIR
+ *   npx tsx tools/grading/derive.ts --record-variant N NAME DIR
+ *                                                    fixtures/variants/NN-name/NAME.patch from DIR/NN-name/
+ *                                                    (the variant's files) against the reference answer
  *
  * (`npm run reset-exercise -- --record N` records the starter patch from exercises/NN-name/.)
  */
@@ -49,6 +54,7 @@ import { applyFilePatch, diffFiles, formatPatch, NEW_FILE, parsePatch, PatchErro
 
 const startersDir = path.join(courseRoot, 'tools', 'grading', 'starters');
 const fixturesDir = path.join(courseRoot, 'tools', 'grading', 'fixtures', '.class');
+const variantsDir = path.join(courseRoot, 'tools', 'grading', 'fixtures', 'variants');
 
 export const starterPatchFile = (slug: string) => path.join(startersDir, `${slug}.patch`);
 export const solutionPatchFile = (slug: string) => path.join(courseRoot, 'solutions', slug, 'solution.patch');
@@ -283,6 +289,109 @@ export function buildFixtureClass(target: string): string[] {
   return students;
 }
 
+// ── wrong variants of an exercise ───────────────────────────────────────────
+
+/**
+ * An exercise's wrong variants: each the reference answer with one mistake
+ * the exercise is about, kept as `fixtures/variants/NN-name/<variant>.patch`
+ * over the derived answer (`solutions/NN-name/<file>` → `NN-name/<file>`). Its
+ * preamble says what it gets wrong and, on `Loses: ` lines, the tests it must
+ * fail (each line a part of one test's full name); it must pass every other.
+ * variants.test.ts grades them and holds them to it.
+ */
+export interface Variant {
+  name: string;
+  /** The patch file, relative to the course root. */
+  file: string;
+  /** Its preamble: what the mistake is. */
+  about: string;
+  /** Parts of the names of the tests it must fail. */
+  loses: string[];
+}
+
+export const variantPatchFile = (slug: string, name: string) => path.join(variantsDir, slug, `${name}.patch`);
+
+/** The exercises that have wrong variants (their slugs). */
+export function exercisesWithVariants(): string[] {
+  try {
+    return fs
+      .readdirSync(variantsDir)
+      .filter((name) => /^\d\d-/.test(name) && fs.statSync(path.join(variantsDir, name)).isDirectory())
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** The wrong variants of an exercise, by name. */
+export function variantsOf(slug: string): Variant[] {
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync(path.join(variantsDir, slug)).filter((name) => name.endsWith('.patch')).sort();
+  } catch {
+    return [];
+  }
+  return names.map((patchName) => {
+    const file = path.join(variantsDir, slug, patchName);
+    const preamble = readPatch(file)?.preamble ?? '';
+    return {
+      name: patchName.slice(0, -'.patch'.length),
+      file: rel(file),
+      about: preamble.trim(),
+      loses: preamble
+        .split('\n')
+        .filter((line) => line.startsWith('Loses: '))
+        .map((line) => line.slice('Loses: '.length).trim()),
+    };
+  });
+}
+
+/** A wrong variant's files, derived: the reference answer with the variant's patch applied (file name → content). */
+export function deriveVariant(slug: string, name: string): Map<string, string> {
+  const file = variantPatchFile(slug, name);
+  const where = rel(file);
+  const patch = readPatch(file);
+  if (!patch) throw new CourseError(`There is no variant ${name} of exercise ${slug}: ${where} is missing.`, `Its variants: ${variantsOf(slug).map((v) => v.name).join(', ') || 'none'}.`);
+  const answer = deriveSolution(slug);
+  const files = new Map(answer);
+  for (const filePatch of patch.files) {
+    const from = nameIn(`solutions/${slug}`, filePatch.from, where);
+    const to = nameIn(slug, filePatch.to, where);
+    if (!answer.has(from)) throw new PatchError(`${where}: the reference answer has no ${from}.`, 'Record the variant again against the answer as it is.');
+    files.set(to, applyFilePatch(answer.get(from)!, filePatch, where));
+  }
+  return files;
+}
+
+/** Write every wrong variant of an exercise into `target`, a class of one folder per variant (`<variant>/NN-name/`). */
+export function buildVariantClass(slug: string, target: string): string[] {
+  const variants = variantsOf(slug);
+  for (const variant of variants) writeFiles(path.join(target, variant.name, slug), deriveVariant(slug, variant.name));
+  return variants.map((v) => v.name);
+}
+
+/** Record a wrong variant (its files: name → content) as a patch over the exercise's reference answer, keeping the patch's preamble. */
+export function recordVariantPatch(slug: string, name: string, files: Map<string, string>): string {
+  const answer = deriveSolution(slug);
+  const target = variantPatchFile(slug, name);
+  const preamble = preambleOf(
+    target,
+    `Exercise ${Number(slug.slice(0, 2))}, a wrong variant: the reference answer with one mistake.\n\n` +
+      `What it gets wrong: (say it here).\n\nLoses: (a part of the full name of each test it must fail, one line each)\n\n`,
+  );
+  const patched: FilePatch[] = [];
+  for (const fileName of [...files.keys()].sort()) {
+    const before = answer.get(fileName);
+    if (before === undefined) throw new CourseError(`The answer of exercise ${slug} has no ${fileName}.`, 'A variant changes the answer\'s files only.');
+    const file = diffFiles(`solutions/${slug}/${fileName}`, `${slug}/${fileName}`, before, files.get(fileName)!);
+    if (file.hunks.length > 0) patched.push(file);
+  }
+  if (patched.length === 0) throw new CourseError(`Variant ${name} of exercise ${slug} is the reference answer itself.`, 'A variant is the answer with a mistake in it.');
+  fs.mkdirSync(path.dirname(target), { recursive: true });
+  fs.writeFileSync(target, formatPatch({ preamble, files: patched }));
+  return target;
+}
+
 // ── the command ─────────────────────────────────────────────────────────────
 
 /** Every exercise slug with a starter patch. */
@@ -317,7 +426,7 @@ export function drift(slug: string, exercisesDir = path.join(courseRoot, 'exerci
 }
 
 const usage =
-  'usage: npx tsx tools/grading/derive.ts [--write] | --solutions DIR | --record-solution N DIR | --class DIR';
+  'usage: npx tsx tools/grading/derive.ts [--write] | --solutions DIR | --record-solution N DIR | --class DIR | --variants N DIR | --record-variant N NAME DIR';
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
@@ -326,6 +435,8 @@ async function main(): Promise<void> {
       solutions: { type: 'string' },
       'record-solution': { type: 'string' },
       class: { type: 'string' },
+      variants: { type: 'string' },
+      'record-variant': { type: 'string' },
     },
     allowPositionals: true,
   });
@@ -346,6 +457,29 @@ async function main(): Promise<void> {
         .map((name) => [name, fs.readFileSync(path.join(folder, name), 'utf8')] as const),
     );
     console.log(`Recorded ${rel(recordSolutionPatch(slug, answer))} from ${folder}.`);
+    return;
+  }
+  if (values.variants) {
+    const slug = slugFor(values.variants);
+    const [dir] = positionals;
+    if (!dir) throw new CourseError('Write the variants into which folder?', usage);
+    const names = buildVariantClass(slug, path.resolve(dir));
+    if (names.length === 0) throw new CourseError(`Exercise ${slug} has no wrong variants (tools/grading/fixtures/variants/${slug}/).`, usage);
+    console.log(`The wrong variants of exercise ${slug} (${names.join(', ')}) are in ${dir}/. Grade them: npm run grade -- --submissions ${dir} --exercises ${Number(slug.slice(0, 2))}`);
+    return;
+  }
+  if (values['record-variant']) {
+    const slug = slugFor(values['record-variant']);
+    const [name, dir] = positionals;
+    if (!name || !dir || !/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new CourseError('Record which variant (a name in lowercase-with-dashes), from which folder?', usage);
+    const folder = fs.existsSync(path.join(dir, slug)) ? path.join(dir, slug) : dir;
+    const files = new Map(
+      fs
+        .readdirSync(folder)
+        .filter((file) => isLearnerFile(file) && fs.statSync(path.join(folder, file)).isFile())
+        .map((file) => [file, fs.readFileSync(path.join(folder, file), 'utf8')] as const),
+    );
+    console.log(`Recorded ${rel(recordVariantPatch(slug, name, files))} from ${folder}.`);
     return;
   }
   if (values.class) {
@@ -379,6 +513,12 @@ async function main(): Promise<void> {
     const scratch = fs.mkdtempSync(path.join((await import('node:os')).tmpdir(), 'fixture-class-'));
     try {
       console.log(`fixtures: ${buildFixtureClass(scratch).length} students derive.`);
+    } catch (thrown) {
+      problems++;
+      console.log(`fixtures: ${(thrown as Error).message}`);
+    }
+    try {
+      for (const slug of exercisesWithVariants()) console.log(`fixtures: the ${buildVariantClass(slug, path.join(scratch, '.variants', slug)).length} wrong variants of ${slug} derive.`);
     } catch (thrown) {
       problems++;
       console.log(`fixtures: ${(thrown as Error).message}`);
