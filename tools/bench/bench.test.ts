@@ -38,7 +38,7 @@ describe('npm run bench -- --quick', () => {
     expect(output).toMatch(row('sequential 3-step workflows/s', `${n}/s`, `${n}/s`, x));
     // Did chapter 9 keep chapter 8's figures: 8, 9, 9/8, 8 measured again, a verdict; then one sentence that says it.
     expect(output).toMatch(/## Did chapter 9 keep chapter 8's figures\?/);
-    expect(output).toMatch(/Chapter 9 adds events and cancellation .* to chapter 8's engine/);
+    expect(output).toMatch(/Chapter 9 adds events, cancellation and child workflows to chapter 8's engine — .* — and must not give back the fast path/);
     expect(output).toMatch(row('one step', `${n} ms`, `${n} ms`, x, `${n} ms`, String.raw`(kept|better by \d+ %|\*\*worse by \d+ %\*\*)`));
     expect(output).toMatch(row('sequential 3-step workflows/s', `${n}/s`, `${n}/s`, x, `${n}/s`, String.raw`(kept|better by \d+ %|\*\*worse by \d+ %\*\*)`));
     expect(output).toMatch(row(String.raw`drained by one worker × 8: workflows/s`, `${n}/s`, `${n}/s`, x, '—', String.raw`(kept|better by \d+ %|\*\*worse by \d+ %\*\*)`));

@@ -114,10 +114,13 @@ const MECHANISM: Record<string, { local: string; notify: string }> = {
   },
 };
 
-/** What each chapter adds to the one before it, for "did it keep the figures" (keyed by its directory). */
-const ADDS: Record<string, string> = {
-  '08-failures-and-time': 'failures and time — attempts counted by the claim, step retries and sleeps that wait in the database, deadlines, schedules',
-  '09-waiting-for-the-world': 'events and cancellation — `ctx.waitForEvent` parks a workflow holding nothing, `engine.send` wakes it, `engine.cancel` stops it',
+/** What each chapter adds to the one before it, for "did it keep the figures" (keyed by its directory): in short, and in detail. */
+const ADDS: Record<string, [string, string]> = {
+  '08-failures-and-time': ['failures and time', 'attempts counted by the claim, step retries and sleeps that wait in the database, deadlines, schedules'],
+  '09-waiting-for-the-world': [
+    'events, cancellation and child workflows',
+    '`ctx.waitForEvent` parks a workflow holding nothing, `engine.send` wakes it, `engine.cancel` stops it, `ctx.startChild` starts a workflow whose end wakes its parent',
+  ],
 };
 
 /** The production figures of a results.json written before chapter 6 split in two: one flat set, measured on what is now chapter 7. */
@@ -325,6 +328,17 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
       });
     }
   }
+  if (last && p.sleeping) {
+    const s = p.sleeping;
+    const drain = s.sleeping.drain.workflowsPerSecond / s.none.drain.workflowsPerSecond;
+    const dispatch = s.sleeping.dispatch.p50Ms / s.none.dispatch.p50Ms;
+    out.push({
+      target: SLEEPING_TARGET(s.sleepers),
+      measured: `held: ${s.idleHeldMax} while idle, ${s.sleepersHeld} sleepers in ${fmt(s.heldSamples, 0)} samples; drain ${fmt(drain, 2)}×, dispatch p50 ${fmt(dispatch, 2)}× the figure with none asleep`,
+      met: s.idleHeldMax === 0 && s.sleepersHeld === 0 && s.sleepersClaimed === 0 && drain >= 1 - NOISE_FLOOR && dispatch <= 1 + NOISE_FLOOR,
+      why: "a sleeper is a row whose lease_expires_at is ahead with no owner: in the claim's index it sits to the right of now(), which the claim (`lease_expires_at <= now()`) never reads, and nextWakeUp reads one entry there",
+    });
+  }
   if (last && p.events) {
     const y = p.events.yardstick ?? p.dispatchYardstick;
     for (const k of p.events.cases) {
@@ -358,17 +372,6 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
       measured: `ran ${listOf([...new Set(runs)].map(String))} time${runs.every((x) => x === 1) ? '' : 's'} in each of ${f.trials.length} fan-out${f.trials.length === 1 ? '' : 's'}; ${fmt(f.total.seconds / f.trials.length, 2)} s a fan-out, ${fmt(f.total.commitsPerWorkflow, 2)} commits a child`,
       met: runs.every((x) => x === 2),
       why: "the children start in one transaction (Promise.all over startChild), the parent parks once for all their ends (Promise.all over result()); each child's end counts the parent's missing waits down, and only the last makes it runnable",
-    });
-  }
-  if (last && p.sleeping) {
-    const s = p.sleeping;
-    const drain = s.sleeping.drain.workflowsPerSecond / s.none.drain.workflowsPerSecond;
-    const dispatch = s.sleeping.dispatch.p50Ms / s.none.dispatch.p50Ms;
-    out.push({
-      target: SLEEPING_TARGET(s.sleepers),
-      measured: `held: ${s.idleHeldMax} while idle, ${s.sleepersHeld} sleepers in ${fmt(s.heldSamples, 0)} samples; drain ${fmt(drain, 2)}×, dispatch p50 ${fmt(dispatch, 2)}× the figure with none asleep`,
-      met: s.idleHeldMax === 0 && s.sleepersHeld === 0 && s.sleepersClaimed === 0 && drain >= 1 - NOISE_FLOOR && dispatch <= 1 + NOISE_FLOOR,
-      why: "a sleeper is a row whose lease_expires_at is ahead with no owner: in the claim's index it sits to the right of now(), which the claim (`lease_expires_at <= now()`) never reads, and nextWakeUp reads one entry there",
     });
   }
   return out;
@@ -434,7 +437,8 @@ export function renderReport(raw: BenchResults): string {
     '',
     `What is measured on which engine: steps, sequential, throughput and dispatch on ${names || 'the production chapters'}, side by side (each suite runs on one chapter, then at once on the next, so that all meet the same machine` +
       `${cs.some((c) => reduced(c, cs)) ? `; ${listOf(cs.filter((c) => reduced(c, cs)).map((c) => chapterName(c.chapter)))}, the reference${cs.filter((c) => reduced(c, cs)).length > 1 ? 's' : ''}, on the figures the comparisons below quote` : ''}); ` +
-      `takeover, steady state and the long history on ${lastName}, the last chapter${p.wakeUp || p.sleeping ? ', and so are durable sleep\'s wake-up lateness and what sleeping workflows cost' : ''}${p.events || p.waiting ? ', and events: how fast a sent event wakes its workflow, and what waiting workflows cost' : ''}${p.fanOut ? ', and a fan-out to child workflows' : ''}; ` +
+      `takeover, steady state and the long history on ${lastName}, the last chapter` +
+      `${p.wakeUp || p.sleeping || p.events || p.waiting || p.fanOut ? `, and so are ${listOf([...(p.wakeUp || p.sleeping ? ['durable sleep (how late a sleeper wakes, what sleeping workflows cost)'] : []), ...(p.events || p.waiting ? ['events (how fast a sent event starts its workflow again, what waiting workflows cost)'] : []), ...(p.fanOut ? ['a fan-out to 1,000 child workflows'] : [])])}` : ''}; ` +
       `the per-chapter table on chapters 1–5 (${cs.some((c) => c.sequential) ? `chapter${cs.filter((c) => c.sequential).length > 1 ? 's' : ''} ${listOf(cs.filter((c) => c.sequential).map((c) => String(chapterNumber(c.chapter))))}` : 'the production chapters'}: their sequential figures). ` +
       'Every figure is set against the yardsticks below, measured in the same run on the same server.',
     '',
@@ -983,7 +987,7 @@ function keptFigures(r: BenchResults, cs: ChapterResults[]): string[] {
   return [
     `## Did ${ln} keep ${pn}'s figures?`,
     '',
-    `${capital(ln)} adds ${ADDS[last.chapter] ?? 'its features'} to ${pn}'s engine, and must not give back the fast path. ` +
+    `${capital(ln)} adds ${ADDS[last.chapter] ? `${ADDS[last.chapter]![0]} to ${pn}'s engine — ${ADDS[last.chapter]![1]} —` : `its features to ${pn}'s engine,`} and must not give back the fast path. ` +
       `Each suite below ran ${pn} and ${ln} one after the other; ${rh}: ${ln}'s figure over ${pn}'s. ` +
       `Noise band ±${pct(band)}: the larger of ${pct(NOISE_FLOOR)} and the widest gap between ${pn} and ${pn} measured again after ${ln} in the same suite` +
       (spreads.length > 0 ? ` (step overhead and sequential: ${pct(Math.max(...spreads))} here)` : ' (not measured in this run)') +

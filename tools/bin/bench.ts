@@ -7,7 +7,7 @@
  * with chapter 9, the last, against its targets and its peers, and whether it
  * kept chapter 8's figures.
  *
- *   npm run bench                          the full run (about 7 minutes on 2 cores); writes docs/bench/report.md,
+ *   npm run bench                          the full run (about 8 minutes on 2 cores); writes docs/bench/report.md,
  *                                          results.json and the charts (throughput.svg, dispatch.svg, chapters.svg, wakeup.svg)
  *   npm run bench -- --quick               tiny counts, no report files (what `npm test` runs so this cannot rot)
  *   npm run bench -- --only steps,dispatch some suites (the yardsticks always run: everything is compared with them)
