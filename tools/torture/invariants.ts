@@ -140,7 +140,10 @@ function invariant(name: string, violations: string[]): Invariant {
  * right. One exception, exact: a sleep's entry and a failed attempt with a
  * retry time are written by the statement that releases the workflow to wait,
  * which moves its token on by one — so at COMMIT the latest token is theirs
- * + 1, on a row this same transaction wrote.
+ * + 1, on a row this same transaction wrote. Chapter 9 writes two more kinds
+ * of entry in a releasing transaction: the ends of the waits that a turn's
+ * look found ended (`event`), recorded with the park for those still left,
+ * and (should a turn's child starts go with it) `child` entries.
  *
  * The claim watch: every claim (a new fencing token with an owner) with its
  * owner, its attempt count and the time, so the checker can say which process
@@ -162,7 +165,7 @@ export async function installWatches(db: pg.Pool): Promise<void> {
     BEGIN
       SELECT fencing_token, xmin = pg_current_xact_id()::xid INTO latest, written_here FROM workflows WHERE id = NEW.workflow_id;
       released := written_here AND latest = NEW.fencing_token + 1
-        AND CASE TG_TABLE_NAME WHEN 'steps' THEN to_jsonb(NEW)->>'kind' = 'sleep' ELSE to_jsonb(NEW)->>'retry_at' IS NOT NULL END;
+        AND CASE TG_TABLE_NAME WHEN 'steps' THEN to_jsonb(NEW)->>'kind' IN ('sleep', 'event', 'child') ELSE to_jsonb(NEW)->>'retry_at' IS NOT NULL END;
       IF latest IS DISTINCT FROM NEW.fencing_token AND NOT coalesce(released, false) THEN
         INSERT INTO torture_fence_breaches (tbl, workflow_id, seq, step_token, latest_token) VALUES (TG_TABLE_NAME, NEW.workflow_id, NEW.seq, NEW.fencing_token, latest);
       END IF;
@@ -235,8 +238,8 @@ export interface CheckInput {
 }
 
 export async function checkInvariants(input: CheckInput): Promise<{ invariants: Invariant[]; observed: Observed }> {
-  const { db, world, orders, poisons, coolingOffMs, disruptions, awaitSettlement = false, leaseMs = 1000, sends = [], cancels = [], stranded = [], parkedAtEnd = new Map(), parents = [], strandedParents = [] } = input;
-  const ids = [...new Set([...orders, ...parents.flatMap((p) => [p.id, ...p.children]), ...poisons.map((p) => p.id)])];
+  const { db, world, orders: given, poisons, coolingOffMs, disruptions, awaitSettlement = false, leaseMs = 1000, sends = [], cancels = [], stranded = [], parkedAtEnd = new Map(), parents = [], strandedParents = [] } = input;
+  const ids = [...new Set([...given, ...parents.flatMap((p) => [p.id, ...p.children]), ...poisons.map((p) => p.id)])];
   const ledger = await world.ledger();
   const workflows = await db.query<{ id: string; status: string; error: string | null; output: unknown; fencing_token: number; max_attempts: number; cancel_reason: string | null; updated_at: Date }>(
     `SELECT id, status, error, output, fencing_token, max_attempts, cancel_reason, updated_at FROM workflows WHERE id = ANY($1)`,
@@ -294,6 +297,10 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
   );
 
   const byId = new Map(workflows.rows.map((w) => [w.id, w]));
+  // A batch cancelled (or failed) before it started its children: those were never born, and are no orders to check.
+  const parentOf = new Map(parents.flatMap((p) => p.children.map((child) => [child, p.id] as const)));
+  const unborn = (id: string) => !byId.has(id) && parentOf.has(id) && ['cancelled', 'failed'].includes(byId.get(parentOf.get(id)!)?.status ?? '');
+  const orders = given.filter((id) => !unborn(id));
   const stepsOf = new Map<string, typeof steps.rows>();
   for (const row of steps.rows) stepsOf.set(row.workflow_id, [...(stepsOf.get(row.workflow_id) ?? []), row]);
   const claimsOf = new Map<string, typeof claims.rows>();
@@ -454,7 +461,7 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
     if (p.status === 'completed') {
       if (started.length !== children.length) out.push(`${id}: completed with ${started.length} of its ${children.length} children in the log`);
       const later = started.filter((k) => k.w!.updated_at > p.updated_at);
-      if (later.length) out.push(`${id}: completed at ${p.updated_at.toISOString()}, before its children ${later.map((k) => `${k.id} (${k.w!.status} at ${k.w!.updated_at.toISOString()})`).join(', ')} ended`);
+      if (later.length) out.push(`${id}: completed at ${p.updated_at.toISOString()} by ${ownerOf(id, p.fencing_token)} under claim #${p.fencing_token}, before its children ${later.map((k) => `${k.id} (${k.w!.status} at ${k.w!.updated_at.toISOString()})`).join(', ')} ended`);
       const output = p.output as { completed?: number; failed?: string[] } | null;
       const completed = started.filter((k) => k.w!.status === 'completed').map((k) => k.id);
       const others = started.filter((k) => k.w!.status !== 'completed').map((k) => k.id);
@@ -542,16 +549,17 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
       orders.flatMap((id) => once(id, ledger.byOrder(id).emails, 'send_email', 'email(s)')),
     ),
     invariant(
-      `each order’s log holds its steps in order (${expectedSteps.join(', ')}; a failed or cancelled order, the first of them), none failed for good`,
+      `each order’s log holds its steps in order (${expectedSteps.join(', ')}; a failed or cancelled order, the first of them — or, cancelled in its cooling-off, release_inventory after them), none failed for good`,
       orders.flatMap((id) => {
         const entries = stepsOf.get(id) ?? [];
         const names = entries.map((s) => `${s.seq}:${s.name}`);
         const expected = expectedSteps.map((name, seq) => `${seq}:${name}`);
         const prefix = endedShort(id) ? expected.slice(0, names.length) : expected;
-        // Cancelled during its cooling-off: the saga's undo right after the sleep (workflow.ts), in ctx.nonCancellable.
+        // Cancelled during its cooling-off: the saga's undo right after the sleep (workflow.ts), in ctx.nonCancellable —
+        // its sleep recorded, or cut short before it was (the call threw at once: its position taken, nothing written).
         const slept = expectedSteps.indexOf('sleep');
-        const undone = [...expected.slice(0, slept + 1), `${slept + 1}:release_inventory`];
-        if (byId.get(id)?.status === 'cancelled' && slept >= 0 && names.join(',') === undone.join(',')) return [];
+        const undone = (withSleep: boolean) => [...expected.slice(0, withSleep ? slept + 1 : slept), `${slept + 1}:release_inventory`].join(',');
+        if (byId.get(id)?.status === 'cancelled' && slept >= 0 && (names.join(',') === undone(true) || names.join(',') === undone(false))) return [];
         const gaveUp = entries.filter((s) => s.error).map((s) => `${id}: step #${s.seq} ${s.name} failed for good (${s.error?.message ?? JSON.stringify(s.error)})`);
         return [...(names.join(',') === prefix.join(',') ? [] : [`${id}: ${names.join(',') || '(no steps)'}`]), ...gaveUp];
       }),
@@ -592,7 +600,9 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
           (b) => `${b.workflow_id} ${b.tbl === 'steps' ? 'step' : 'failed attempt of step'} #${b.seq}: committed under token ${b.step_token} when the latest claim was ${b.latest_token}`,
         ),
         ...ids.flatMap((id) => {
-          const tokens = (stepsOf.get(id) ?? []).map((s) => s.fencing_token);
+          // In the order they were recorded, not by position: waits gathered together end in whichever run finds their events.
+          const inOrder = [...(stepsOf.get(id) ?? [])].sort((a, b) => a.created_at.getTime() - b.created_at.getTime() || a.seq - b.seq);
+          const tokens = inOrder.map((s) => s.fencing_token);
           const last = byId.get(id)?.fencing_token ?? 0;
           const backwards = tokens.some((t, i) => i > 0 && t < tokens[i - 1]!);
           const ahead = tokens.some((t) => t > last);

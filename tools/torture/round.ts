@@ -798,7 +798,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
     else unexpectedExits.push(`${name} died of a SIGKILL nobody sent (no crash point, no poison claimed): ${lastLines(attempt.stderr || attempt.stdout)}`);
   }
   // A claim no fault explains: keep the named processes' logs and the workflows' claim histories.
-  const named = invariants.flatMap((i) => i.violations.flatMap((v) => [...v.matchAll(/ by (w\d+\.\d+)\b/g)].map((m) => m[1]!)));
+  const named = invariants.flatMap((i) => i.violations.flatMap((v) => [...v.matchAll(/\b(w\d+\.\d+)\b/g)].map((m) => m[1]!)));
   let evidence: RoundResult['evidence'];
   if (invariants.some((i) => !i.ok)) {
     const concerned = [...new Set(invariants.flatMap((i) => i.violations.map((v) => v.split(':')[0]!)))];

@@ -1,0 +1,146 @@
+/**
+ * Two findings of the torture run on chapter 9 (docs/torture/report.md, 2026-12-03), each reduced to a
+ * few lines on one process and one database — no faults at random, no timing luck:
+ *
+ *   npx tsx tools/torture/findings.ts
+ *
+ * prints what chapter 9's engine does and what its documentation says it should, and exits 1 while
+ * either finding still reproduces (0 once both are fixed). Not part of `npm test`.
+ *
+ * 1. A cancel the run has not heard of yet does not stop the workflow's end: engine.cancel() answers
+ *    `requested` ("it ends cancelled", types.ts), yet the run completes — its step's record and the
+ *    completion are fenced by the token only, not by the request on the row. The run hears of a
+ *    cancel by a NOTIFY (milliseconds, or never while its LISTEN connection is down) or at its next
+ *    heartbeat's renewal; whatever it records in between stands. Here the worker has no LISTEN
+ *    (`listen: false`, as while a dropped LISTEN connection is being re-made) and a 30 s lease, so the
+ *    window is a heartbeat long. In the torture run (seed 14), order-14-29 completed 64 ms after its
+ *    cancel was written, the worker holding it having just been started after a kill -9 of PostgreSQL.
+ *
+ * 2. A connection that fails while a parent looks for its children's ends is handed to the parent's
+ *    code as each child's failure: `handle.result()` rejects with DatabaseUnavailableError, a parent
+ *    that settles its children (Promise.allSettled, as chapter 9's batchWorkflow does) counts them
+ *    failed and returns — and the engine records that as the parent's completion, before its children
+ *    have ended. Here the parent's connection is ended (pg_terminate_backend, a real one) as its
+ *    lock-for-wait statement goes out. In the torture run (seed 17, a drop-connections fault 82 ms
+ *    after its children started) batch-17-1 completed with {"completed":0,"failed":[all three]};
+ *    all three completed 4–7 s later, charged, reserved and emailed.
+ */
+import pg from 'pg';
+import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
+import { startPostgres } from '../../shared/db/server.ts';
+import { createEngine, migrate, type Context } from '../../chapters/09-waiting-for-the-world/index.ts';
+
+const server = await startPostgres({ purpose: 'test', log: () => {} });
+let reproduced = 0;
+try {
+  reproduced += await cancelRacesTheEnd();
+  reproduced += await droppedConnectionFailsTheChildren();
+} finally {
+  await server.stop();
+}
+console.log(reproduced ? `\n${reproduced} of 2 findings reproduce.` : '\nNeither finding reproduces.');
+process.exitCode = reproduced ? 1 : 0;
+
+async function withDatabase(label: string, body: (db: pg.Pool) => Promise<void>): Promise<void> {
+  const url = await createDatabase(server.url, label);
+  const db = new pg.Pool({ connectionString: url, max: 10 });
+  db.on('error', () => {});
+  try {
+    await migrate(db);
+    await body(db);
+  } finally {
+    await db.end();
+    await dropDatabase(url, server.url).catch(() => {});
+  }
+}
+
+async function cancelRacesTheEnd(): Promise<number> {
+  let found = 0;
+  await withDatabase('finding_cancel_race', async (db) => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    let inStep!: () => void;
+    const running = new Promise<void>((resolve) => (inStep = resolve));
+    // A step that ignores its signal, as the order's chargeCard and sendEmail do (an HTTP call in flight).
+    const engine = createEngine({
+      db,
+      workflows: {
+        order: async (ctx: Context) => {
+          await ctx.step('send_email', async () => (inStep(), await gate, 'sent'));
+          return 'completed';
+        },
+      },
+    });
+    const worker = engine.createWorker({ leaseMs: 30_000, listen: false });
+    await worker.start();
+    try {
+      await engine.start('order', {}, { id: 'order-1' });
+      await running;
+      const answer = await engine.cancel('order-1', { reason: 'the customer changed their mind' });
+      open();
+      await engine.result('order-1').catch(() => undefined);
+      const info = (await engine.inspect('order-1'))!;
+      console.log(`1. cancel() answered ${JSON.stringify(answer)} while the step ran; the workflow ended ${info.status} (${info.steps.map((s) => s.name).join(', ')} recorded).`);
+      console.log(`   Expected (engine.cancel's documentation): it ends cancelled.`);
+      if (answer.outcome === 'requested' && info.status !== 'cancelled') found = 1;
+    } finally {
+      await worker.stop();
+    }
+  });
+  return found;
+}
+
+async function droppedConnectionFailsTheChildren(): Promise<number> {
+  let found = 0;
+  await withDatabase('finding_dropped_wait', async (db) => {
+    // The parent's first look for its children's ends goes out on a connection that PostgreSQL ends right then.
+    let armed = true;
+    const killer = new pg.Pool({ connectionString: (db as unknown as { options: { connectionString: string } }).options.connectionString, max: 1 });
+    const connect = db.connect.bind(db) as (callback?: unknown) => Promise<pg.PoolClient>;
+    (db as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) => (callback ? connect(callback) : patched());
+    const patched = async () => {
+      const client = await connect();
+      const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+      (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+        const config = args[0] as { name?: string };
+        if (armed && config?.name === 'lock-for-wait') {
+          armed = false;
+          await killer.query('SELECT pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]);
+        }
+        return query(...args);
+      };
+      return client;
+    };
+    const engine = createEngine({
+      db,
+      workflows: {
+        child: async (ctx: Context) => {
+          await ctx.waitForEvent('go');
+          return 'child done';
+        },
+        parent: async (ctx: Context) => {
+          const child = await ctx.startChild('child', {});
+          const [end] = await Promise.allSettled([child.result()]);
+          return end!.status === 'fulfilled' ? 'its child completed' : `its child failed: ${(end as PromiseRejectedResult).reason?.message}`;
+        },
+      },
+    });
+    const worker = engine.createWorker({ leaseMs: 5000 });
+    await worker.start();
+    try {
+      await engine.start('parent', {}, { id: 'batch-1' });
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && (await engine.status(['batch-1']))['batch-1'] === 'running') await new Promise((resolve) => setTimeout(resolve, 50));
+      const parent = (await engine.inspect('batch-1'))!;
+      const child = (await engine.inspect('batch-1/0'))!;
+      console.log(`2. the parent ended ${parent.status}: ${JSON.stringify(parent.output ?? parent.error)}; its child is ${child.status} (waiting for its event).`);
+      console.log(`   Expected: the parent waits (the connection's failure stops the run, the next claim looks again) and ends after its child.`);
+      if (parent.status !== 'running' && child.status === 'running') found = 1;
+      await engine.send('batch-1/0', 'go', null).catch(() => {});
+    } finally {
+      await worker.stop();
+      await killer.end();
+    }
+  });
+  return found;
+}
