@@ -399,9 +399,12 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
       // A drain also waits for the workflows its own runs put to wait (a back-off, a sleep): it finishes what it
       // started — until a claim a little after the last of them is due finds nothing. "A little": the due time is
       // the database's, the alarm this process's, and a Node timer may fire up to a millisecond early.
+      // And not while a wake-up came during the claim (`woken`): a run of ours that ended meanwhile may have made
+      // a workflow runnable after the claim looked — a child's end waking its parent, a send — and freed its slot
+      // before the claim returned; without this the drain ended with the parent runnable and nobody to run it.
       const drainableAt = ownWaitsUntil + DRAIN_MARGIN_MS;
       if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0 && performance.now() < drainableAt) wakeAt(drainableAt);
-      else if (draining && !failed && claims.length === 0 && held.size === 0 && reserved === 0) {
+      else if (draining && !failed && !woken && claims.length === 0 && held.size === 0 && reserved === 0) {
         draining();
         break;
       }
