@@ -1,18 +1,21 @@
 /**
  * The inspector in a real browser: headless Chromium (Debian's, driven by
  * playwright-core) loads the page while real worker processes run chapter
- * 8's engine. It sees a workflow appear and its steps fill in — pushed, never
+ * 9's engine. It sees a workflow appear and its steps fill in — pushed, never
  * polled, never reloaded — a worker killed with SIGKILL and another take over
  * with fencing token 2, a Retry button that is there only with --allow-actions
- * and works, and a workflow whose id and input hold <script> shown as text
- * with no dialog fired.
+ * and works, a workflow parked for an event and woken by a send (and one
+ * whose wait times out), a batch's children linked from their parent and
+ * back, a Cancel button (only with --allow-actions) that cancels a booking
+ * during its hold and shows its compensation, and workflows whose id, input,
+ * events and cancel reason hold <script> shown as text with no dialog fired.
  *
  * Without /usr/bin/chromium (apt-get install -y chromium) these tests are
  * skipped, and say why in their names.
  */
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEngine, migrate } from '../../chapters/08-failures-and-time/index.ts';
+import { createEngine, migrate } from '../../chapters/09-waiting-for-the-world/index.ts';
 import type { ChildRun } from '../../shared/crash/runner.ts';
 import { freshPool, type TestPool } from '../../shared/testing/database.ts';
 import { chromiumMissing, launchChromium } from './browser.ts';
@@ -152,6 +155,118 @@ describe('the inspector in headless Chromium', () => {
   );
 
   it.skipIf(missing)(
+    named('an event wait: the page shows the park and its wait, a send wakes it, the timeline says it got its event; another wait times out'),
+    async () => {
+      const { page } = await openPage();
+      await engine.start('approval', { stepMs: 50 }, { id: 'approval-1' });
+      await page.goto(`${inspector.url}?id=approval-1`);
+      const parked = page.locator('#timeline tr[data-kind="wait"][data-reason="event"][data-ended-by="now"]');
+      await parked.waitFor({ timeout: 10_000 });
+      expect(await parked.textContent()).toMatch(/parked for event "approved".*no timeout/);
+      await page.locator('#waits tr[data-seq="1"][data-name="approved"][data-arrived="no"]').waitFor();
+      expect(await page.locator('#lease').textContent()).toMatch(/parked waiting for event "approved" \(no timeout\); held by nobody/);
+      await page.locator('#timeline tr[data-kind="now"][data-state="waiting"]').waitFor();
+      await mark(page);
+
+      await engine.send('approval-1', 'approved', { approvedBy: 'ada' }, { key: 'evt-1' });
+      const got = page.locator('#timeline tr[data-kind="event"][data-outcome="event"][data-seq="1"]');
+      await got.waitFor({ timeout: 10_000 });
+      expect(await got.textContent()).toMatch(/wait for "approved".*got its event \(key "evt-1".*→ \{"approvedBy":"ada"\}/);
+      await page.locator('#timeline tr[data-kind="now"][data-state="completed"]').waitFor({ timeout: 10_000 });
+      expect(await page.locator('#timeline tr[data-kind="wait"][data-reason="event"]').textContent()).toMatch(/woken by the send of its event/);
+      await page.locator('#events tr[data-key="evt-1"][data-taken="1"]').waitFor();
+      expect(await page.locator('#waits').count()).toBe(0); // the wait is over: its row is gone
+      expect(await page.locator('#timeline tr[data-name="publish"]').count()).toBe(1);
+      expect(await stillMarked(page)).toBe(true);
+
+      await engine.start('approval', { stepMs: 50, timeoutMs: 300 }, { id: 'approval-2' });
+      await page.goto(`${inspector.url}?id=approval-2`);
+      await page.locator('#timeline tr[data-kind="event"][data-outcome="timeout"]').waitFor({ timeout: 10_000 });
+      await page.locator('#timeline tr[data-kind="wait"][data-reason="event"][data-ended-by="timeout"]').waitFor();
+      await page.locator('#timeline tr[data-kind="step"][data-name="expire"]').waitFor({ timeout: 10_000 });
+      await page.close();
+    },
+    30_000,
+  );
+
+  it.skipIf(missing)(
+    named('a batch: the list links each child to its parent; the parent lists its children, linked; a child links back'),
+    async () => {
+      await engine.start('batch', { count: 3, stepMs: 30 }, { id: 'batch-1' });
+      await engine.result('batch-1', { signal: AbortSignal.timeout(20_000) });
+      const { page } = await openPage();
+      await page.goto(inspector.url);
+      const parentRow = page.locator('tr[data-workflow-id="batch-1"]');
+      await parentRow.waitFor();
+      expect(await parentRow.locator('td.children').textContent()).toBe('3');
+      const childRow = page.locator('tr[data-workflow-id="batch-1/2"]');
+      expect(await childRow.locator('a.parent-link').textContent()).toBe('batch-1');
+
+      await parentRow.getByRole('link', { name: 'batch-1', exact: true }).click();
+      await page.waitForURL(/\?id=batch-1$/);
+      await page.locator('#timeline tr[data-kind="now"][data-state="completed"]').waitFor();
+      // The three starts are one row, the park one, the three ends taken together one more.
+      expect(await page.locator('#timeline tr[data-kind="child"][data-count="3"]').count()).toBe(1);
+      expect(await page.locator('#timeline tr[data-kind="wait"][data-reason="event"]').count()).toBe(1);
+      expect(await page.locator('#timeline tr[data-kind="event"][data-count="3"][data-outcome="event"]').count()).toBe(1);
+      expect(await page.locator('#children tr[data-child-id][data-status="completed"]').count()).toBe(3);
+      expect(await page.locator('#events tr[data-key="end"]').count()).toBe(3);
+
+      await page.locator('#children').getByRole('link', { name: 'batch-1/1', exact: true }).click();
+      await page.waitForURL(/\?id=batch-1%2F1$/);
+      await page.locator('#parent').waitFor();
+      expect(await page.locator('#workflow-id').textContent()).toBe('batch-1/1');
+      expect(await page.locator('#timeline tr[data-kind="now"]').textContent()).toMatch(/sent to its parent batch-1 as an event/);
+      await page.locator('#parent').getByRole('link', { name: 'batch-1', exact: true }).click();
+      await page.waitForURL(/\?id=batch-1$/);
+      await page.close();
+    },
+    30_000,
+  );
+
+  it.skipIf(missing)(
+    named('Cancel is there only with --allow-actions: asked twice, with a reason kept across pushes, it cancels a booking in its hold, which puts the seat back'),
+    async () => {
+      await engine.start('booking', { stepMs: 30 }, { id: 'booking-1' });
+      const { page, dialogs } = await openPage();
+      await page.goto(`${inspector.url}?id=booking-1`);
+      await page.locator('#timeline tr[data-kind="wait"][data-reason="sleep"].current').waitFor({ timeout: 10_000 });
+      expect(await page.locator('button').count()).toBe(0); // read-only
+
+      const acting = await startInspector({ databaseUrl: database.url, allowActions: true });
+      try {
+        await page.goto(`${acting.url}?id=booking-1`);
+        await page.locator('#cancel').click();
+        await page.locator('#cancel-confirmation').waitFor();
+        const reason = `customer changed their mind ${XSS_NOTE}`;
+        await page.locator('#cancel-confirmation').evaluate((element) => (element as unknown as { setAttribute(name: string, value: string): void }).setAttribute('data-before', 'push'));
+        await page.locator('#cancel-reason').fill(reason);
+        // The page is pushed every second (its sleep's clock) and rebuilt: what was typed, and the focus, stay.
+        await expect.poll(() => page.locator('#cancel-confirmation[data-before]').count(), { timeout: 5000 }).toBe(0);
+        expect(await page.locator('#cancel-reason').inputValue()).toBe(reason);
+        expect(await page.locator('#cancel-reason').evaluate((element) => (element as unknown as { ownerDocument: { activeElement: unknown } }).ownerDocument.activeElement === element)).toBe(true);
+        await page.locator('#cancel-confirm').click();
+        await expect.poll(() => page.locator('#action-message').textContent()).toMatch(/booking-1: cancellation requested/);
+
+        // worker-B is woken, replays, and the sleep throws: the release runs in ctx.nonCancellable, then it ends cancelled.
+        await page.locator('#timeline tr[data-kind="now"][data-state="cancelled"]').waitFor({ timeout: 10_000 });
+        expect(await page.locator('#timeline tr[data-kind="cancel"]').textContent()).toContain(reason);
+        expect(await page.locator('#timeline tr[data-kind="wait"][data-reason="sleep"]').textContent()).toMatch(/cut short by the cancel request/);
+        await page.locator('#timeline tr[data-kind="step"][data-name="release"]').waitFor();
+        expect(await page.locator('#timeline tr[data-name="confirm"]').count()).toBe(0);
+        expect(await page.locator('#cancel-request').textContent()).toContain(reason);
+        expect(await page.locator('#cancel').count()).toBe(0); // nothing left to cancel
+        expect(dialogs).toEqual([]);
+        expect(await page.locator('img').count()).toBe(0);
+      } finally {
+        await page.close();
+        await acting.close();
+      }
+    },
+    30_000,
+  );
+
+  it.skipIf(missing)(
     named('a workflow whose id and input hold <script> is shown as text: no script runs, no dialog opens'),
     async () => {
       const { page, dialogs } = await openPage();
@@ -169,6 +284,23 @@ describe('the inspector in headless Chromium', () => {
       expect(await page.evaluate(() => Array.from((globalThis as unknown as PageGlobals).document.querySelectorAll('script')).map((s) => s.getAttribute('src')))).toEqual(['/app.js']);
       expect(await page.locator('img').count()).toBe(0);
       expect(await page.title()).toBe(`${XSS_ID} — durable inspector`);
+
+      // Events whose name, key and payload hold markup, on a workflow whose id does: text, in the events and the timeline.
+      const hostile = 'approval-<img src=x onerror=alert(3)>';
+      await engine.start('approval', { stepMs: 10 }, { id: hostile });
+      await engine.send(hostile, '<script>alert(4)</script>', { note: XSS_NOTE }, { key: XSS_NOTE });
+      await engine.send(hostile, 'approved', { approvedBy: XSS_NOTE }, { key: '<b>k</b>' });
+      await page.goto(`${inspector.url}?id=${encodeURIComponent(hostile)}`);
+      await page.locator('#timeline tr[data-kind="now"][data-state="completed"]').waitFor({ timeout: 10_000 });
+      expect(await page.locator('#workflow-id').textContent()).toBe(hostile);
+      const untaken = page.locator('#events tr[data-taken="no"]');
+      expect(await untaken.locator('td.key').textContent()).toBe(XSS_NOTE);
+      expect(await untaken.textContent()).toContain('"<script>alert(4)</script>"');
+      expect(await page.locator('#timeline tr[data-kind="event"]').textContent()).toContain(XSS_NOTE);
+      await page.waitForTimeout(500);
+      expect(dialogs).toEqual([]);
+      expect(await page.locator('img').count()).toBe(0);
+      expect(await page.locator('b').count()).toBe(0);
       await page.close();
     },
     30_000,

@@ -1,6 +1,6 @@
 /**
- * `npm run chapter 8 -- --inspect`: the inspector beside the demo. The demo
- * itself runs in tools/bin/commands.test.ts (its database, chapter_8_demo, is
+ * `npm run chapter 9 -- --inspect`: the inspector beside the demo. The demo
+ * itself runs in tools/bin/commands.test.ts (its database, chapter_9_demo, is
  * one name: two runs at once would drop it under each other), so here the
  * companion is started and stopped on its own database, as the demo does,
  * and the command line's refusal for other chapters is checked.
@@ -20,10 +20,10 @@ afterAll(async () => {
   await database?.drop();
 });
 
-describe('npm run chapter 8 -- --inspect', () => {
+describe('npm run chapter 9 -- --inspect', () => {
   it('starts the inspector on the demo database, prints its URL first, and stops it with the demo', async () => {
     const printed = captureConsole();
-    const beside = await inspectorBesideTheDemo({ interactive: false }).start({ chapter: findChapter(8), databaseUrl: database.url, databaseName: 'inspector_companion' }).finally(printed.restore);
+    const beside = await inspectorBesideTheDemo({ interactive: false }).start({ chapter: findChapter(9), databaseUrl: database.url, databaseName: 'inspector_companion' }).finally(printed.restore);
     const url = /(http:\/\/127\.0\.0\.1:\d+\/)/.exec(printed.text())?.[1];
     expect(url, printed.text()).toBeDefined();
     expect(printed.text()).toContain('on inspector_companion');
@@ -36,7 +36,7 @@ describe('npm run chapter 8 -- --inspect', () => {
   it('is refused for a chapter whose log the inspector cannot read', () => {
     const { status, output } = runScript('tools/bin/chapter.ts', ['7', '--inspect'], { DATABASE_URL: inject('adminDatabaseUrl') });
     expect(status).toBe(1);
-    expect(output).toMatch(/--inspect: the inspector reads chapter 8's tables/);
-    expect(output).toContain('npm run chapter 8 -- --inspect');
+    expect(output).toMatch(/--inspect: the inspector reads the last chapter's tables/);
+    expect(output).toContain('npm run chapter 9 -- --inspect');
   });
 });

@@ -1,5 +1,5 @@
 /**
- * `npm run chapter 8 -- --inspect`: the inspector beside the demo, on the
+ * `npm run chapter 9 -- --inspect`: the inspector beside the demo, on the
  * demo's database (shared/demo.ts runs it through `besideTheDemo`). Its URL is
  * printed before the story begins; at a terminal the demo waits for Enter (or
  * 20 s) so the page is open before the first process is killed, and at the
@@ -35,7 +35,7 @@ export function inspectorBesideTheDemo({ interactive = Boolean(process.stdin.isT
     async start({ databaseUrl, databaseName }) {
       const inspector = await startOnPort({ databaseUrl, port: DEFAULT_PORT, log: (line) => say.explain(line) }, { portGiven: false });
       say.line(`\n${paint.bold('The inspector')} on ${databaseName}: ${paint.cyan(paint.bold(inspector.url))}`);
-      say.explain('Open it: the workflows appear as they are started, each one’s steps fill in, and a killed worker’s takeover shows as a new fencing token.');
+      say.explain('Open it: the workflows appear as they are started, each one’s steps fill in, a killed worker’s takeover shows as a new fencing token, and a workflow parked for an event, a cancel and a batch’s children show as they happen.');
       if (interactive) await enterOrTimeout(paint.dim('Press Enter to start the demo (it starts by itself in 20 s) '), 20_000);
       return {
         async afterStory() {

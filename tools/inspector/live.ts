@@ -26,10 +26,11 @@
  *     second, one connection, whatever the size of the log or the number of
  *     pages open. Only when the answer changes are the open views recomputed —
  *     once per distinct view, however many pages show it — with the engine's
- *     own read queries (a list is listWorkflows, one ORDER BY … LIMIT; a
- *     workflow is three indexed reads). Nothing that writes can be missed: a
- *     claim, a record, a release, a heartbeat all end a transaction that had
- *     an id. The snapshot is the server's, so writes in other databases on it
+ *     own read queries (a list is listWorkflows, one ORDER BY … LIMIT, and one
+ *     indexed read of its rows' parents, children and waits; a workflow is
+ *     four indexed reads). Nothing that writes can be missed: a
+ *     claim, a record, a release, a heartbeat, an event sent, a cancel
+ *     request all end a transaction that had an id. The snapshot is the server's, so writes in other databases on it
  *     also trigger a recompute: wasted reads, never a missed change. While
  *     workers are busy (their heartbeats alone commit several times a
  *     second), the open views are recomputed up to 4 times a second.
@@ -42,7 +43,7 @@
  * view again. The pool opens new connections by itself.
  */
 import type pg from 'pg';
-import { isConnectionFailure } from '../../chapters/08-failures-and-time/queries.ts';
+import { isConnectionFailure } from '../../chapters/09-waiting-for-the-world/queries.ts';
 import { changeMarker } from './queries.ts';
 import { isTicking, viewData, viewKey, type View } from './views.ts';
 
@@ -72,11 +73,11 @@ const MESSAGES: Record<DatabaseState, string> = {
   connecting: 'connecting to the database…',
   connected: 'connected',
   unavailable: 'database unavailable — retrying',
-  'schema-missing': 'no chapter 8 tables in this database yet — the engine creates them at its first start (retrying)',
+  'schema-missing': 'no chapter 9 tables in this database yet (waits, events, parent_id) — chapter 9\'s engine creates them at its first start (retrying)',
   error: 'the database refused a query — retrying',
 };
 
-/** PostgreSQL's "no such table" and "no such column": a database the engine has not migrated (to chapter 8). */
+/** PostgreSQL's "no such table" and "no such column": a database the engine has not migrated (to chapter 9). */
 function isSchemaMissing(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
   return code === '42P01' || code === '42703';

@@ -7,15 +7,15 @@ import { CourseError } from '../../shared/errors.ts';
 import { isLoopback, startInspector, type Inspector, type InspectorOptions } from './server.ts';
 
 export const DEFAULT_PORT = 7654;
-export const DEFAULT_DATABASE = 'chapter_8_demo';
+export const DEFAULT_DATABASE = 'chapter_9_demo';
 
 export const USAGE = `usage: npm run inspector -- [--db NAME] [--port N] [--host HOST] [--allow-actions]
        npm run inspector -- --screenshots DIR
-  --db NAME         the database on the course's server (default ${DEFAULT_DATABASE}: what npm run chapter 8 left);
+  --db NAME         the database on the course's server (default ${DEFAULT_DATABASE}: what npm run chapter 9 left);
                     with DATABASE_URL set, that server, and its database unless --db names another
   --port N          default ${DEFAULT_PORT} (another free one if it is taken); 0: any free port
   --host HOST       default 127.0.0.1: only this machine can open it
-  --allow-actions   let the page retry failed workflows (default: read-only)
+  --allow-actions   let the page retry failed workflows and cancel running ones (default: read-only)
   --screenshots DIR run a small scenario on a fresh database and save the page as list.png and timeline.png`;
 
 export interface InspectorArgs {
@@ -58,7 +58,7 @@ export function parseInspectorArgs(argv: string[]): InspectorArgs {
   if (!isLoopback(host)) {
     warnings.push(
       `warning: --host ${host} lets other machines open the inspector. It has no login: anyone who can reach ${host} sees every workflow's input and output` +
-        `${values['allow-actions'] ? ', and can retry failed workflows' : ''}. Put it behind something that authenticates, or keep the default (127.0.0.1) and use an SSH tunnel.`,
+        `${values['allow-actions'] ? ', and can retry failed workflows and cancel running ones' : ''}. Put it behind something that authenticates, or keep the default (127.0.0.1) and use an SSH tunnel.`,
     );
   }
   return {

@@ -1,22 +1,25 @@
 /**
- * The web inspector: "show me the run" for chapter 8's tables — the
- * workflows (filtered, newest first), and one workflow's input, output, lease
- * or wait, attempts, deadline and timeline (steps, failed attempts, back-offs,
- * sleeps, and which claim recorded what: takeovers visible). Live: the page
- * is pushed every change by Server-Sent Events (live.ts).
+ * The web inspector: "show me the run" for chapter 9's tables — the
+ * workflows (filtered, newest first, with their parents and children), and
+ * one workflow's input, output, lease or wait, attempts, deadline, the waits
+ * it is parked in, the events sent to it, its children, a cancel request,
+ * and its timeline (steps, failed attempts, back-offs, sleeps, parks for
+ * events, children started, and which claim recorded what: takeovers
+ * visible). Live: the page is pushed every change by Server-Sent Events (live.ts).
  *
  * Node's own http module and one static page (static/: plain HTML, CSS and
  * JavaScript, no build step). No framework, on purpose: it is a course tool
  * — a learner reads all of it in a sitting, `npm install` adds nothing to
  * run it, nothing has to be compiled before it starts, and there is no
  * dependency to keep patched in a tool that sits next to production data.
- * Four routes and a few hundred lines of DOM code do not need more.
+ * Five routes and a few hundred lines of DOM code do not need more.
  *
  *   GET  /                              the page (?id=… one workflow; ?status=…&name=…&newer=…&older=… the list)
  *   GET  /api/workflows?status&name&newer&older&limit   the list, as JSON
  *   GET  /api/workflows/<id>            one workflow with its timeline, as JSON
  *   GET  /api/events?<the page's query> the same, pushed as Server-Sent Events
  *   POST /api/workflows/<id>/retry      retryWorkflow — only with allowActions
+ *   POST /api/workflows/<id>/cancel     requestCancel (engine.cancel's statement), body {"reason": "…"} optional — only with allowActions
  *
  * Safe by default:
  *   - it binds 127.0.0.1 (another host only when asked: tools/bin/inspector.ts warns);
@@ -31,18 +34,18 @@ import fs from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
-import { getWorkflow, retryWorkflow } from '../../chapters/08-failures-and-time/queries.ts';
+import { getWorkflow, requestCancel, retryWorkflow } from '../../chapters/09-waiting-for-the-world/queries.ts';
 import { Live, type StatusEvent } from './live.ts';
 import { BadRequest, parseView, viewData, type View } from './views.ts';
 
 export interface InspectorOptions {
-  /** The database with chapter 8's tables. */
+  /** The database with chapter 9's tables. */
   databaseUrl: string;
   /** Default 127.0.0.1. */
   host?: string;
   /** Default 0: any free port. */
   port?: number;
-  /** Let the page retry failed workflows (default false: read-only, POSTs refused with 403). */
+  /** Let the page retry failed workflows and cancel running ones (default false: read-only, POSTs refused with 403). */
   allowActions?: boolean;
   /** How often the server asks the database whether anything changed (default 250 ms). */
   pollMs?: number;
@@ -134,7 +137,7 @@ export async function startInspector(options: InspectorOptions): Promise<Inspect
   /** Why a state-changing request is not from the inspector's own page, or null when it is. */
   const crossOrigin = (req: http.IncomingMessage): string | null => {
     const origin = req.headers.origin;
-    if (!origin) return 'it has no Origin header (a browser sends one with every POST; from a terminal, use npm run durable -- retry <id>)';
+    if (!origin) return 'it has no Origin header (a browser sends one with every POST; from a terminal, use npm run durable -- retry <id> or cancel <id>)';
     let parsed: URL;
     try {
       parsed = new URL(origin);
@@ -170,6 +173,52 @@ export async function startInspector(options: InspectorOptions): Promise<Inspect
     return refuse(res, 409, `workflow ${id} is ${row.status}, not failed: nothing to retry`);
   };
 
+  /** engine.cancel(id, { reason }): the same statement (requestCancel), which also NOTIFYs the worker holding it and wakes it if it waits. */
+  const cancel = async (res: http.ServerResponse, id: string, reason: string) => {
+    const found = await requestCancel(db, id, reason);
+    if (!found) return refuse(res, 404, `no workflow ${id} in the log`);
+    if (found.outcome === 'finished') return refuse(res, 409, `workflow ${id} is ${found.status}: nothing to cancel`);
+    if (found.outcome === 'already') return json(res, 200, { ok: true, outcome: 'already', message: `workflow ${id}: cancellation was requested already; nothing changed` });
+    return json(res, 200, {
+      ok: true,
+      outcome: 'requested',
+      message: `workflow ${id}: cancellation requested — its run stops at its next step (its code may compensate first) and it ends cancelled; its children still running are cancelled with it`,
+    });
+  };
+
+  /** An action's JSON body (`{}` when empty), at most 16 KiB. */
+  const readBody = (req: http.IncomingMessage): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      let text = '';
+      req.setEncoding('utf8');
+      req.on('data', (chunk: string) => {
+        text += chunk;
+        if (text.length > 16_384) {
+          reject(new BadRequest('the body is larger than 16 KiB'));
+          req.destroy();
+        }
+      });
+      req.on('end', () => {
+        if (text.trim() === '') return resolve({});
+        try {
+          const body: unknown = JSON.parse(text);
+          if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new Error('not an object');
+          resolve(body as Record<string, unknown>);
+        } catch {
+          reject(new BadRequest('the body is not a JSON object'));
+        }
+      });
+      req.on('error', reject);
+    });
+
+  /** The reason a cancel request gives: a string of at most 10,000 characters, as engine.cancel takes it; the inspector's own when none is given. */
+  const reasonOf = (body: Record<string, unknown>): string => {
+    const reason = body.reason;
+    if (reason === undefined || reason === null || (typeof reason === 'string' && reason.trim() === '')) return 'cancelled by an operator (the inspector)';
+    if (typeof reason !== 'string' || reason.length > 10_000) throw new BadRequest('reason: a string of at most 10,000 characters');
+    return reason;
+  };
+
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     if (!hostAllowed(req)) {
       return refuse(res, 403, `this inspector answers only requests addressed to 127.0.0.1:${port} or localhost:${port} (this one was for ${req.headers.host ?? 'no host'})`);
@@ -178,20 +227,27 @@ export async function startInspector(options: InspectorOptions): Promise<Inspect
     const path = url.pathname;
     const method = req.method ?? 'GET';
 
-    const retryMatch = /^\/api\/workflows\/([^/]+)\/retry$/.exec(path);
-    if (retryMatch || method === 'POST') {
-      if (method !== 'POST') return refuse(res, 405, 'retry is a POST');
-      if (!allowActions) return refuse(res, 403, 'actions are off: this inspector is read-only. Start it with --allow-actions to retry failed workflows from the page (or use npm run durable -- retry <id>).');
+    const action = /^\/api\/workflows\/([^/]+)\/(retry|cancel)$/.exec(path);
+    if (action || method === 'POST') {
+      if (method !== 'POST') return refuse(res, 405, `${action![2]} is a POST`);
+      if (!allowActions) return refuse(res, 403, 'actions are off: this inspector is read-only. Start it with --allow-actions to retry failed workflows and cancel running ones from the page (or use npm run durable -- retry <id> / cancel <id>).');
       const why = crossOrigin(req);
       if (why) return refuse(res, 403, `refused: this request does not come from the inspector's own page — ${why}`);
-      if (!retryMatch) return refuse(res, 404, `no action at ${path}`);
+      if (!action) return refuse(res, 404, `no action at ${path}`);
       let id: string;
       try {
-        id = decodeURIComponent(retryMatch[1]!);
+        id = decodeURIComponent(action[1]!);
       } catch {
         return refuse(res, 400, 'the workflow id in the path is not valid percent-encoding');
       }
-      return retry(res, id).catch((error: unknown) => databaseFailed(res, error));
+      if (action[2] === 'retry') return retry(res, id).catch((error: unknown) => databaseFailed(res, error));
+      let reason: string;
+      try {
+        reason = reasonOf(await readBody(req));
+      } catch (error) {
+        return refuse(res, 400, error instanceof BadRequest ? error.message : 'the body could not be read');
+      }
+      return cancel(res, id, reason).catch((error: unknown) => databaseFailed(res, error));
     }
     if (method !== 'GET' && method !== 'HEAD') return refuse(res, 405, `${method}: the inspector answers GET (and POST for actions)`);
 

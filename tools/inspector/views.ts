@@ -6,15 +6,17 @@
  *
  * The engine's queries do the reading (listWorkflows, getWorkflow, loadLog,
  * waitingOf — as `durable list` and `durable show` use them); the inspector
- * adds its times (queries.ts) and the timeline (timeline.ts).
+ * adds its times, and what chapter 9 keeps beside the log — parents and
+ * children, waits, events, cancel requests (queries.ts) — and the timeline
+ * (timeline.ts).
  */
-import { age } from '../../chapters/08-failures-and-time/cli.ts';
-import { decodeFromLog } from '../../chapters/08-failures-and-time/json.ts';
-import { getWorkflow, listWorkflows, loadLog, waitingOf, type Sql, type WorkflowStatus, type WorkflowSummary } from '../../chapters/08-failures-and-time/queries.ts';
-import { databaseNow, workflowTimes } from './queries.ts';
+import { age } from '../../chapters/09-waiting-for-the-world/cli.ts';
+import { decodeFromLog } from '../../chapters/09-waiting-for-the-world/json.ts';
+import { getWorkflow, listWorkflows, loadLog, waitingOf, type Sql, type WorkflowStatus, type WorkflowSummary } from '../../chapters/09-waiting-for-the-world/queries.ts';
+import { databaseNow, listExtras, workflowRelations, workflowTimes, type ChildRow, type EventRow, type WorkflowRelations } from './queries.ts';
 import { buildTimeline, type Timeline } from './timeline.ts';
 
-const STATUSES: readonly WorkflowStatus[] = ['running', 'completed', 'failed'];
+export const STATUSES: readonly WorkflowStatus[] = ['running', 'completed', 'failed', 'cancelled'];
 
 /** A request the inspector cannot answer as asked: a 400, with a sentence. */
 export class BadRequest extends Error {}
@@ -70,8 +72,20 @@ export function viewKey(view: View): string {
   return JSON.stringify(view.kind === 'workflow' ? ['workflow', view.id] : ['list', view.filter.status ?? null, view.filter.name ?? null, view.filter.newer ?? null, view.filter.older ?? null, view.filter.limit]);
 }
 
-/** A row of the list, with what its lease columns mean in one word. */
-export type ListedWorkflow = WorkflowSummary & { state: 'held' | 'waiting' | 'runnable' | 'completed' | 'failed' };
+/**
+ * A row of the list, with what its lease columns mean in one word, its parent
+ * and children, the events it is parked for, and a cancel request.
+ */
+export type ListedWorkflow = WorkflowSummary & {
+  state: 'held' | 'waiting' | 'runnable' | 'completed' | 'failed' | 'cancelled';
+  parentId: string | null;
+  children: number;
+  childrenRunning: number;
+  /** Parked for these events (null: not parked for events — a back-off or a sleep, when waiting); and the soonest timeout. */
+  waitEvents: string[] | null;
+  waitUntil: Date | null;
+  cancelRequestedAt: Date | null;
+};
 
 export interface ListData {
   dbNow: Date;
@@ -90,14 +104,25 @@ export async function listData(db: Sql, filter: ListFilter): Promise<ListData> {
     }),
     databaseNow(db),
   ]);
-  const workflows = rows.map((row): ListedWorkflow => ({
-    ...row,
-    state:
-      row.status !== 'running' ? row.status
-      : row.leaseMsLeft <= 0 ? 'runnable'
-      : row.leaseOwner === null ? 'waiting' // released by its run until a back-off or a sleep ends
-      : 'held',
-  }));
+  const extras = await listExtras(db, rows.map((row) => row.id));
+  const workflows = rows.map((row): ListedWorkflow => {
+    const extra = extras.get(row.id); // missing only for a row pruned between the two reads
+    const parked = row.status === 'running' && row.leaseOwner === null && row.leaseMsLeft > 0;
+    return {
+      ...row,
+      state:
+        row.status !== 'running' ? row.status
+        : row.leaseMsLeft <= 0 ? 'runnable'
+        : row.leaseOwner === null ? 'waiting' // released by its run until a back-off, a sleep or its events end
+        : 'held',
+      parentId: extra?.parentId ?? null,
+      children: extra?.children ?? 0,
+      childrenRunning: extra?.childrenRunning ?? 0,
+      waitEvents: parked ? (extra?.waitEvents ?? null) : null,
+      waitUntil: parked ? (extra?.waitUntil ?? null) : null,
+      cancelRequestedAt: extra?.cancelRequestedAt ?? null,
+    };
+  });
   return { dbNow, filter, workflows };
 }
 
@@ -124,20 +149,45 @@ export type WorkflowData =
         createdAt: Date;
         updatedAt: Date;
       };
-      waiting: { reason: 'retry' | 'sleep'; until: Date; inMs: number } | null;
+      /** What it waits for now: a back-off or a sleep until a time; events, until a timeout (null: none). inMs: time left (null: no timeout). */
+      waiting: { reason: 'retry' | 'sleep'; until: Date; inMs: number } | { reason: 'event'; events: string[]; until: Date | null; inMs: number | null } | null;
+      /** The waits it is parked in, each with the event already sent for it (not yet taken: the workflow is woken once all have one). */
+      waits: Array<{ seq: number; name: string; until: Date | null; child: string | null; arrived: { key: string; sentAt: Date } | null }>;
+      /** The events sent to it, oldest first (at most 500; eventCount: all). */
+      events: Array<Omit<EventRow, 'payload'> & { payload: unknown; child: string | null }>;
+      eventCount: number;
+      eventsUntaken: number;
+      /** The children it started, in the order it started them (at most 500; childCount: all). */
+      children: ChildRow[];
+      childCount: number;
+      childrenByStatus: WorkflowRelations['childrenByStatus'];
+      parent: WorkflowRelations['parent'];
+      cancel: { requestedAt: Date; reason: string | null } | null;
       stepCount: number;
       failedAttempts: number;
       timeline: Timeline;
     };
 
-/** One workflow: its row, its wait, its timeline (steps, failed attempts, claims). */
+const CHILD_EVENT = 'durable:child:';
+const childOf = (name: string) => (name.startsWith(CHILD_EVENT) ? name.slice(CHILD_EVENT.length) : null);
+
+/** One workflow: its row, its wait, its relations (parent, children, waits, events, cancel), its timeline (steps, failed attempts, claims). */
 export async function workflowData(db: Sql, id: string): Promise<WorkflowData> {
-  // Three reads, not one transaction: each is consistent in itself, and the
+  // Four reads, not one transaction: each is consistent in itself, and the
   // next push (a few hundred ms later) shows whatever moved between them.
-  const [row, log, times] = await Promise.all([getWorkflow(db, id), loadLog(db, id), workflowTimes(db, id)]);
-  if (!row || !times) return { found: false, id, dbNow: times?.dbNow ?? (await databaseNow(db)) };
+  const [row, log, times, relations] = await Promise.all([getWorkflow(db, id), loadLog(db, id), workflowTimes(db, id), workflowRelations(db, id)]);
+  if (!row || !times || !relations) return { found: false, id, dbNow: times?.dbNow ?? (await databaseNow(db)) };
   const waiting = waitingOf(row, log);
   const steps = log.steps.map((step) => ({ ...step, output: decodeFromLog(step.output) }));
+  // Which wait each untaken event will fill: per name, the oldest event for the earliest wait (as takeEvents pairs them).
+  const untaken = new Map<string, EventRow[]>();
+  for (const event of relations.events) if (event.takenAtSeq === null) untaken.set(event.name, [...(untaken.get(event.name) ?? []), event]);
+  const waits = relations.waits.map((wait) => {
+    const event = untaken.get(wait.name)?.shift();
+    return { ...wait, child: childOf(wait.name), arrived: event ? { key: event.key, sentAt: event.sentAt } : null };
+  });
+  const cancel = relations.cancelRequestedAt ? { requestedAt: relations.cancelRequestedAt, reason: relations.cancelReason } : null;
+  const inMs = (until: Date | null) => (until === null ? null : Math.max(0, until.getTime() - times.dbNow.getTime()));
   return {
     found: true,
     id,
@@ -150,10 +200,24 @@ export async function workflowData(db: Sql, id: string): Promise<WorkflowData> {
       createdAt: times.createdAt,
       updatedAt: times.updatedAt,
     },
-    waiting: waiting && { ...waiting, inMs: Math.max(0, waiting.until.getTime() - times.dbNow.getTime()) },
+    waiting: waiting && (waiting.reason === 'event' ? { ...waiting, inMs: inMs(waiting.until) } : { ...waiting, inMs: inMs(waiting.until)! }),
+    waits,
+    events: relations.events.map((event) => ({ ...event, payload: decodeFromLog(event.payload), child: childOf(event.name) })),
+    eventCount: relations.eventCount,
+    eventsUntaken: relations.eventsUntaken,
+    children: relations.children,
+    childCount: relations.childCount,
+    childrenByStatus: relations.childrenByStatus,
+    parent: relations.parent,
+    cancel,
     stepCount: log.steps.length,
     failedAttempts: log.failures.length,
-    timeline: buildTimeline(row, { steps, failures: log.failures }, times, waiting),
+    timeline: buildTimeline(row, { steps, failures: log.failures }, times, waiting, {
+      events: relations.events,
+      waits: relations.waits,
+      cancelRequestedAt: relations.cancelRequestedAt,
+      cancelReason: relations.cancelReason,
+    }),
   };
 }
 
@@ -164,6 +228,7 @@ export function viewData(db: Sql, view: View): Promise<ListData | WorkflowData> 
 
 /** Does this view show a clock that runs (a lease's time left, a wait's end)? Then it is pushed again every second, change or not. */
 export function isTicking(data: ListData | WorkflowData): boolean {
-  if ('workflows' in data) return data.workflows.some((w) => w.status === 'running' && w.leaseMsLeft > 0);
+  // A park for events with no timeout has no clock to run (its lease_expires_at is the year 9999).
+  if ('workflows' in data) return data.workflows.some((w) => w.status === 'running' && w.leaseMsLeft > 0 && !(w.waitEvents && !w.waitUntil));
   return data.found && data.workflow.status === 'running';
 }

@@ -15,8 +15,14 @@ const statusPill = document.getElementById('db-status');
 let config = { allowActions: false, database: '' };
 let lastData = null;
 let lastKind = null;
-/** A message from the last action (retry), kept across pushes. */
+/** A message from the last action (retry, cancel), kept across pushes. */
 let actionMessage = null;
+/** The Cancel button was clicked once: the page asks for a reason and a second click. */
+let confirmingCancel = false;
+/** An action's request is in flight: its buttons stay disabled whatever is pushed meanwhile. */
+let busy = false;
+/** What has been typed into the page's inputs (by id): a push rebuilds the page, and must not wipe it. */
+const drafts = new Map();
 
 // ── building the DOM ─────────────────────────────────────────────────────────
 
@@ -96,6 +102,31 @@ function badge(status) {
   return h('span', { className: `badge ${status}` }, status);
 }
 
+function workflowLink(id) {
+  return h('a', { href: workflowHref(id), className: 'id' }, id);
+}
+
+const CHILD_EVENT = 'durable:child:';
+
+/** An event's name as the page says it: a child's end links to the child; any other name is quoted text. */
+function eventName(name) {
+  if (name.startsWith(CHILD_EVENT)) return h('span', { className: 'event-name child' }, 'end of child ', workflowLink(name.slice(CHILD_EVENT.length)));
+  return h('span', { className: 'event-name' }, JSON.stringify(name));
+}
+
+/** The names of a park's events, said briefly: one name, or a count (and how many are children's ends). */
+function eventsBrief(names) {
+  if (names.length === 1) return names[0].startsWith(CHILD_EVENT) ? `the end of child ${names[0].slice(CHILD_EVENT.length)}` : `event ${JSON.stringify(names[0])}`;
+  const children = names.filter((n) => n.startsWith(CHILD_EVENT)).length;
+  if (children === names.length) return `${names.length} events: the ends of ${children} children`;
+  const shown = names.slice(0, 3).map((n) => JSON.stringify(n)).join(', ');
+  return `${names.length} events: ${shown}${names.length > 3 ? ', …' : ''}`;
+}
+
+function seqRange(items) {
+  return items.length === 1 ? `#${items[0].seq}` : `#${items[0].seq}–#${items[items.length - 1].seq}`;
+}
+
 // ── live updates ─────────────────────────────────────────────────────────────
 
 function setStatus(state, message) {
@@ -111,7 +142,7 @@ function connect() {
   events.addEventListener('hello', (event) => {
     config = JSON.parse(event.data);
     document.getElementById('db-name').textContent = `database ${config.database}`;
-    document.getElementById('footer').textContent = `Live: the server pushes every change to this page (Server-Sent Events); the page never polls. ${config.allowActions ? 'Actions are on (--allow-actions).' : 'Read-only: start with --allow-actions to retry failed workflows here.'}`;
+    document.getElementById('footer').textContent = `Live: the server pushes every change to this page (Server-Sent Events); the page never polls. ${config.allowActions ? 'Actions are on (--allow-actions).' : 'Read-only: start with --allow-actions to retry failed workflows and cancel running ones here.'}`;
     if (lastData) render(lastKind, lastData);
   });
   events.addEventListener('status', (event) => {
@@ -126,13 +157,41 @@ function connect() {
   });
 }
 
+/**
+ * The page again, from the data pushed. It is rebuilt whole; what the user
+ * has in hand is carried over by id: what they typed, the input that has
+ * the focus (and its selection), the lists they opened, the scroll.
+ */
 function render(kind, data) {
   lastKind = kind;
   lastData = data;
   const scroll = window.scrollY;
+  const active = document.activeElement;
+  const focused = active && active.id && app.contains(active) ? active : null;
+  const selection = focused && typeof focused.selectionStart === 'number' ? [focused.selectionStart, focused.selectionEnd] : null;
+  const open = Array.from(app.querySelectorAll('details[id]')).filter((d) => d.open).map((d) => d.id);
   app.replaceChildren(kind === 'list' ? listPage(data) : workflowPage(data));
+  for (const [id, value] of drafts) {
+    const input = document.getElementById(id);
+    if (input && 'value' in input && input.value !== value) input.value = value;
+  }
+  for (const id of open) {
+    const details = document.getElementById(id);
+    if (details) details.open = true;
+  }
+  if (focused) {
+    const again = document.getElementById(focused.id);
+    if (again) {
+      again.focus();
+      if (selection && typeof again.setSelectionRange === 'function') again.setSelectionRange(selection[0], selection[1]);
+    }
+  }
   window.scrollTo(0, scroll);
 }
+
+app.addEventListener('input', (event) => {
+  if (event.target && event.target.id) drafts.set(event.target.id, event.target.value);
+});
 
 // ── the list ─────────────────────────────────────────────────────────────────
 
@@ -140,7 +199,7 @@ function filterForm(filter) {
   const statusSelect = h(
     'select',
     { name: 'status', id: 'filter-status' },
-    ['', 'running', 'completed', 'failed'].map((s) => h('option', { value: s, selected: (filter.status || '') === s ? 'selected' : null }, s || 'any status')),
+    ['', 'running', 'completed', 'failed', 'cancelled'].map((s) => h('option', { value: s, selected: (filter.status || '') === s ? 'selected' : null }, s || 'any status')),
   );
   const input = (name, placeholder, value, label) =>
     h('label', {}, `${label} `, h('input', { name, id: `filter-${name}`, placeholder, value: value || '', size: name === 'name' ? 14 : 6 }));
@@ -161,6 +220,7 @@ function whereItIs(w) {
     case 'held':
       return `held by ${w.leaseOwner} · token ${w.fencingToken} · ${duration(w.leaseMsLeft)} left`;
     case 'waiting':
+      if (w.waitEvents) return `waiting for ${eventsBrief(w.waitEvents)} · ${w.waitUntil ? `timeout in ${duration(w.leaseMsLeft)}` : 'no timeout'}`;
       return `waiting (nobody holds it) · runnable in ${duration(w.leaseMsLeft)}`;
     case 'runnable':
       return w.fencingToken === 0 ? 'runnable · never claimed' : `runnable · last held by ${w.leaseOwner ?? '?'} (token ${w.fencingToken})`;
@@ -174,11 +234,17 @@ function listPage(data) {
   const rows = data.workflows.map((w) =>
     h(
       'tr',
-      { dataset: { workflowId: w.id, status: w.status, state: w.state } },
-      h('td', { className: 'id' }, h('a', { href: workflowHref(w.id) }, w.id)),
+      { dataset: { workflowId: w.id, status: w.status, state: w.state, parent: w.parentId ?? undefined, children: w.children || undefined } },
+      h(
+        'td',
+        { className: 'id' },
+        h('a', { href: workflowHref(w.id) }, w.id),
+        w.parentId !== null ? h('div', { className: 'parent muted' }, '↳ child of ', h('a', { href: workflowHref(w.parentId), className: 'parent-link' }, w.parentId)) : null,
+      ),
       h('td', {}, w.name),
-      h('td', {}, badge(w.status)),
+      h('td', {}, badge(w.status), w.status === 'running' && w.cancelRequestedAt ? h('div', { className: 'cancelling' }, 'cancel requested') : null),
       h('td', { className: `where ${w.state}` }, whereItIs(w)),
+      h('td', { className: 'num children' }, w.children ? `${w.children}${w.childrenRunning ? ` (${w.childrenRunning} running)` : ''}` : ''),
       h('td', { className: 'num' }, w.steps),
       h('td', { className: 'num' }, w.fencingToken),
       h('td', { className: 'ago', title: clock(w.createdAt) }, ago(w.createdAt, data.dbNow)),
@@ -195,8 +261,8 @@ function listPage(data) {
     h(
       'table',
       { className: 'workflows' },
-      h('thead', {}, h('tr', {}, ['id', 'name', 'status', 'where it is', 'steps', 'token', 'created', 'last change', 'error'].map((c) => h('th', {}, c)))),
-      h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 9, className: 'muted' }, 'no workflows match'))),
+      h('thead', {}, h('tr', {}, ['id', 'name', 'status', 'where it is', 'children', 'entries', 'token', 'created', 'last change', 'error'].map((c) => h('th', {}, c)))),
+      h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 10, className: 'muted' }, 'no workflows match'))),
     ),
   );
 }
@@ -206,6 +272,10 @@ function listPage(data) {
 function leaseText(data) {
   const w = data.workflow;
   if (w.status !== 'running') return '— (finished: nobody holds it)';
+  if (data.waiting && data.waiting.reason === 'event') {
+    const timeout = data.waiting.until ? `, or its timeout at ${clock(data.waiting.until)} — in ${duration(data.waiting.inMs)}` : ' (no timeout)';
+    return `parked waiting for ${eventsBrief(data.waiting.events)}${timeout}; held by nobody, no worker slot used`;
+  }
   if (data.waiting) return `waiting for its ${data.waiting.reason === 'retry' ? 'retry (a back-off)' : 'sleep'} to end at ${clock(data.waiting.until)} — in ${duration(data.waiting.inMs)}; held by nobody`;
   if (w.leaseOwner && w.leaseMsLeft > 0) return `held by ${w.leaseOwner} · fencing token ${w.fencingToken} · ${duration(w.leaseMsLeft)} left`;
   if (w.fencingToken === 0) return 'runnable: never claimed yet';
@@ -217,26 +287,56 @@ function deadlineText(w) {
   return w.deadlineInMs >= 0 ? `in ${duration(w.deadlineInMs)} (${clock(w.deadlineAt)})` : `passed ${duration(-w.deadlineInMs)} ago (${clock(w.deadlineAt)})`;
 }
 
+/** POST an action to the inspector (same origin: the browser sends our Origin), and say what came back. */
+async function act(path, body) {
+  busy = true;
+  render(lastKind, lastData);
+  try {
+    const response = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+    const answer = await response.json();
+    actionMessage = { ok: response.ok, text: answer.message || answer.error || `HTTP ${response.status}` };
+  } catch (error) {
+    actionMessage = { ok: false, text: String(error) };
+  } finally {
+    busy = false;
+  }
+  render(lastKind, lastData);
+}
+
 function retryButton(w) {
   if (!config.allowActions || w.status !== 'failed') return null;
+  return h('button', { className: 'action', id: 'retry', disabled: busy, onclick: () => act(`/api/workflows/${encodeURIComponent(w.id)}/retry`, {}) }, 'Retry this workflow');
+}
+
+/** Cancel, in two clicks: the first asks for a reason and says what a cancel does; the second sends it (engine.cancel's statement). */
+function cancelControls(data) {
+  const w = data.workflow;
+  if (!config.allowActions || w.status !== 'running' || data.cancel) return null;
+  if (!confirmingCancel) {
+    return h('button', { className: 'action danger', id: 'cancel', disabled: busy, onclick: () => ((confirmingCancel = true), render(lastKind, lastData)) }, 'Cancel this workflow…');
+  }
+  const children = data.childrenByStatus.running ? ` Its ${data.childrenByStatus.running} running child workflow(s) are cancelled with it.` : '';
   return h(
-    'button',
-    {
-      className: 'action',
-      id: 'retry',
-      onclick: async (event) => {
-        event.target.disabled = true;
-        try {
-          const response = await fetch(`/api/workflows/${encodeURIComponent(w.id)}/retry`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
-          const body = await response.json();
-          actionMessage = { ok: response.ok, text: body.message || body.error || `HTTP ${response.status}` };
-        } catch (error) {
-          actionMessage = { ok: false, text: String(error) };
-        }
-        render(lastKind, lastData);
+    'div',
+    { className: 'confirm', id: 'cancel-confirmation' },
+    h('p', {}, `Cancel ${w.id}? Its run stops at its next step — a step running now has its signal aborted — and it ends cancelled; its code may compensate first (steps in ctx.nonCancellable still run). A workflow that sleeps or waits is woken to end.${children} This cannot be undone.`),
+    h('label', {}, 'reason ', h('input', { id: 'cancel-reason', maxlength: 10000, size: 40, placeholder: 'cancelled by an operator (the inspector)' })),
+    h(
+      'button',
+      {
+        className: 'action danger',
+        id: 'cancel-confirm',
+        disabled: busy,
+        onclick: () => {
+          const reason = drafts.get('cancel-reason') || '';
+          confirmingCancel = false;
+          drafts.delete('cancel-reason');
+          void act(`/api/workflows/${encodeURIComponent(w.id)}/cancel`, { reason });
+        },
       },
-    },
-    'Retry this workflow',
+      'Cancel it',
+    ),
+    h('button', { id: 'cancel-back', onclick: () => ((confirmingCancel = false), render(lastKind, lastData)) }, 'Keep it running'),
   );
 }
 
@@ -253,6 +353,8 @@ function workflowPage(data) {
     'dl',
     { className: 'facts' },
     fact('status', badge(w.status), w.error ? ` ${w.error}` : ''),
+    data.parent ? fact('parent', h('span', { id: 'parent' }, workflowLink(data.parent.id), ` (${data.parent.name}) `, badge(data.parent.status)), h('span', { className: 'muted' }, ' started it with ctx.startChild; it hears of this one’s end as an event')) : null,
+    data.cancel ? fact('cancel', h('span', { id: 'cancel-request' }, `requested ${clock(data.cancel.requestedAt)} (${ago(data.cancel.requestedAt, data.dbNow)})${data.cancel.reason !== null ? ` — ${data.cancel.reason}` : ''}`), h('span', { className: 'muted' }, w.status === 'running' ? ' · its run stops at its next step (compensation excepted), then it ends cancelled' : '')) : null,
     fact('lease', h('span', { id: 'lease' }, leaseText(data))),
     fact('attempts', `${w.attempts} / ${w.maxAttempts}`, h('span', { className: 'muted' }, ' claims in a row with no word from their run (failed past the maximum)')),
     fact('deadline', deadlineText(w)),
@@ -266,7 +368,7 @@ function workflowPage(data) {
     { className: 'workflow', dataset: { status: w.status } },
     back,
     h('h1', {}, h('span', { className: 'id', id: 'workflow-id' }, w.id), ' ', h('span', { className: 'muted' }, `(${w.name})`), ' ', badge(w.status)),
-    h('div', { className: 'actions' }, retryButton(w), message),
+    h('div', { className: 'actions' }, retryButton(w), cancelControls(data), message),
     facts,
     h(
       'div',
@@ -275,15 +377,101 @@ function workflowPage(data) {
       w.status === 'completed' ? h('div', {}, h('h2', {}, 'Output'), h('pre', { id: 'output' }, pretty(w.output))) : null,
       w.status === 'failed' ? h('div', {}, h('h2', {}, 'Error'), h('pre', { id: 'error', className: 'error' }, w.error)) : null,
     ),
+    waitsSection(data),
     h('h2', {}, 'Timeline'),
-    h('p', { className: 'muted' }, 'What the log recorded, in order, and what it implies between the records: which claim (fencing token) recorded each entry, where a run went to wait, where one run stopped and another took over. Times are the database’s; a step’s start is not recorded — its duration is measured from the previous record of the same run (≈: a claim’s latency included).'),
-    timelineTable(data.timeline, data.dbNow),
+    h('p', { className: 'muted' }, 'What the log recorded, in order, and what it implies between the records: which claim (fencing token) recorded each entry, where a run went to wait (a back-off, a sleep, a park for events), where one run stopped and another took over. Times are the database’s; a step’s start is not recorded — its duration is measured from the previous record of the same run (≈: a claim’s latency included). Entries recorded together (children started in one transaction, waits that ended together) are one row.'),
+    timelineTable(data.timeline, data.dbNow, data.children, data.parent),
+    childrenSection(data),
+    eventsSection(data),
+  );
+}
+
+// ── chapter 9: waits, events, children ──────────────────────────────────────
+
+function waitsSection(data) {
+  if (data.waits.length === 0) return null;
+  const parked = data.workflow.status === 'running' && data.waiting && data.waiting.reason === 'event';
+  const arrived = data.waits.filter((w) => w.arrived).length;
+  const rows = data.waits.map((wait) =>
+    h(
+      'tr',
+      { dataset: { seq: wait.seq, name: wait.name, arrived: wait.arrived ? 'yes' : 'no' } },
+      h('td', { className: 'num' }, `#${wait.seq}`),
+      h('td', {}, eventName(wait.name)),
+      h('td', {}, wait.until ? `${clock(wait.until)}${parked ? ` (in ${duration(new Date(wait.until).getTime() - new Date(data.dbNow).getTime())})` : ''}` : 'none'),
+      h('td', {}, wait.arrived ? `sent ${clock(wait.arrived.sentAt)} (key ${JSON.stringify(wait.arrived.key)}): taken when the workflow is woken` : 'not sent yet'),
+    ),
+  );
+  return h(
+    'div',
+    { className: 'section', id: 'waits' },
+    h('h2', {}, `Waits (${data.waits.length})`),
+    h(
+      'p',
+      { className: 'muted' },
+      parked
+        ? `Parked for ${data.waits.length === 1 ? 'this wait' : `these ${data.waits.length} waits, made together`}: held by nobody, no worker slot used. It is woken once — when every wait has its event (${arrived} of ${data.waits.length} sent so far), or a timeout passes.`
+        : 'The waits it was parked in when its run stopped waiting (a cancel request, or its deadline, woke it): rows of the waits table, not in the log.',
+    ),
+    h('table', { className: 'waits' }, h('thead', {}, h('tr', {}, ['at', 'waiting for', 'timeout', 'its event'].map((c) => h('th', {}, c)))), h('tbody', {}, rows)),
+  );
+}
+
+function eventsSection(data) {
+  if (data.eventCount === 0) return null;
+  const rows = data.events.map((event) =>
+    h(
+      'tr',
+      { dataset: { name: event.name, key: event.key, taken: event.takenAtSeq === null ? 'no' : String(event.takenAtSeq) } },
+      h('td', { className: 'num' }, event.arrival),
+      h('td', {}, eventName(event.name)),
+      h('td', { className: 'key' }, event.key),
+      h('td', { className: 'ago', title: clock(event.sentAt) }, clock(event.sentAt)),
+      h('td', {}, event.takenAtSeq === null ? h('span', { className: 'untaken' }, 'not taken yet') : `by the wait at #${event.takenAtSeq}`),
+      h('td', { className: 'payload' }, brief(event.payload, 140)),
+    ),
+  );
+  return h(
+    'div',
+    { className: 'section', id: 'events' },
+    h('h2', {}, `Events (${data.eventCount})`),
+    h(
+      'p',
+      { className: 'muted' },
+      `Sent to it by engine.send (a child’s end, by the engine), kept as rows until a wait takes them — oldest first, one wait each; the same key again is the same event. ${data.eventsUntaken} not taken yet.${data.events.length < data.eventCount ? ` The first ${data.events.length} shown.` : ''}`,
+    ),
+    h('table', { className: 'events' }, h('thead', {}, h('tr', {}, ['arrival', 'name', 'key', 'sent at', 'taken', 'payload'].map((c) => h('th', {}, c)))), h('tbody', {}, rows)),
+  );
+}
+
+function childrenSection(data) {
+  if (data.childCount === 0) return null;
+  const counts = Object.entries(data.childrenByStatus).map(([status, n]) => `${n} ${status}`).join(', ');
+  const rows = data.children.map((child) =>
+    h(
+      'tr',
+      { dataset: { childId: child.id, status: child.status } },
+      h('td', { className: 'num' }, child.seq === null ? '' : `#${child.seq}`),
+      h('td', { className: 'id' }, workflowLink(child.id)),
+      h('td', {}, child.name),
+      h('td', {}, badge(child.status)),
+      h('td', { className: 'ago', title: clock(child.updatedAt) }, ago(child.updatedAt, data.dbNow)),
+      h('td', { className: 'error' }, child.error ? clip(child.error, 90) : ''),
+    ),
+  );
+  return h(
+    'div',
+    { className: 'section', id: 'children' },
+    h('h2', {}, `Children (${data.childCount}: ${counts})`),
+    h('p', { className: 'muted' }, `Started with ctx.startChild, each with the id <this id>/<its position in this log>; each one’s end is sent here as an event.${data.children.length < data.childCount ? ` The first ${data.children.length} shown.` : ''}`),
+    h('table', { className: 'children' }, h('thead', {}, h('tr', {}, ['at', 'id', 'name', 'status', 'last change', 'error'].map((c) => h('th', {}, c)))), h('tbody', {}, rows)),
   );
 }
 
 // ── the timeline ─────────────────────────────────────────────────────────────
 
-function timelineTable(timeline, now) {
+function timelineTable(timeline, now, children, parent) {
+  const childStatus = new Map(children.map((c) => [c.id, c.status]));
   const from = new Date(timeline.from).getTime();
   const span = Math.max(1, new Date(timeline.to).getTime() - from);
   const pct = (value) => `${(((new Date(value).getTime() - from) / span) * 100).toFixed(3)}%`;
@@ -356,14 +544,93 @@ function timelineTable(timeline, now) {
         cells.track = tick('sleep', event.at, clock(event.at));
         break;
       }
+      case 'child': {
+        data.seq = event.seq;
+        data.token = event.token;
+        data.count = event.children.length;
+        data.children = event.children.map((c) => c.id).join(' ');
+        cells.when = offset(event.at);
+        cells.token = `${event.token}`;
+        cells.took = took(event);
+        const one = event.children.length === 1 ? event.children[0] : null;
+        cells.what = one ? `↳ #${one.seq} started child ${one.name}` : `↳ ${seqRange(event.children)} started ${event.children.length} children`;
+        const statusOf = (id) => (childStatus.get(id) ? [' ', badge(childStatus.get(id))] : []);
+        cells.detail = one
+          ? h('span', {}, workflowLink(one.id), ...statusOf(one.id), ' — started in the same transaction as this record')
+          : h(
+              'details',
+              { id: `children-${event.seq}` },
+              h('summary', {}, `${event.children[0].id} … ${event.children[event.children.length - 1].id}, in one transaction`),
+              h('ul', { className: 'plain' }, event.children.map((c) => h('li', {}, `#${c.seq} `, workflowLink(c.id), ` (${c.name})`, ...statusOf(c.id)))),
+            );
+        cells.track = tick('child', event.at, clock(event.at));
+        break;
+      }
+      case 'event': {
+        const got = event.waits.filter((w) => w.outcome === 'event').length;
+        const outcome = got === event.waits.length ? 'event' : got === 0 ? 'timeout' : 'mixed';
+        data.seq = event.seq;
+        data.token = event.token;
+        data.outcome = outcome;
+        data.count = event.waits.length;
+        data.name = event.waits[0].name;
+        className += ` ${outcome}`;
+        cells.when = offset(event.at);
+        cells.token = `${event.token}`;
+        const said = (w) =>
+          w.outcome === 'timeout'
+            ? ['timed out']
+            : w.child
+              ? [`got its end${w.payload && w.payload.status ? `: ${w.payload.status}` : ''}`, w.payload && w.payload.status === 'completed' ? ` → ${brief(w.payload.output, 80)}` : w.payload && w.payload.error ? ` — ${clip(w.payload.error, 80)}` : '']
+              : [`got its event (key ${JSON.stringify(w.key)}${w.sentAt ? `, sent ${timeOfDay(w.sentAt)}` : ''}) → ${brief(w.payload, 80)}`];
+        if (event.waits.length === 1) {
+          const w = event.waits[0];
+          cells.what = h('span', {}, `${w.outcome === 'timeout' ? '⏱' : '✉'} #${w.seq} wait for `, eventName(w.name));
+          cells.detail = said(w).join('');
+        } else {
+          cells.what = `✉ ${seqRange(event.waits)} ${event.waits.length} waits ended`;
+          cells.detail = h(
+            'details',
+            { id: `waits-${event.seq}` },
+            h('summary', {}, `${got} got their events, ${event.waits.length - got} timed out — recorded together`),
+            h('ul', { className: 'plain' }, event.waits.map((w) => h('li', {}, `#${w.seq} `, eventName(w.name), ': ', said(w).join('')))),
+          );
+        }
+        cells.track = tick(outcome === 'timeout' ? 'timeout' : 'event', event.at, clock(event.at));
+        break;
+      }
+      case 'cancel': {
+        cells.when = offset(event.at);
+        cells.what = '⊘ cancel requested';
+        cells.detail = event.reason === null ? '' : `reason: ${event.reason}`;
+        cells.track = tick('cancel', event.at, clock(event.at));
+        break;
+      }
       case 'wait': {
         data.reason = event.reason;
+        data.endedBy = event.endedBy ?? 'now';
         className += ` ${event.reason}${event.current ? ' current' : ''}`;
+        const until = event.until ?? timeline.to;
         cells.when = offset(event.from);
-        cells.what = `‖ ${event.reason === 'retry' ? 'back-off before the next attempt' : 'asleep'} — ${duration(event.ms)}`;
-        cells.took = duration(event.ms);
-        cells.detail = `released: held by nobody, no worker slot used, until ${clock(event.until)}${event.current ? ` — now, ${duration(new Date(event.until).getTime() - new Date(now).getTime())} to go` : ''}`;
-        cells.track = bar(`wait ${event.reason}`, event.from, event.until, `${clock(event.from)} → ${clock(event.until)}`);
+        const what = event.reason === 'retry' ? 'back-off before the next attempt' : event.reason === 'sleep' ? 'asleep' : `parked for ${eventsBrief(event.events || [])}`;
+        cells.what = `‖ ${what} — ${event.ms === null ? 'no timeout' : `${event.approxFrom ? '≈' : ''}${duration(event.ms)}`}`;
+        cells.took = event.ms === null ? '' : `${event.approxFrom ? '≈' : ''}${duration(event.ms)}`;
+        const ended = {
+          time: '',
+          event: ` — woken by the send ${(event.events || []).length > 1 ? 'that filled its last wait' : 'of its event'} (${clock(event.until)})`,
+          timeout: ' — its timeout passed',
+          cancel: ` — cut short by the cancel request (${clock(event.until)})`,
+          deadline: ` — cut short by the deadline (${clock(event.until)})`,
+        }[event.endedBy] ?? '';
+        const since = event.approxFrom ? ' (the park is not recorded: since the record before it)' : '';
+        if (event.current) {
+          cells.detail = event.until
+            ? `released${since}: held by nobody, no worker slot used, until ${clock(event.until)} — now, ${duration(new Date(event.until).getTime() - new Date(now).getTime())} to go${event.reason === 'event' ? ', unless its events come first' : ''}`
+            : `released${since}: held by nobody, no worker slot used, until its events come — no timeout`;
+        } else {
+          cells.detail = `released${since}: held by nobody, no worker slot used${event.endedBy === 'time' ? `, until ${clock(event.until)}` : ''}${ended}`;
+        }
+        cells.track = bar(`wait ${event.reason}`, event.from, until, `${clock(event.from)} → ${event.until ? clock(event.until) : 'its events'}`);
         break;
       }
       case 'now': {
@@ -374,12 +641,12 @@ function timelineTable(timeline, now) {
         cells.token = `${event.token}`;
         if (event.state === 'running') {
           cells.what = `▶ running #${event.nextSeq} now`;
-          cells.detail = `held by ${event.owner} (token ${event.token}), lease ${duration(event.leaseMsLeft)} left`;
+          cells.detail = `held by ${event.owner} (token ${event.token}), lease ${duration(event.leaseMsLeft)} left${event.cancelRequested ? ' — cancel requested: no further step starts outside ctx.nonCancellable' : ''}`;
           cells.took = event.sinceMs === null ? '' : `${duration(event.sinceMs)} so far`;
           if (event.startedAt) cells.track = bar('run current', event.startedAt, event.at, 'running now');
         } else if (event.state === 'runnable') {
           cells.what = '… runnable';
-          cells.detail = event.token === 0 ? 'waiting for a worker to claim it' : `nobody holds it: the next claim takes it (token ${event.token + 1})`;
+          cells.detail = event.token === 0 ? 'waiting for a worker to claim it' : `nobody holds it: the next claim takes it (token ${event.token + 1})${event.cancelRequested ? ' — and, cancel requested, ends it cancelled' : ''}`;
         } else if (event.state === 'waiting') {
           cells.what = '‖ waiting now';
           cells.detail = 'released until its wait ends (above); then any worker claims it';
@@ -387,11 +654,16 @@ function timelineTable(timeline, now) {
         } else if (event.state === 'completed') {
           cells.what = '✓ completed';
           cells.took = event.sinceMs === null ? '' : duration(event.sinceMs);
-          cells.detail = 'the output is recorded (above)';
+          cells.detail = `the output is recorded (above)${parent ? ` and sent to its parent ${parent.id} as an event` : ''}`;
           cells.track = tick('done', event.at, clock(event.at));
+        } else if (event.state === 'cancelled') {
+          cells.what = '⊘ cancelled';
+          cells.took = event.sinceMs === null ? '' : duration(event.sinceMs);
+          cells.detail = `${event.error === null ? '' : `reason: ${event.error}`}${parent ? ` — its end sent to its parent ${parent.id} as an event` : ''}`;
+          cells.track = tick('cancel', event.at, clock(event.at));
         } else {
           cells.what = '✗ failed';
-          cells.detail = event.error ?? '';
+          cells.detail = `${event.error ?? ''}${parent ? ` — its end sent to its parent ${parent.id} as an event` : ''}`;
           cells.track = tick('failed', event.at, clock(event.at));
         }
         break;
