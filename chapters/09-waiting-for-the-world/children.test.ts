@@ -174,6 +174,52 @@ describe('a child workflow', () => {
     }
   });
 
+  it('a connection PostgreSQL ends while the parent looks for its children’s ends stops the run: a parent that settles its children does not count it as their failure, and ends after them', async () => {
+    // A pool of its own, whose connections are ended by PostgreSQL (a real pg_terminate_backend) as the first lock-for-wait goes out.
+    const own = new pg.Pool({ connectionString: test.url, max: 10 });
+    own.on('error', () => {});
+    let armed = true;
+    const connect = own.connect.bind(own) as () => Promise<pg.PoolClient>;
+    (own as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) => {
+      if (callback) return (connect as unknown as (cb: unknown) => void)(callback);
+      return connect().then((client) => {
+        const query = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+        (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (...args: unknown[]) => {
+          if (armed && (args[0] as { name?: string } | undefined)?.name === 'lock-for-wait') {
+            armed = false;
+            await db.query('SELECT pg_terminate_backend($1)', [(client as unknown as { processID: number }).processID]);
+          }
+          return query(...args);
+        };
+        return client;
+      });
+    };
+    const engine = createEngine({
+      db: own,
+      workflows: {
+        child: async (ctx: Context) => (await ctx.waitForEvent('go'), 'child done'),
+        settles: async (ctx: Context) => {
+          const [end] = await Promise.allSettled([(await ctx.startChild('child', {})).result()]);
+          return end!.status === 'fulfilled' ? 'its child completed' : `its child failed: ${(end as PromiseRejectedResult).reason?.message}`;
+        },
+      },
+    });
+    const worker = engine.createWorker({ leaseMs: 5000, pollMs: 50 });
+    await worker.start();
+    try {
+      await engine.start('settles', {}, { id: 'dropped' });
+      await until('the child waits', async () => (await engine.inspect('dropped/0'))?.waiting?.reason === 'event');
+      await until('the parent is parked for its child', async () => (await engine.inspect('dropped'))?.waiting?.reason === 'event');
+      expect(armed).toBe(false); // the connection was ended under the parent's first look
+      expect((await engine.status(['dropped'])).dropped).toBe('running');
+      await engine.send('dropped/0', 'go', null);
+      expect(await engine.result('dropped')).toBe('its child completed');
+    } finally {
+      await worker.stop();
+      await own.end();
+    }
+  });
+
   it('a child id already taken by another workflow fails the parent with ChildIdTakenError, starting nothing', async () => {
     const engine = createEngine({ db, workflows: { parent, double } });
     await engine.start('double', 5, { id: 'taken/0' });

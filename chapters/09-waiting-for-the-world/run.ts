@@ -230,6 +230,18 @@ export type WaitReason = 'retry' | 'sleep' | 'event';
 /** `execute(claim, lease)`: run a claimed workflow. One per engine, shared by all its workers. */
 export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, settleWaiters, say, crashPoint, processTag, wakeLocal, maxAttempts }: RunParts) {
   /**
+   * Runs the engine itself failed under — its connection dropped, its log
+   * written behind its back — by their lease: such a run is over, whatever
+   * its code does with the error it was handed. Code may catch it: a parent
+   * that settles its children (Promise.allSettled) would count a dropped
+   * connection as their failure, return, and be recorded completed before
+   * its children ended (found by the torture run). So the error is kept here,
+   * every later ctx call throws it, and the run ends with it however the code
+   * ends — given back to be claimed and replayed, as any run that lost the database.
+   */
+  const stoppedRuns = new WeakMap<Lease, Error>();
+
+  /**
    * Plain steps' records and completions are each ONE fenced statement, sent
    * outside BEGIN … COMMIT: PostgreSQL runs it as a transaction of its own, so
    * the fence, the row lock it takes and the write commit together — one round
@@ -317,6 +329,9 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       const output = await withSpan(span, () => Promise.race([workflow(replay.ctx, decodeFromLog(claim.input)), deadline.reached]));
       // The code may have caught the GoneToWait its ctx call threw, and returned: it still waits.
       if (run.waiting) return wentToWait(span, run.waiting);
+      // …or the engine's own failure (stoppedRuns): the run is over, whatever the code made of it.
+      const stopped = stoppedRuns.get(lease);
+      if (stopped) throw stopped;
       // Cancelled while it ran: however the code ended — it may have caught the cancellation and compensated — the end is `cancelled`.
       if (lease.cancelSignal.aborted) return await cancelled(claim, lease, span);
       run.checkAllRecordedStepsWereCalled();
@@ -336,7 +351,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       // refused record, the code's own error after catching) belongs to a run that is over.
       if (run?.waiting) return wentToWait(span, run.waiting);
       // Past the deadline, whatever was thrown (a step aborted by it): the workflow timed out.
-      const error = deadline.signal.aborted ? (deadline.signal.reason as Error) : toError(thrown);
+      // The engine failed under the run (stoppedRuns): that, not what the code threw after catching it.
+      const error = deadline.signal.aborted ? (deadline.signal.reason as Error) : (stoppedRuns.get(lease) ?? toError(thrown));
       endSpan(span, error);
       if (error instanceof LeaseLostError) throw error;
       // An aborted fetch, a connection PostgreSQL ended: symptoms of the lease being gone.
@@ -482,6 +498,8 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     /** Before anything new starts: the lease must hold, and the run must not have gone to wait. */
     function mayStart(): void {
       if (waiting) throw new GoneToWait(`workflow ${workflowId} is waiting`);
+      const stopped = stoppedRuns.get(lease);
+      if (stopped) throw stopped; // the engine failed under this run: nothing more starts in it
       if (deadline.aborted) throw deadline.reason as Error;
       if (isCancelled()) throw cancelledError(); // no step starts after a cancellation, outside nonCancellable
       lease.check(); // a run that knows it lost the lease starts no new effect
@@ -627,7 +645,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
         return await recordStep(tx, { workflowId, seq, name, output: recordable, fencingToken: lease.fencingToken });
       } catch (thrown) {
         // 23505 unique_violation on (workflow_id, seq).
-        if ((thrown as { code?: string }).code === '23505') throw new StepAlreadyRecordedError(workflowId, seq, name, { cause: thrown });
+        if ((thrown as { code?: string }).code === '23505') throw stop(lease, new StepAlreadyRecordedError(workflowId, seq, name, { cause: thrown }));
         throw thrown;
       }
     }
@@ -648,7 +666,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       } catch (thrown) {
         return lost(lease, thrown, `refused by the fence (why could not be read: ${toError(thrown).message})`);
       }
-      if (refusal.kind === 'held') return new StepAlreadyRecordedError(workflowId, seq, name);
+      if (refusal.kind === 'held') return stop(lease, new StepAlreadyRecordedError(workflowId, seq, name));
       return lost(lease, undefined, refusal.reason);
     }
 
@@ -1014,11 +1032,20 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     } catch (lost) {
       return lost;
     }
-    return new DatabaseUnavailableError(
-      `workflow ${lease.workflowId}: the database connection failed (${toError(thrown).message}); this run stopped, and the workflow is claimed again`,
-      'Nothing to do if it passes: what was committed stays, the rest is replayed. If it keeps happening, check the database and the network.',
-      { cause: thrown },
+    return stop(
+      lease,
+      new DatabaseUnavailableError(
+        `workflow ${lease.workflowId}: the database connection failed (${toError(thrown).message}); this run stopped, and the workflow is claimed again`,
+        'Nothing to do if it passes: what was committed stays, the rest is replayed. If it keeps happening, check the database and the network.',
+        { cause: thrown },
+      ),
     );
+  }
+
+  /** The engine failed under the run holding `lease`: remember it (stoppedRuns), and return the error to throw. */
+  function stop<E extends Error>(lease: Lease, error: E): E {
+    if (!stoppedRuns.has(lease)) stoppedRuns.set(lease, error);
+    return error;
   }
 
   return execute;

@@ -395,8 +395,14 @@ export interface Engine<W extends Workflows> {
    * Cancel workflow `id`: its running step's `signal` aborts, no further step
    * starts (outside `ctx.nonCancellable`), and it ends `cancelled`, with
    * `reason` as its error; a workflow that sleeps or waits is woken to end.
+   * Its children still running are cancelled with it.
    * Once: a second call is `already`; a finished workflow, `finished` (nothing
    * changes). A workflow not in the log is a {@link NoSuchWorkflowError}.
+   *
+   * A request, as in Temporal: `requested` means asked, not done. The run
+   * holding the workflow hears of it by a NOTIFY (milliseconds) or at its next
+   * heartbeat (a worker whose LISTEN connection is being re-made); a run that
+   * records its end before it hears completes, and `result()` says so.
    */
   cancel(id: string, options?: { reason?: string }): Promise<{ outcome: 'requested' | 'already' | 'finished'; status: WorkflowStatus }>;
   /** A workflow's row, lease and recorded steps; undefined when the id is not in the log. */
