@@ -33,12 +33,14 @@ import { createEngine, migrate, type Context } from '../../chapters/09-waiting-f
 const server = await startPostgres({ purpose: 'test', log: () => {} });
 let reproduced = 0;
 try {
-  reproduced += await cancelRacesTheEnd();
+  // Finding 1 is chapter 9's documented behaviour now (engine.cancel: a request; a run that records its
+  // end before it hears of it completes) — shown, not counted. Finding 2 was fixed (stoppedRuns in run.ts).
+  await cancelRacesTheEnd();
   reproduced += await droppedConnectionFailsTheChildren();
 } finally {
   await server.stop();
 }
-console.log(reproduced ? `\n${reproduced} of 2 findings reproduce.` : '\nNeither finding reproduces.');
+console.log(reproduced ? `\n${reproduced} finding(s) reproduce.` : '\nFinding 2 does not reproduce; finding 1 is the documented behaviour of a cancel.');
 process.exitCode = reproduced ? 1 : 0;
 
 async function withDatabase(label: string, body: (db: pg.Pool) => Promise<void>): Promise<void> {

@@ -20,7 +20,9 @@
  *     killed or the connections dropped while it held it. Its effects are
  *     then at most once each. Any other failed order is a violation.
  *   - an order the round CANCELLED (its cancel answered `requested`) ends
- *     cancelled, with the reason it was given; its effects at most once
+ *     cancelled, with the reason it was given — or completed by the run that
+ *     held it when the cancel was written, within one lease (a cancel is a
+ *     request: that run may record its end before it hears); its effects at most once
  *     each; and nothing is recorded for it after the cancel committed but by
  *     the run that held it then, within one lease (a step in flight when its
  *     run heard of the cancel: the NOTIFY, or the next heartbeat's renewal) —
@@ -428,7 +430,16 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
       })
     : [];
 
-  // ── cancellations: ended cancelled; nothing recorded after, but what was in flight ──
+  /**
+   * A cancel is a request (engine.cancel's documentation): the run holding
+   * the workflow when it was written may record its end before it hears of
+   * it — by NOTIFY, or at its next heartbeat, so within one lease. Completed
+   * by that run (its claim's token), that soon: allowed. By a later claim,
+   * which was told of the cancel: a violation.
+   */
+  const endedBeforeHearing = (w: { status: string; fencing_token: number; updated_at: Date }, watched: { held: boolean; token: number; requested_at: Date }) =>
+    w.status === 'completed' && watched.held && w.fencing_token === watched.token && w.updated_at.getTime() - watched.requested_at.getTime() <= leaseMs;
+  // ── cancellations: ended cancelled (or completed by the run that had not heard yet); nothing recorded after, but what was in flight ──
   const requestedBy = new Set(cancels.filter((c) => c.outcome === 'requested').map((c) => c.id));
   const cancelEnds = orders.flatMap((id) => {
     const w = byId.get(id);
@@ -437,6 +448,7 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
     if (requestedBy.has(id) && !watched) return [`${id}: its cancel answered "requested", but the cancel watch saw none written`];
     if (!watched) return w.status === 'cancelled' ? [`${id}: cancelled, but the round never cancelled it`] : [];
     if (w.status !== 'cancelled') {
+      if (endedBeforeHearing(w, watched)) return [];
       const after = ((w.updated_at.getTime() - watched.requested_at.getTime()) / 1000).toFixed(3);
       return [`${id}: ${w.status} (at ${w.updated_at.toISOString()}, ${after} s after its cancel was written at ${watched.requested_at.toISOString()}, when ${watched.held ? `${watched.owner} held it under claim #${watched.token}` : 'nobody held it'})`];
     }
@@ -457,7 +469,7 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
     const out: string[] = [];
     if (p.status === 'failed') out.push(...unexplainedFailure(id));
     if (p.status === 'cancelled' && !cancelOf.has(id)) out.push(`${id}: cancelled, but the round never cancelled it`);
-    if (p.status !== 'cancelled' && cancelOf.has(id)) out.push(`${id}: ${p.status}, though its cancel was written at ${cancelOf.get(id)!.requested_at.toISOString()}`);
+    if (p.status !== 'cancelled' && cancelOf.has(id) && !endedBeforeHearing(p, cancelOf.get(id)!)) out.push(`${id}: ${p.status}, though its cancel was written at ${cancelOf.get(id)!.requested_at.toISOString()}`);
     if (p.status === 'completed') {
       if (started.length !== children.length) out.push(`${id}: completed with ${started.length} of its ${children.length} children in the log`);
       const later = started.filter((k) => k.w!.updated_at > p.updated_at);
