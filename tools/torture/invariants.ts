@@ -94,6 +94,8 @@ export interface Observed {
   wokenBySend: number;
   /** Orders that ended cancelled. */
   cancelled: number;
+  /** Workflows whose cancel was written and that completed all the same: by the run holding them, before it heard (allowed within one lease). */
+  completedBeforeHearing: number;
   /** Steps recorded after their order's cancel committed, by the run that held it then, within one lease: in flight when it heard. */
   stepsInFlightAtCancel: number;
   /** Compensations (the order's release_inventory, in ctx.nonCancellable) recorded after a cancel. */
@@ -634,7 +636,10 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
           ),
         ]
       : []),
-    invariant('every order whose cancel was written ended cancelled, its reason as its error; no other order was cancelled', cancelEnds),
+    invariant(
+      'every order whose cancel was written ended cancelled, its reason as its error — or completed by the run that held it then, within one lease, before it heard (a cancel is a request); no other order was cancelled',
+      cancelEnds,
+    ),
     ...(parents.length
       ? [
           invariant(
@@ -657,6 +662,7 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
     eventWaits,
     wokenBySend: sends.filter((s) => s.woke).length,
     cancelled: orders.filter((id) => byId.get(id)?.status === 'cancelled').length,
+    completedBeforeHearing: [...orders, ...parents.map((p) => p.id)].filter((id) => cancelOf.has(id) && byId.get(id)?.status === 'completed').length,
     stepsInFlightAtCancel,
     compensations,
     parents: parents.length,

@@ -839,7 +839,7 @@ function describeRound(sends: SendRecord[], cancels: CancelRecord[], observed: O
     `${sends.length} sends (${count((s) => s.via === 'harness')} from this process: ${outcomes(sends.filter((s) => s.via === 'harness'))}; ${processes.length} from sender processes: ${outcomes(processes)}; ${count((s) => !!s.detail?.includes('after-event-sent'))} SIGKILLed after their commit)`,
     `${observed.eventWaits} waits ended by their event, ${observed.wokenBySend} woken by a send`,
     `${observed.parents} batches of ${BATCH_SIZE} child orders, ${observed.parentsCompleted} completed`,
-    `${cancels.length} cancels (${[...states].map(([state, n]) => `${n} ${state}`).join(', ')}; ${cancels.filter((c) => c.outcome === 'requested').length} requested), ${observed.cancelled} orders cancelled, ${observed.stepsInFlightAtCancel} step(s) recorded after a cancel by the run that held it (in flight), ${observed.compensations} compensation(s) (release_inventory)`,
+    `${cancels.length} cancels (${[...states].map(([state, n]) => `${n} ${state}`).join(', ')}; ${cancels.filter((c) => c.outcome === 'requested').length} requested), ${observed.cancelled} orders cancelled, ${observed.completedBeforeHearing} completed before their run heard of the cancel, ${observed.stepsInFlightAtCancel} step(s) recorded after a cancel by the run that held it (in flight), ${observed.compensations} compensation(s) (release_inventory)`,
   ].join('; ');
 }
 
