@@ -514,9 +514,17 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
       else if (gap > hearingMs) out.push(`${id}: ${what} by ${c.owner} under claim #${c.token}, which held it at the cancel: more than a lease (${leaseMs} ms) later, by when its run had heard of it or lost its lease`);
       else stepsInFlightAtCancel++;
     }
-    // The effects themselves, on the world's clock (this machine's, as the database's): none begun past the hearing.
+    // The effects themselves, on the world's clock (this machine's, as the database's): none begun past the hearing
+    // by a run that could have heard — one whose step was recorded under a claim made after the cancel. A run frozen
+    // inside the step (a zombie: the harness's SIGSTOP, with or without the cancel) sends its request when it wakes,
+    // however late, never having heard: its effect lands late, once (its key), and its record is refused — the
+    // limit the guide states ("a ctx.step's code can run more than once"), not a broken cancel.
+    const recordedAfter = (key: string | null) => {
+      const seq = key?.startsWith(`${id}:`) ? Number(key.slice(id.length + 1)) : NaN;
+      return (stepsOf.get(id) ?? []).some((s) => s.seq === seq && s.fencing_token > c.token);
+    };
     const late = [...(ledger.charges ?? []).map((r) => ({ what: 'charge', r })), ...(ledger.emails ?? []).map((r) => ({ what: 'email', r }))].filter(
-      ({ r }) => r.orderId === id && new Date(r.createdAt).getTime() - c.requested_at.getTime() > hearingMs,
+      ({ r }) => r.orderId === id && new Date(r.createdAt).getTime() - c.requested_at.getTime() > hearingMs && recordedAfter(r.idempotencyKey),
     );
     for (const { what, r } of late) out.push(`${id}: ${what} made at ${r.createdAt}, ${new Date(r.createdAt).getTime() - c.requested_at.getTime()} ms after its cancel was written at ${c.requested_at.toISOString()}`);
     return out;
@@ -649,7 +657,7 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
         ]
       : []),
     invariant(
-      'nothing recorded after a cancel was written but by the run that held the workflow then, within one lease (a step in flight when it heard); no charge or email made later',
+      'nothing recorded after a cancel was written but by the run that held the workflow then, within one lease (a step in flight when it heard); no charge or email made later by a claim made after it',
       afterCancel,
     ),
   ];
