@@ -24,6 +24,19 @@
  *    lock-for-wait statement goes out. In the torture run (seed 17, a drop-connections fault 82 ms
  *    after its children started) batch-17-1 completed with {"completed":0,"failed":[all three]};
  *    all three completed 4–7 s later, charged, reserved and emailed.
+ *
+ * 3. A run that goes to wait after its workflow's cancel was written, before it has heard of it, parks
+ *    as if nothing had been asked: cancel() wakes a workflow that waits when the cancel is written, and
+ *    the park that comes after it (fenced by the token only, like finding 1's end) sets the workflow
+ *    waiting again — for its event, its sleep, its children — with nobody left to wake it for the
+ *    cancel: the run is over, so neither a NOTIFY nor a heartbeat reaches it. Children it starts in
+ *    that window are not cancelled either, and run to their ends. Here: a step in flight at the cancel
+ *    (a worker with no LISTEN, as in 1), then (a) a wait for an event that never comes, with no
+ *    timeout — parked, for ever, its cancel written; (b) a child started and waited for — the child
+ *    runs and completes, and only its end wakes the parent, which then ends cancelled. In the torture
+ *    run on 074d0ca (seed 2), batch-2-2's cancel was written at 11:04:13.526 while w3.2's run held it;
+ *    the run started its three children 59 ms later and parked for them; they were charged, reserved
+ *    and emailed, and completed at 11:04:26; the batch ended cancelled after its claim at 11:04:30.
  */
 import pg from 'pg';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
@@ -37,10 +50,11 @@ try {
   // end before it hears of it completes) — shown, not counted. Finding 2 was fixed (stoppedRuns in run.ts).
   await cancelRacesTheEnd();
   reproduced += await droppedConnectionFailsTheChildren();
+  reproduced += await parkedAfterTheCancel();
 } finally {
   await server.stop();
 }
-console.log(reproduced ? `\n${reproduced} finding(s) reproduce.` : '\nFinding 2 does not reproduce; finding 1 is the documented behaviour of a cancel.');
+console.log(reproduced ? `\n${reproduced} finding(s) reproduce.` : '\nFindings 2 and 3 do not reproduce; finding 1 is the documented behaviour of a cancel.');
 process.exitCode = reproduced ? 1 : 0;
 
 async function withDatabase(label: string, body: (db: pg.Pool) => Promise<void>): Promise<void> {
@@ -83,7 +97,7 @@ async function cancelRacesTheEnd(): Promise<number> {
       await engine.result('order-1').catch(() => undefined);
       const info = (await engine.inspect('order-1'))!;
       console.log(`1. cancel() answered ${JSON.stringify(answer)} while the step ran; the workflow ended ${info.status} (${info.steps.map((s) => s.name).join(', ')} recorded).`);
-      console.log(`   Expected (engine.cancel's documentation): it ends cancelled.`);
+      console.log(`   Documented since d46d952 (engine.cancel: a request; a run that records its end before it hears of it completes): allowed.`);
       if (answer.outcome === 'requested' && info.status !== 'cancelled') found = 1;
     } finally {
       await worker.stop();
@@ -142,6 +156,63 @@ async function droppedConnectionFailsTheChildren(): Promise<number> {
     } finally {
       await worker.stop();
       await killer.end();
+    }
+  });
+  return found;
+}
+
+async function parkedAfterTheCancel(): Promise<number> {
+  let found = 0;
+  await withDatabase('finding_parked_after_cancel', async (db) => {
+    const gates = new Map<string, () => void>();
+    const started = new Map<string, Promise<void>>();
+    const gated = (id: string) => {
+      let inStep!: () => void;
+      started.set(id, new Promise<void>((resolve) => (inStep = resolve)));
+      return async () => {
+        inStep();
+        await new Promise<void>((resolve) => gates.set(id, resolve));
+        return 'done';
+      };
+    };
+    const engine = createEngine({
+      db,
+      workflows: {
+        // (a) a step, then a wait for an event with no timeout.
+        waiter: async (ctx: Context) => {
+          await ctx.step('work', gated(ctx.workflowId));
+          return ctx.waitForEvent('never');
+        },
+        // (b) a step, then a child, waited for.
+        parent: async (ctx: Context) => {
+          await ctx.step('work', gated(ctx.workflowId));
+          const child = await ctx.startChild('child', {});
+          return child.result();
+        },
+        child: async (ctx: Context) => ctx.step('charge', async () => 'charged'),
+      },
+    });
+    const worker = engine.createWorker({ leaseMs: 30_000, listen: false, pollMs: 50 });
+    await worker.start();
+    try {
+      for (const id of ['wait-1', 'batch-1']) {
+        await engine.start(id === 'wait-1' ? 'waiter' : 'parent', {}, { id });
+        await started.get(id);
+        await engine.cancel(id, { reason: 'cancelled while its step ran' });
+        gates.get(id)!();
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      const waiter = (await engine.inspect('wait-1'))!;
+      const parent = (await engine.inspect('batch-1'))!;
+      const child = await engine.inspect('batch-1/1'); // position 1: the step took 0
+      console.log(`3. (a) 2 s after its cancel, the waiter is ${waiter.status}, ${waiter.waiting ? `waiting (${waiter.waiting.reason}, until ${waiter.waiting.until === null ? 'an event comes: for ever' : waiter.waiting.until.toISOString()})` : 'not waiting'}.`);
+      console.log(`   (b) the parent is ${parent.status}${parent.error ? ` (${parent.error})` : ''}; its child, started after the cancel, ${child ? `is ${child.status}${child.status === 'completed' ? ' (its step ran)' : ''}` : 'was never started'}.`);
+      console.log(`   Expected (engine.cancel: "a workflow that sleeps or waits is woken to end"; its children cancelled with it): both end cancelled, the child never runs.`);
+      if (waiter.status === 'running' && waiter.waiting) found = 1;
+      if (child && child.status === 'completed') found = 1;
+    } finally {
+      await engine.cancel('wait-1').catch(() => {});
+      await worker.stop();
     }
   });
   return found;

@@ -239,10 +239,12 @@ export interface CheckInput {
   parents?: Array<{ id: string; children: string[] }>;
   /** Parents seen parked while all their children had ended, during the round. */
   strandedParents?: string[];
+  /** Workflows seen waiting more than a lease after their cancel was written, during the round. */
+  waitingAfterCancel?: string[];
 }
 
 export async function checkInvariants(input: CheckInput): Promise<{ invariants: Invariant[]; observed: Observed }> {
-  const { db, world, orders: given, poisons, coolingOffMs, disruptions, awaitSettlement = false, leaseMs = 1000, sends = [], cancels = [], stranded = [], parkedAtEnd = new Map(), parents = [], strandedParents = [] } = input;
+  const { db, world, orders: given, poisons, coolingOffMs, disruptions, awaitSettlement = false, leaseMs = 1000, sends = [], cancels = [], stranded = [], parkedAtEnd = new Map(), parents = [], strandedParents = [], waitingAfterCancel = [] } = input;
   const ids = [...new Set([...given, ...parents.flatMap((p) => [p.id, ...p.children]), ...poisons.map((p) => p.id)])];
   const ledger = await world.ledger();
   const workflows = await db.query<{ id: string; status: string; error: string | null; output: unknown; fencing_token: number; max_attempts: number; cancel_reason: string | null; updated_at: Date }>(
@@ -659,6 +661,10 @@ export async function checkInvariants(input: CheckInput): Promise<{ invariants: 
     invariant(
       'nothing recorded after a cancel was written but by the run that held the workflow then, within one lease (a step in flight when it heard); no charge or email made later by a claim made after it',
       afterCancel,
+    ),
+    invariant(
+      'no workflow left waiting after its cancel was written: none seen asleep, backing off or parked more than a lease after it (looked for at every fault and through recovery)',
+      waitingAfterCancel,
     ),
   ];
   const observed: Observed = {

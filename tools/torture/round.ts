@@ -489,12 +489,17 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
   const stranded: string[] = [];
   /** Batches seen parked while every child of theirs had ended: a parent whose last child's end did not wake it. */
   const strandedBatches: string[] = [];
+  /** Workflows seen waiting (asleep, backing off, parked) more than a lease after their cancel was written: nobody will wake them for it. */
+  const cancelledButWaiting: string[] = [];
+  /** Every workflow of the round, for the looks that concern them all. */
+  const all = [...ids, ...batches.map((b) => b.id), ...poisons.map((p) => p.id)];
   for (let i = 0; i < options.faults; i++) {
     await sleep(between(80, Math.max(120, leaseMs / 2)));
     await startOrders(i).catch((thrown: unknown) => log(`  (starting wave ${i} failed: ${toError(thrown).message})`));
     progress = await describeProgress(db, ids).catch(() => '  [the database does not answer]');
     for (const sighting of await strandedEvents(db, ids).catch(() => [] as string[])) stranded.push(`${sighting} (seen at ${Date.now() - started} ms)`);
     for (const sighting of await strandedParents(db, batches.map((b) => b.id)).catch(() => [] as string[])) strandedBatches.push(`${sighting} (seen at ${Date.now() - started} ms)`);
+    for (const sighting of await waitingAfterCancel(db, all, leaseMs).catch(() => [] as string[])) cancelledButWaiting.push(`${sighting} (seen at ${Date.now() - started} ms)`);
     const kind = nextKind();
     const live = slots.filter((s) => s.child && !s.paused);
     const alive = (name: string) => slots.find((s) => s.process === name && s.child && !s.paused);
@@ -732,7 +737,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
 
   // ── recovery: no more faults; every workflow must now end ──────────────
   // Orders whose event never got through (its senders killed before the commit, or the database away) are sent it now, as a provider retries a webhook.
-  const all = [...ids, ...batches.map((b) => b.id), ...poisons.map((p) => p.id)];
+  all.push(...poisons.map((p) => p.id).filter((id) => !all.includes(id)));
   const deadline = Date.now() + (options.recoveryTimeoutMs ?? Math.max(30_000, leaseMs * 10));
   let remaining = all.length;
   while (Date.now() < deadline) {
@@ -747,6 +752,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
       if (remaining === 0) break;
       for (const sighting of await strandedEvents(db, ids)) stranded.push(`${sighting} (seen at ${Date.now() - started} ms, in recovery)`);
       for (const sighting of await strandedParents(db, batches.map((b) => b.id))) strandedBatches.push(`${sighting} (seen at ${Date.now() - started} ms, in recovery)`);
+      for (const sighting of await waitingAfterCancel(db, all, leaseMs)) cancelledButWaiting.push(`${sighting} (seen at ${Date.now() - started} ms, in recovery)`);
     } catch {
       // the server may still be coming back
     }
@@ -785,6 +791,7 @@ export async function runRound(options: RoundOptions): Promise<RoundResult> {
     parkedAtEnd,
     parents: batches,
     strandedParents: strandedBatches,
+    waitingAfterCancel: cancelledButWaiting,
   });
   // Every SIGKILL is accounted for: the harness's own, a crash point's, or a poison's (its process had claimed one).
   const poisoned = new Set(
@@ -945,6 +952,25 @@ async function strandedParents(db: pg.Pool, ids: string[]): Promise<string[]> {
     [ids],
   );
   return rows.map((r) => `${r.id}: parked until ${r.until.toISOString()}, while every child of its had ended (the last at ${r.lastEnd?.toISOString()})`);
+}
+
+/**
+ * Workflows waiting in the database — released, nobody holding them, not
+ * runnable before a time to come — more than a lease after their cancel was
+ * written. cancel() makes a waiting workflow runnable in the statement that
+ * writes the request; one released again after it was put to wait by a run
+ * that had not heard of the cancel, and no NOTIFY or heartbeat reaches a run
+ * that is over: it waits out its sleep, its back-off, its event — for ever,
+ * if that has no timeout.
+ */
+async function waitingAfterCancel(db: pg.Pool, ids: string[], leaseMs: number): Promise<string[]> {
+  const { rows } = await db.query<{ id: string; requestedAt: Date; until: Date }>(
+    `SELECT id, cancel_requested_at AS "requestedAt", lease_expires_at AS until FROM workflows
+      WHERE id = ANY($1) AND status = 'running' AND lease_owner IS NULL AND lease_expires_at > now()
+        AND cancel_requested_at < now() - $2::int * interval '1 millisecond'`,
+    [ids, leaseMs + 1000],
+  );
+  return rows.map((r) => `${r.id}: waits until ${r.until.getUTCFullYear() === 9999 ? 'an event comes (no timeout)' : r.until.toISOString()}, its cancel written at ${r.requestedAt.toISOString()}`);
 }
 
 /** The most failed attempts of `step` any order has recorded while the step is not done (0: none). */
