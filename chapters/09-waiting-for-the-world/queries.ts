@@ -771,7 +771,10 @@ export async function recordStepFailure(db: Sql, failure: Fence & { seq: number;
 function releaseUntil(until: string, waitsMissing = 'NULL'): string {
   // LEAST ignores a NULL deadline: without one, the wait ends at `until`.
   // waits_missing: only a park for events counts sends down (parkForEvents); no other wait is woken by one.
-  return `fencing_token = w.fencing_token + 1, lease_owner = NULL, attempts = 0, lease_expires_at = LEAST(${until}, w.deadline_at), waits_missing = ${waitsMissing}, updated_at = now()`;
+  // Cancelled meanwhile (the request written before this run heard of it): runnable now, not parked — cancel()
+  // woke what waited when it was written, and nothing would wake this wait after it (found by the torture run).
+  return `fencing_token = w.fencing_token + 1, lease_owner = NULL, attempts = 0, waits_missing = ${waitsMissing}, updated_at = now(),
+          lease_expires_at = CASE WHEN w.cancel_requested_at IS NOT NULL THEN now() ELSE LEAST(${until}, w.deadline_at) END`;
 }
 
 /**
@@ -1086,9 +1089,12 @@ export async function startChildren(
 ): Promise<string[]> {
   const inserted = await tx.query<{ id: string }>({
     name: 'start-children',
-    text: `INSERT INTO workflows (id, name, input, parent_id, max_attempts, deadline_at)
-           SELECT id, name, input::jsonb, $1, max_attempts, now() + timeout_ms * interval '1 millisecond'
-             FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::float8[]) AS c (id, name, input, max_attempts, timeout_ms)
+    // A parent cancelled before its run heard of it starts its children cancelled too: their first claim ends them.
+    text: `INSERT INTO workflows (id, name, input, parent_id, max_attempts, deadline_at, cancel_requested_at, cancel_reason)
+           SELECT c.id, c.name, c.input::jsonb, $1, c.max_attempts, now() + c.timeout_ms * interval '1 millisecond',
+                  p.cancel_requested_at, CASE WHEN p.cancel_requested_at IS NOT NULL THEN 'its parent ' || $1 || ' was cancelled: ' || coalesce(p.cancel_reason, '') END
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::int[], $6::float8[]) AS c (id, name, input, max_attempts, timeout_ms),
+                  (SELECT cancel_requested_at, cancel_reason FROM workflows WHERE id = $1) AS p
            ON CONFLICT (id) DO NOTHING
            RETURNING id`,
     values: [fence.workflowId, children.map((c) => c.id), children.map((c) => c.name), children.map((c) => JSON.stringify(c.input)), children.map((c) => c.maxAttempts), children.map((c) => c.timeoutMs)],
