@@ -37,11 +37,19 @@
  *    run on 074d0ca (seed 2), batch-2-2's cancel was written at 11:04:13.526 while w3.2's run held it;
  *    the run started its three children 59 ms later and parked for them; they were charged, reserved
  *    and emailed, and completed at 11:04:26; the batch ended cancelled after its claim at 11:04:30.
+ *
+ * 4. A cancelled workflow whose claims have run out ends failed, not cancelled: the claim past
+ *    maxAttempts fails it ("claimed N times in a row…") before it looks at the cancel the claim carries.
+ *    Here: a run that died (its claim made by hand, its lease left to run out), the cancel, then a
+ *    worker's claim. In the torture run on 32a4274 (seed 1), batch-1-1/1 was cancelled with its
+ *    batch at 11:50:38.820 (its claim #6's process already SIGKILLed); claim #7 (w1.6) died with a
+ *    poison claimed beside it, and claim #8 (w3.6) failed it: attempts 6 of 5, every claim ended by a fault.
  */
 import pg from 'pg';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { startPostgres } from '../../shared/db/server.ts';
 import { createEngine, migrate, type Context } from '../../chapters/09-waiting-for-the-world/index.ts';
+import { claimWorkflows } from '../../chapters/09-waiting-for-the-world/queries.ts';
 
 const server = await startPostgres({ purpose: 'test', log: () => {} });
 let reproduced = 0;
@@ -51,10 +59,11 @@ try {
   await cancelRacesTheEnd();
   reproduced += await droppedConnectionFailsTheChildren();
   reproduced += await parkedAfterTheCancel();
+  reproduced += await cancelledButOutOfAttempts();
 } finally {
   await server.stop();
 }
-console.log(reproduced ? `\n${reproduced} finding(s) reproduce.` : '\nFindings 2 and 3 do not reproduce; finding 1 is the documented behaviour of a cancel.');
+console.log(reproduced ? `\n${reproduced} finding(s) reproduce.` : '\nFindings 2, 3 and 4 do not reproduce; finding 1 is the documented behaviour of a cancel.');
 process.exitCode = reproduced ? 1 : 0;
 
 async function withDatabase(label: string, body: (db: pg.Pool) => Promise<void>): Promise<void> {
@@ -214,6 +223,24 @@ async function parkedAfterTheCancel(): Promise<number> {
       await engine.cancel('wait-1').catch(() => {});
       await worker.stop();
     }
+  });
+  return found;
+}
+
+async function cancelledButOutOfAttempts(): Promise<number> {
+  let found = 0;
+  await withDatabase('finding_cancel_out_of_attempts', async (db) => {
+    const engine = createEngine({ db, workflows: { order: async (ctx: Context) => ctx.step('charge', async () => 'charged') } });
+    await engine.start('order', {}, { id: 'order-1', maxAttempts: 1 });
+    // Its one attempt: a claim whose process died (made by hand here), its lease left to run out.
+    await claimWorkflows(db, { worker: 'dead-worker', limit: 10, leaseMs: 50 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const answer = await engine.cancel('order-1', { reason: 'the customer changed their mind' });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    const info = (await engine.inspect('order-1'))!;
+    console.log(`4. cancel() answered ${JSON.stringify(answer)}; the next claim, past maxAttempts, ended it ${info.status}: ${info.error}`);
+    console.log(`   Expected (engine.cancel: "it ends cancelled"): cancelled — the cancel needs no run of its code (or: documented that attempts come first).`);
+    if (answer.outcome === 'requested' && info.status === 'failed') found = 1;
   });
   return found;
 }
