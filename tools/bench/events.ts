@@ -25,7 +25,7 @@ import pg from 'pg';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { projectRoot } from '../../shared/db/server.ts';
 import type { BenchRun, BenchWorkerOptions, ProductionChapter, TimeWorker } from './chapter.ts';
-import { claimedStamps, measure, startMany, sumCosts, type Cost, type Dispatch, type SleepingCondition, type SuiteContext } from './production.ts';
+import { besideTheCrowd, sumCosts, type Dispatch, type SleepingCondition, type SuiteContext } from './production.ts';
 import { roundTrips } from './roundtrips.ts';
 import { msSince, summarize, type Summary } from './stats.ts';
 import { timeWorkflows, wallMs, type NapInput, type SleepContext } from './workflows.ts';
@@ -462,18 +462,6 @@ export async function waiting(ctx: SuiteContext, chapter: ProductionChapter, api
   const stamps = ctx.quick ? 5 : 80;
   const backlog = ctx.quick ? 16 : 600;
   const dbs = { none: await openEvents(ctx, chapter, api, 'unparked'), waiting: await openEvents(ctx, chapter, api, 'parked') };
-  const samples = { none: { dispatch: [] as number[], drains: [] as Cost[] }, waiting: { dispatch: [] as number[], drains: [] as Cost[] } };
-  let heldSamples = 0;
-  let waitersHeld = 0;
-  const watch = (workers: () => TimeWorker[]) => {
-    const timer = setInterval(() => {
-      for (const w of workers()) {
-        heldSamples++;
-        waitersHeld += w.held.filter((id) => id.startsWith('waiter-')).length;
-      }
-    }, 5);
-    return () => clearInterval(timer);
-  };
   try {
     const t = process.hrtime.bigint();
     const o = dbs.waiting;
@@ -516,47 +504,8 @@ export async function waiting(ctx: SuiteContext, chapter: ProductionChapter, api
     if (parkedCount !== waiters) throw new Error(`${parkedCount} of ${waiters} waiters are parked`);
     const template = (await o.db.query<{ token: number }>(`SELECT fencing_token AS token FROM workflows WHERE id = 'waiter-0'`)).rows[0]!.token;
 
-    // An idle worker beside them: it claims (nothing), asks nextWakeUp (year 9999), polls again — holding nothing.
-    const idleMs = ctx.quick ? 300 : 1500;
-    let idleHeldMax = 0;
-    {
-      const worker = o.engine().createWorker({ concurrency: 8, name: 'bench-idle' });
-      await worker.start();
-      const stop = watch(() => [worker]);
-      const until = performance.now() + idleMs;
-      while (performance.now() < until) {
-        idleHeldMax = Math.max(idleHeldMax, worker.held.length);
-        await sleep(5);
-      }
-      stop();
-      await worker.stop();
-    }
-
-    const round = async (cond: 'none' | 'waiting', r: number) => {
-      const d = dbs[cond];
-      const starter = d.engine(); // no worker of its own: its starts go out with a NOTIFY
-      const engine = d.engine();
-      const worker = engine.createWorker({ concurrency: 8, name: `bench-claimer-${r}` });
-      await worker.start();
-      const stopWatching = cond === 'waiting' ? watch(() => [worker]) : () => {};
-      try {
-        await claimedStamps(starter, 3, `warm-${r}`);
-        samples[cond].dispatch.push(...(await claimedStamps(starter, stamps, `stamp-${r}`)));
-      } finally {
-        stopWatching();
-        await worker.stop();
-      }
-      await startMany(starter, 'noop3', backlog, `backlog-${r}`);
-      const drainer = engine.createWorker({ concurrency: 8, pollMs: 1000, name: `bench-drainer-${r}` });
-      const stop = cond === 'waiting' ? watch(() => [drainer]) : () => {};
-      try {
-        samples[cond].drains.push(await measure(ctx, backlog, () => drainer.drain()));
-      } finally {
-        stop();
-      }
-    };
-    const order: Array<'none' | 'waiting'> = ctx.quick ? ['none', 'waiting'] : ['none', 'waiting', 'waiting', 'none'];
-    for (const [r, cond] of order.entries()) await round(cond, r);
+    // An idle worker beside them (it claims nothing, asks nextWakeUp — year 9999 —, polls again), dispatch and a drain.
+    const beside = await besideTheCrowd(ctx, { empty: dbs.none, crowded: dbs.waiting }, 'waiter-', { stamps, backlog });
 
     const claimed = await o.db.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM workflows
@@ -564,21 +513,21 @@ export async function waiting(ctx: SuiteContext, chapter: ProductionChapter, api
       [template],
     );
     const indexBytes = async (d: OpenedEvents) => (await d.db.query<{ b: number }>(`SELECT pg_relation_size('workflows_runnable')::float8 AS b`)).rows[0]!.b;
-    const condition = (cond: 'none' | 'waiting'): SleepingCondition => ({
-      sleeping: cond === 'none' ? 0 : waiters,
-      dispatch: summarize(samples[cond].dispatch),
-      drain: sumCosts(samples[cond].drains),
+    const condition = (cond: 'empty' | 'crowded'): SleepingCondition => ({
+      sleeping: cond === 'empty' ? 0 : waiters,
+      dispatch: summarize(beside[cond].dispatch),
+      drain: sumCosts(beside[cond].drains),
     });
     return {
       chapter: chapter.dir,
       waiters,
       insertSeconds,
-      none: condition('none'),
-      waiting: condition('waiting'),
-      heldSamples,
-      idleHeldMax,
-      idleMs,
-      waitersHeld,
+      none: condition('empty'),
+      waiting: condition('crowded'),
+      heldSamples: beside.heldSamples,
+      idleHeldMax: beside.idleHeldMax,
+      idleMs: beside.idleMs,
+      waitersHeld: beside.crowdHeld,
       waitersClaimed: claimed.rows[0]!.n,
       indexBytes: { none: await indexBytes(dbs.none), waiting: await indexBytes(dbs.waiting) },
     };

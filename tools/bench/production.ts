@@ -853,6 +853,83 @@ export async function claimedStamps(starter: TimeEngine, count: number, prefix: 
   return latencies;
 }
 
+/** What {@link besideTheCrowd} measured, per database: with none of the crowd (`empty`), and with it (`crowded`). */
+export interface BesideTheCrowd {
+  empty: { dispatch: number[]; drains: Cost[] };
+  crowded: { dispatch: number[]; drains: Cost[] };
+  /** The workers' `held`, sampled every 5 ms while they ran beside the crowd; and members of the crowd ever seen in it. */
+  heldSamples: number;
+  crowdHeld: number;
+  /** The most an idle worker held, beside the crowd, over `idleMs` (at least one poll and its nextWakeUp). */
+  idleHeldMax: number;
+  idleMs: number;
+}
+
+/**
+ * What the sleeping and the waiting suites measure beside a crowd of parked
+ * workflows (ids starting with `prefix`, already written into `crowded`):
+ * an idle worker's `held`; then, in `crowded` and in `empty`, interleaved
+ * (empty, crowded, crowded, empty), dispatch through a claim (start() from
+ * an engine without a worker, NOTIFY, an idle worker of concurrency 8 claims
+ * and asks nextWakeUp) and a backlog drained by a worker of concurrency 8 —
+ * every worker's `held` beside the crowd sampled for members of it.
+ */
+export async function besideTheCrowd(
+  ctx: SuiteContext,
+  dbs: { empty: { engine(): TimeEngine }; crowded: { engine(): TimeEngine } },
+  prefix: string,
+  { stamps, backlog }: { stamps: number; backlog: number },
+): Promise<BesideTheCrowd> {
+  const result: BesideTheCrowd = { empty: { dispatch: [], drains: [] }, crowded: { dispatch: [], drains: [] }, heldSamples: 0, crowdHeld: 0, idleHeldMax: 0, idleMs: ctx.quick ? 300 : 1500 };
+  const watch = (workers: () => TimeWorker[]) => {
+    const timer = setInterval(() => {
+      for (const w of workers()) {
+        result.heldSamples++;
+        result.crowdHeld += w.held.filter((id) => id.startsWith(prefix)).length;
+      }
+    }, 5);
+    return () => clearInterval(timer);
+  };
+  {
+    const worker = dbs.crowded.engine().createWorker({ concurrency: 8, name: 'bench-idle' });
+    await worker.start();
+    const stop = watch(() => [worker]);
+    const until = performance.now() + result.idleMs;
+    while (performance.now() < until) {
+      result.idleHeldMax = Math.max(result.idleHeldMax, worker.held.length);
+      await sleep(5);
+    }
+    stop();
+    await worker.stop();
+  }
+  const round = async (cond: 'empty' | 'crowded', r: number) => {
+    const d = dbs[cond];
+    const starter = d.engine(); // no worker of its own: its starts go out with a NOTIFY
+    const engine = d.engine();
+    const worker = engine.createWorker({ concurrency: 8, name: `bench-claimer-${r}` });
+    await worker.start();
+    const stopWatching = cond === 'crowded' ? watch(() => [worker]) : () => {};
+    try {
+      await claimedStamps(starter, 3, `warm-${r}`);
+      result[cond].dispatch.push(...(await claimedStamps(starter, stamps, `stamp-${r}`)));
+    } finally {
+      stopWatching();
+      await worker.stop();
+    }
+    await startMany(starter, 'noop3', backlog, `backlog-${r}`);
+    const drainer = engine.createWorker({ concurrency: 8, pollMs: 1000, name: `bench-drainer-${r}` });
+    const stop = cond === 'crowded' ? watch(() => [drainer]) : () => {};
+    try {
+      result[cond].drains.push(await measure(ctx, backlog, () => drainer.drain()));
+    } finally {
+      stop();
+    }
+  };
+  const order: Array<'empty' | 'crowded'> = ctx.quick ? ['empty', 'crowded'] : ['empty', 'crowded', 'crowded', 'empty'];
+  for (const [r, cond] of order.entries()) await round(cond, r);
+  return result;
+}
+
 /**
  * 10,000 workflows asleep for an hour and more, beside other work: one
  * started and run to its sleep by the engine, 9,999 copies of its rows (every
@@ -868,18 +945,6 @@ export async function sleeping(ctx: SuiteContext, chapter: ProductionChapter, ap
   const stamps = ctx.quick ? 5 : 80;
   const backlog = ctx.quick ? 16 : 600;
   const dbs = { none: await openTime(ctx, chapter, api, 'awake'), sleeping: await openTime(ctx, chapter, api, 'asleep') };
-  const samples = { none: { dispatch: [] as number[], drains: [] as Cost[] }, sleeping: { dispatch: [] as number[], drains: [] as Cost[] } };
-  let heldSamples = 0;
-  let sleepersHeld = 0;
-  const watch = (workers: () => TimeWorker[]) => {
-    const timer = setInterval(() => {
-      for (const w of workers()) {
-        heldSamples++;
-        sleepersHeld += w.held.filter((id) => id.startsWith('sleeper-')).length;
-      }
-    }, 5);
-    return () => clearInterval(timer);
-  };
   try {
     // The sleepers: one the engine puts to sleep, then copies of its rows.
     const t = process.hrtime.bigint();
@@ -914,68 +979,29 @@ export async function sleeping(ctx: SuiteContext, chapter: ProductionChapter, ap
     const insertSeconds = msSince(t) / 1000;
     const template = (await o.db.query<{ token: number }>(`SELECT fencing_token AS token FROM workflows WHERE id = 'sleeper-0'`)).rows[0]!.token;
 
-    // An idle worker beside them: it claims (nothing), asks nextWakeUp (an hour), polls again — holding nothing.
-    const idleMs = ctx.quick ? 300 : 1500;
-    let idleHeldMax = 0;
-    {
-      const worker = o.engine().createWorker({ concurrency: 8, name: 'bench-idle' });
-      await worker.start();
-      const stop = watch(() => [worker]);
-      const until = performance.now() + idleMs;
-      while (performance.now() < until) {
-        idleHeldMax = Math.max(idleHeldMax, worker.held.length);
-        await sleep(5);
-      }
-      stop();
-      await worker.stop();
-    }
-
-    const round = async (cond: 'none' | 'sleeping', r: number) => {
-      const d = dbs[cond];
-      const starter = d.engine(); // no worker of its own: its starts go out with a NOTIFY
-      const engine = d.engine();
-      const worker = engine.createWorker({ concurrency: 8, name: `bench-claimer-${r}` });
-      await worker.start();
-      const stopWatching = cond === 'sleeping' ? watch(() => [worker]) : () => {};
-      try {
-        await claimedStamps(starter, 3, `warm-${r}`);
-        samples[cond].dispatch.push(...(await claimedStamps(starter, stamps, `stamp-${r}`)));
-      } finally {
-        stopWatching();
-        await worker.stop();
-      }
-      await startMany(starter, 'noop3', backlog, `backlog-${r}`);
-      const drainer = engine.createWorker({ concurrency: 8, pollMs: 1000, name: `bench-drainer-${r}` });
-      const stop = cond === 'sleeping' ? watch(() => [drainer]) : () => {};
-      try {
-        samples[cond].drains.push(await measure(ctx, backlog, () => drainer.drain()));
-      } finally {
-        stop();
-      }
-    };
-    const order: Array<'none' | 'sleeping'> = ctx.quick ? ['none', 'sleeping'] : ['none', 'sleeping', 'sleeping', 'none'];
-    for (const [r, cond] of order.entries()) await round(cond, r);
+    // An idle worker beside them (it claims nothing, asks nextWakeUp — an hour —, polls again), dispatch and a drain.
+    const beside = await besideTheCrowd(ctx, { empty: dbs.none, crowded: dbs.sleeping }, 'sleeper-', { stamps, backlog });
 
     const claimed = await o.db.query<{ n: number }>(
       `SELECT count(*)::int AS n FROM workflows WHERE id LIKE 'sleeper-%' AND (fencing_token <> $1 OR lease_owner IS NOT NULL OR status <> 'running' OR lease_expires_at <= now())`,
       [template],
     );
     const indexBytes = async (d: OpenedTime) => (await d.db.query<{ b: number }>(`SELECT pg_relation_size('workflows_runnable')::float8 AS b`)).rows[0]!.b;
-    const condition = (cond: 'none' | 'sleeping'): SleepingCondition => ({
-      sleeping: cond === 'none' ? 0 : sleepers,
-      dispatch: summarize(samples[cond].dispatch),
-      drain: sumCosts(samples[cond].drains),
+    const condition = (cond: 'empty' | 'crowded'): SleepingCondition => ({
+      sleeping: cond === 'empty' ? 0 : sleepers,
+      dispatch: summarize(beside[cond].dispatch),
+      drain: sumCosts(beside[cond].drains),
     });
     return {
       chapter: chapter.dir,
       sleepers,
       insertSeconds,
-      none: condition('none'),
-      sleeping: condition('sleeping'),
-      heldSamples,
-      idleHeldMax,
-      idleMs,
-      sleepersHeld,
+      none: condition('empty'),
+      sleeping: condition('crowded'),
+      heldSamples: beside.heldSamples,
+      idleHeldMax: beside.idleHeldMax,
+      idleMs: beside.idleMs,
+      sleepersHeld: beside.crowdHeld,
       sleepersClaimed: claimed.rows[0]!.n,
       indexBytes: { none: await indexBytes(dbs.none), sleeping: await indexBytes(dbs.sleeping) },
     };
