@@ -1,6 +1,7 @@
 /**
  * `npm run torture` — randomized faults against the last chapter's engine
- * (chapter 8), and an invariant checker over what the world saw.
+ * (chapter 9: its orders wait for events, some are cancelled, some are
+ * batches of child orders), and an invariant checker over what the world saw.
  *
  *   npm run torture -- --runs 3 --seed 42        3 rounds, seeds 42, 43, 44
  *   npm run torture -- --runs 26 --seed 1 --faults 40 --write   the long run (1,040 faults); writes the summary
