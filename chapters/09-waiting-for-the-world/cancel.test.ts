@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freshPool, type TestPool } from '../../shared/testing/database.ts';
 import { until } from '../../shared/testing/waiting.ts';
 import { runCli } from './cli.ts';
+import { claimWorkflows } from './queries.ts';
 import { createEngine, migrate, NoSuchWorkflowError, WorkflowCancelledError, type Context, type RunEndEvent } from './index.ts';
 
 let test: TestPool;
@@ -100,6 +101,19 @@ describe('cancellation', () => {
     expect(await engine.cancel('c-5')).toEqual({ outcome: 'finished', status: 'completed' });
     expect(await engine.result('c-5')).toBe('done');
     await expect(engine.cancel('nobody')).rejects.toThrow(NoSuchWorkflowError);
+  });
+
+  it('cancelled after its last attempt’s worker vanished: ends cancelled with its reason, its code never run again (torture finding 4)', async () => {
+    let runs = 0;
+    const engine = createEngine({ db, workflows: { once: async (ctx: Context) => ctx.step('charge', async () => void runs++) } });
+    await engine.start('once', {}, { id: 'c-10', maxAttempts: 1 });
+    // Its one attempt: a claim whose process is gone (made here by hand), its lease left to run out.
+    await claimWorkflows(db, { worker: 'vanished', limit: 50, leaseMs: 50 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await engine.cancel('c-10', { reason: 'the customer changed their mind' })).toEqual({ outcome: 'requested', status: 'running' });
+    await engine.createWorker({ leaseMs: 5000 }).drain();
+    await expect(engine.result('c-10')).rejects.toThrow('workflow c-10 was cancelled: the customer changed their mind');
+    expect(runs).toBe(0);
   });
 
   it('durable cancel: an operator cancels a sleeping workflow; again, nothing changes; a finished one, exit 1', async () => {

@@ -304,7 +304,13 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
     if (claim.cancelReason != null) lease.cancel(claim.cancelReason);
     try {
       lease.check();
-      // 0. Claimed more times in a row than it may be with no word from a run:
+      // 0. Cancelled, and out of attempts or past its deadline: it may not run
+      //    again, not even to hear the cancel — but its end is what was asked
+      //    for, `cancelled`. (Its compensations, being its code, do not run.)
+      if (claim.cancelReason != null && (claim.attempts > claim.maxAttempts || (claim.deadlineInMs !== null && claim.deadlineInMs <= 0))) {
+        return await cancelled(claim, lease, span);
+      }
+      //    Claimed more times in a row than it may be with no word from a run:
       //    every worker that ran it died or froze. Fail it; never run it again.
       if (claim.attempts > claim.maxAttempts) {
         const error = new AttemptsExhaustedError(

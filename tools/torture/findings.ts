@@ -1,11 +1,11 @@
 /**
- * Two findings of the torture run on chapter 9 (docs/torture/report.md, 2026-12-03), each reduced to a
+ * Four findings of the torture runs on chapter 9 (docs/torture/report.md, 2026-12-03), each reduced to a
  * few lines on one process and one database — no faults at random, no timing luck:
  *
  *   npx tsx tools/torture/findings.ts
  *
  * prints what chapter 9's engine does and what its documentation says it should, and exits 1 while
- * either finding still reproduces (0 once both are fixed). Not part of `npm test`.
+ * any of findings 2–4 still reproduces (0 once they are fixed). Not part of `npm test`.
  *
  * 1. A cancel the run has not heard of yet does not stop the workflow's end: engine.cancel() answers
  *    `requested` ("it ends cancelled", types.ts), yet the run completes — its step's record and the
@@ -44,6 +44,7 @@
  *    worker's claim. In the torture run on 32a4274 (seed 1), batch-1-1/1 was cancelled with its
  *    batch at 11:50:38.820 (its claim #6's process already SIGKILLed); claim #7 (w1.6) died with a
  *    poison claimed beside it, and claim #8 (w3.6) failed it: attempts 6 of 5, every claim ended by a fault.
+ *    Fixed: the claim's cancel is looked at first (execute's step 0 in run.ts; cancel.test.ts).
  */
 import pg from 'pg';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
