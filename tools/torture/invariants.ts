@@ -157,7 +157,8 @@ function invariant(name: string, violations: string[]): Invariant {
  * The cancel watch: each cancellation as it is written (chapter 9), with the
  * fencing token the workflow had at that moment and whether a worker held it
  * (its owner, its lease live): a step recorded after the cancel under a later
- * token was run by a claim made after it, which was told of the cancel.
+ * token was run by a claim made after it, which was told of the cancel. A
+ * child born cancelled (its parent's cancel came first) is watched at its birth.
  */
 export async function installWatches(db: pg.Pool): Promise<void> {
   await db.query(`
@@ -202,13 +203,23 @@ export async function installWatches(db: pg.Pool): Promise<void> {
     );
     CREATE OR REPLACE FUNCTION torture_watch_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
-      INSERT INTO torture_cancels (workflow_id, token, owner, held, requested_at)
-      VALUES (NEW.id, OLD.fencing_token, OLD.lease_owner, OLD.lease_owner IS NOT NULL AND OLD.lease_expires_at > statement_timestamp(), NEW.cancel_requested_at);
+      IF TG_OP = 'INSERT' THEN
+        -- A child started by a parent whose cancel its run had not heard yet is born cancelled (startChildren):
+        -- the parent's cancel, written before the child existed. Nobody held it.
+        INSERT INTO torture_cancels (workflow_id, token, owner, held, requested_at)
+        VALUES (NEW.id, NEW.fencing_token, NULL, false, NEW.cancel_requested_at);
+      ELSE
+        INSERT INTO torture_cancels (workflow_id, token, owner, held, requested_at)
+        VALUES (NEW.id, OLD.fencing_token, OLD.lease_owner, OLD.lease_owner IS NOT NULL AND OLD.lease_expires_at > statement_timestamp(), NEW.cancel_requested_at);
+      END IF;
       RETURN NULL;
     END $$;
     DROP TRIGGER IF EXISTS torture_watch_cancel ON workflows;
     CREATE TRIGGER torture_watch_cancel AFTER UPDATE ON workflows FOR EACH ROW
       WHEN (OLD.cancel_requested_at IS NULL AND NEW.cancel_requested_at IS NOT NULL) EXECUTE FUNCTION torture_watch_cancel();
+    DROP TRIGGER IF EXISTS torture_watch_born_cancelled ON workflows;
+    CREATE TRIGGER torture_watch_born_cancelled AFTER INSERT ON workflows FOR EACH ROW
+      WHEN (NEW.cancel_requested_at IS NOT NULL) EXECUTE FUNCTION torture_watch_cancel();
   `);
 }
 
