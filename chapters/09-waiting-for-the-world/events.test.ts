@@ -51,6 +51,39 @@ describe('waiting for an event', () => {
     }
   });
 
+  it('the send ends the wait in the log, and hands the workflow to its own process’s idle worker: the woken run claims nothing and takes nothing, it replays', async () => {
+    // Counted on the pool every statement goes through: the claims, and the waiter's own look for its event.
+    const counted = { claims: 0, takes: 0 };
+    const query = db.query.bind(db) as (...args: unknown[]) => unknown;
+    (db as unknown as { query: unknown }).query = (config: unknown, ...rest: unknown[]) => {
+      const name = (config as { name?: string } | null)?.name;
+      if (name === 'claim-workflows') counted.claims++;
+      if (name === 'take-events') counted.takes++;
+      return query(config, ...rest);
+    };
+    const ends: string[] = [];
+    const engine = createEngine({ db, workflows: { paid } });
+    const worker = engine.createWorker({ concurrency: 1, leaseMs: 5000, pollMs: 60_000, onRunEnd: (e) => void ends.push(e.outcome) });
+    await worker.start();
+    try {
+      for (const [id, from] of [['ev-local', engine], ['ev-remote', createEngine({ db, workflows: {} })]] as const) {
+        ends.length = 0;
+        await engine.start('paid', {}, { id });
+        await until(`${id} parks`, async () => ends.includes('waiting'), { timeoutMs: 5000, everyMs: 5 });
+        const before = { ...counted };
+        expect(await from.send(id, 'payment', { amount: 5 })).toEqual({ delivered: true, woke: true });
+        expect(await engine.result(id)).toBe('shipped, paid 5');
+        // The sender's own engine: handed over in the send's statement. Another engine (another process, for
+        // all it knows): runnable, a NOTIFY, and this worker claims it. Neither run looks for its event again.
+        const claims = counted.claims - before.claims;
+        expect({ id, handedOver: claims === 0, takes: counted.takes - before.takes }).toEqual({ id, handedOver: from === engine, takes: 0 });
+      }
+    } finally {
+      await worker.stop();
+      (db as unknown as { query: unknown }).query = query;
+    }
+  });
+
   it('sent before the workflow waits: kept, and taken when it comes to wait; the same key again is the same event, kept once', async () => {
     const engine = createEngine({ db, workflows: { paid } });
     await engine.start('paid', {}, { id: 'ev-2' });
@@ -137,7 +170,7 @@ describe('the race that loses wake-ups', () => {
     expect(await untaken(fence.workflowId)).toBe(1);
   });
 
-  it('the chapter’s waiter locks the row first: a send in between waits for the park, then wakes it — the event is taken by the next run', async () => {
+  it('the chapter’s waiter locks the row first: a send in between waits for the park, then ends the wait in the log and wakes it — the next run replays it', async () => {
     const fence = await claimed('race-locked');
     const waiter = await db.connect();
     try {
@@ -158,8 +191,11 @@ describe('the race that loses wake-ups', () => {
     } finally {
       waiter.release();
     }
-    expect(await row(fence.workflowId)).toEqual({ runnable: true, waitEvents: ['payment'] });
-    // The next claim's run takes it (a real engine's worker, with the workflow's code).
+    // The send ended the wait itself, under the lock it held: the event taken at position 0, its entry in the log, the wait's row gone.
+    expect(await row(fence.workflowId)).toEqual({ runnable: true, waitEvents: null });
+    const entry = await db.query(`SELECT seq, name, kind, output FROM steps WHERE workflow_id = $1`, [fence.workflowId]);
+    expect(entry.rows).toEqual([{ seq: 0, name: 'payment', kind: 'event', output: { payload: { amount: 2 }, key: expect.any(String) } }]);
+    // The next claim's run replays it (a real engine's worker, with the workflow's code).
     const engine = createEngine({ db, workflows: { paid } });
     await engine.createWorker({ leaseMs: 5000 }).drain();
     expect(await engine.result(fence.workflowId)).toBe('shipped, paid 2');

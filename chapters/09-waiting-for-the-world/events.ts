@@ -3,17 +3,20 @@
  * from anywhere — another process, an HTTP handler, a webhook.
  *
  * One transaction, the sender's half of the protocol in queries.ts ("events"):
- * lock the workflow's row FIRST, then insert the event (once per key), then
- * wake the workflow if it is parked waiting for that name. Taking the same
- * lock as the waiter is what makes the wake-up impossible to lose; the NOTIFY
- * that rides on the wake makes an idle worker elsewhere claim it at once, and
- * this process's own workers are woken in memory.
+ * lock the workflow's row FIRST, then deliver the event (once per key) — and
+ * if the workflow is parked waiting for it, end that wait right there, in its
+ * log. Taking the same lock as the waiter is what makes the wake-up impossible
+ * to lose. The send that ends the last wait wakes the workflow: handed to a
+ * worker of this process with a free slot, claimed in the send's own statement
+ * (as start() does), or else runnable with a NOTIFY for an idle worker
+ * elsewhere, and this process's own workers woken in memory. The woken run
+ * replays its wait from the log and goes straight on to its next step.
  */
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { checkWorkflowId, NoSuchWorkflowError, WorkflowNotRunningError } from './errors.ts';
 import { explainMissingSchema } from './migrate.ts';
-import { eventSent, inTransaction, insertEvent, lockForSend, wakeIfWaiting, WAKE_CHANNEL } from './queries.ts';
+import { deliverEvent, eventSent, inTransaction, lockForSend, WAKE_CHANNEL, type Delivery } from './queries.ts';
 import { checkEventName } from './run.ts';
 import type { LocalWorker } from './start.ts';
 
@@ -36,21 +39,32 @@ export function createSend({ db, toRecordable, localWorkers, processTag, crashPo
     if (typeof key !== 'string' || key === '' || Buffer.byteLength(key) > 1024) throw new RangeError(`an event key is a non-empty string of at most 1024 bytes; got ${JSON.stringify(key)}`);
     if (payload === undefined) throw new RangeError(`the payload of event "${name}" is undefined: send null, or a value`);
     const recordable = toRecordable(payload, `the payload of event "${name}" for workflow ${workflowId}`);
-    const outcome = await inTransaction(db, async (tx) => {
-      const target = await lockForSend(tx, workflowId);
-      if (!target) throw new NoSuchWorkflowError(`workflow ${workflowId} is not in the log: event "${name}" was not sent`, 'Check the id; start() the workflow before sending it events.');
-      if (target.status !== 'running') {
-        // A webhook redelivered after its workflow finished: the same event, already delivered — not an error.
-        if (await eventSent(tx, { workflowId, name, key })) return { delivered: false, woke: false };
-        throw new WorkflowNotRunningError(`workflow ${workflowId} is ${target.status}: nothing will wait for event "${name}", which was not sent`, 'Send events only to running workflows.');
-      }
-      const delivered = await insertEvent(tx, { workflowId, name, key, payload: recordable });
-      const woke = delivered && (await wakeIfWaiting(tx, workflowId, name, processTag));
-      return { delivered, woke };
-    }).catch((thrown: unknown) => Promise.reject(explainMissingSchema(thrown)));
+    // A worker of this process with a free slot takes the workflow if this send wakes it: no claim, no NOTIFY.
+    const local = [...localWorkers].find((worker) => worker.reserve());
+    const sentAt = performance.now();
+    let outcome: Pick<Delivery, 'delivered' | 'woke' | 'claim'>;
+    try {
+      outcome = await inTransaction(db, async (tx) => {
+        const target = await lockForSend(tx, workflowId);
+        if (!target) throw new NoSuchWorkflowError(`workflow ${workflowId} is not in the log: event "${name}" was not sent`, 'Check the id; start() the workflow before sending it events.');
+        if (target.status !== 'running') {
+          // A webhook redelivered after its workflow finished: the same event, already delivered — not an error.
+          if (await eventSent(tx, { workflowId, name, key })) return { delivered: false, woke: false, claim: null };
+          throw new WorkflowNotRunningError(`workflow ${workflowId} is ${target.status}: nothing will wait for event "${name}", which was not sent`, 'Send events only to running workflows.');
+        }
+        return deliverEvent(tx, { workflowId, name, key, payload: recordable }, { claimFor: local && { worker: local.name, leaseMs: local.leaseMs }, notify: processTag });
+      });
+    } catch (thrown) {
+      local?.unreserve();
+      throw explainMissingSchema(thrown);
+    }
     crashPoint('after-event-sent'); // committed: a crash now loses nothing; a resend with the same key is the same event
-    if (outcome.woke) for (const worker of localWorkers) worker.wake();
-    return outcome;
+    if (outcome.claim) local!.take(outcome.claim, sentAt);
+    else {
+      local?.unreserve();
+      if (outcome.woke) for (const worker of localWorkers) worker.wake();
+    }
+    return { delivered: outcome.delivered, woke: outcome.woke };
   };
 }
 

@@ -206,8 +206,8 @@ export function isConnectionFailure(error: unknown): boolean {
 // ── workflows ────────────────────────────────────────────────────────────────
 
 /** Milliseconds from now to a deadline column, by the database clock (negative once past); null when there is none. */
-function deadlineInMs(column: string): string {
-  return `ceil(extract(epoch FROM ${column} - now()) * 1000)::float8 AS "deadlineInMs"`;
+function deadlineInMs(column: string, clock = 'now()'): string {
+  return `ceil(extract(epoch FROM ${column} - ${clock}) * 1000)::float8 AS "deadlineInMs"`;
 }
 
 // Milliseconds as float8, never int: a sleep of 25 days or more is past an int's 2^31 − 1.
@@ -361,6 +361,13 @@ export interface Claim {
   parentId?: string | null;
 }
 
+/** What a claim returns of the row it stamped (alias `w`): a {@link Claim}. Also the handover of a send that wakes a workflow (deliverEvent). */
+// statement_timestamp(), not now(): in a claim's own statement they are the same; in a send's transaction now() is its BEGIN's.
+const claimColumns = `w.id, w.name, w.input, w.fencing_token AS "fencingToken", w.attempts, w.max_attempts AS "maxAttempts",
+               extract(epoch FROM statement_timestamp())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at', 'statement_timestamp()')},
+               CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason",
+               w.parent_id AS "parentId"`;
+
 /**
  * Claim up to `limit` runnable workflows for `worker`, in ONE statement: pick
  * them, lock them, and stamp each with a lease and a new fencing token.
@@ -417,10 +424,7 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
                             THEN 1 ELSE w.attempts + 1 END
        FROM runnable
       WHERE w.id = runnable.id
-     RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken", w.attempts, w.max_attempts AS "maxAttempts",
-               extract(epoch FROM now())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at')},
-               CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason",
-               w.parent_id AS "parentId"`,
+     RETURNING ${claimColumns}`,
     values: [claim.worker, claim.limit, claim.leaseMs],
   });
   return result.rows;
@@ -903,15 +907,25 @@ export function waitingOf(row: WorkflowRow, log: Log): { reason: 'retry' | 'slee
 // snapshot per statement, so what they see includes whatever the other side
 // committed before they got the lock):
 //
-//   the waiter   lockForWait  →  takeEvent  →  got one: record it       │ one transaction
-//                                              none: parkForEvent       │
-//   the sender   lockForSend  →  insertEvent →  wakeIfWaiting           │ one transaction
+//   the waiter   lockForWait  →  takeEvents  →  got one: record it      │ one transaction
+//                                               none: parkForEvents     │
+//   the sender   lockForSend  →  deliverEvent: the event; parked for it?  │ one transaction
+//                                the wait's end recorded, woken at the last
 //
 // Whichever locks first finishes first; the other sees its effect. A sender
 // that locks first has committed its event before the waiter looks: taken. A
-// waiter that locks first has parked before the sender wakes: woken. Without
-// the lock, each side's look can miss the other's uncommitted write
-// (engine.test.ts replays that interleaving on a naive protocol, and shows the event stranded).
+// waiter that locks first has parked before the sender looks: the sender ends
+// the wait itself. Without the lock, each side's look can miss the other's
+// uncommitted write (events.test.ts replays that interleaving on a naive
+// protocol, and shows the event stranded).
+//
+// Why the SENDER records the wait's end, not the woken run: the run would
+// otherwise spend a transaction of its own (lock, take, record, commit —
+// 5 round trips, one commit) before its next step; a send that fills the
+// wait under the lock it already holds costs one statement more. The woken
+// run replays the wait from the log like any step. Measured (npm run bench,
+// idle worker): send → the step after the wait p50 7.3–9.2 ms before, when
+// the run took its event itself.
 
 /**
  * "Until an event comes", as a time: the last day of year 9999. Not
@@ -1030,38 +1044,82 @@ export async function eventSent(tx: pg.PoolClient, event: { workflowId: string; 
   return result.rowCount === 1;
 }
 
-/** Insert the event — once per (workflow, name, key): false when that key was sent already. */
-export async function insertEvent(tx: pg.PoolClient, event: { workflowId: string; name: string; key: string; payload: unknown }): Promise<boolean> {
-  const result = await tx.query({
-    name: 'insert-event',
-    text: `INSERT INTO events (workflow_id, name, key, payload) VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING`,
-    values: [event.workflowId, event.name, event.key, JSON.stringify(event.payload)],
-  });
-  return result.rowCount === 1;
+/** What a send did: inserted the event (false: that key was sent already), ended a wait with it, woke the workflow — and, when it was handed to a worker of the sender's process, the claim. */
+export interface Delivery {
+  delivered: boolean;
+  /** It ended one of the waits the workflow was parked in (recorded in its log). */
+  filled: boolean;
+  /** …the last one: the workflow is runnable now, or claimed (`claim`). */
+  woke: boolean;
+  claim: Claim | null;
 }
 
 /**
- * An event named `name` was just inserted: parked waiting for it? Then one of
- * its waits is filled — unless there are already as many untaken events of
- * that name as waits for it (a second `payment` fills no second wait) — and
- * `waits_missing` counts down. The send that brings it to 0 makes the
- * workflow runnable now, and workers told (a NOTIFY at COMMIT, payload: the
- * sending process, whose own workers are woken in memory). Its token moved on
- * when it parked: the next claim runs it. True when it woke it.
+ * The sender's second statement, after lockForSend — ONE statement:
+ *
+ *   1. insert the event, once per (workflow, name, key): the same key again is
+ *      a redelivery, and changes nothing;
+ *   2. if the workflow is parked for events (held by nobody, not runnable yet,
+ *      waits missing) and one of its waits is for this name, the earliest such
+ *      wait takes the event: `taken_at_seq`, its end recorded in the log as
+ *      the waiter's flush would have (`{ payload, key }`, kind `event`), its
+ *      row gone;
+ *   3. `waits_missing` counts down. At 0 the workflow is woken: runnable now
+ *      with a NOTIFY at COMMIT (payload: the sending process, whose own workers
+ *      are woken in memory) — or, given `claimFor`, claimed for a worker of
+ *      the sender's process (a new token, a lease), the way start() hands
+ *      a workflow over: no claim, no NOTIFY. Otherwise it stays parked until
+ *      the soonest timeout of the waits left.
+ *
+ * A workflow not parked — its run in flight, or runnable already (a timeout
+ * passed, a cancel) — is left alone: its run's flush takes the event. The
+ * entry's fencing token is the workflow's, which its park moved on: the next
+ * claim's run writes above it.
  */
-export async function wakeIfWaiting(tx: pg.PoolClient, workflowId: string, name: string, sender: string): Promise<boolean> {
-  const result = await tx.query<{ woke: boolean }>({
-    name: 'wake-if-waiting',
-    text: `UPDATE workflows w
-              SET waits_missing = w.waits_missing - 1,
-                  lease_expires_at = CASE WHEN w.waits_missing = 1 THEN now() ELSE w.lease_expires_at END
-            WHERE w.id = $1 AND w.status = 'running' AND w.waits_missing > 0 AND w.lease_owner IS NULL AND w.lease_expires_at > now()
-              AND (SELECT count(*) FROM events WHERE workflow_id = $1 AND name = $2 AND taken_at_seq IS NULL)
-                  <= (SELECT count(*) FROM waits WHERE workflow_id = $1 AND name = $2)
-           RETURNING w.waits_missing = 0 AS woke, CASE WHEN w.waits_missing = 0 THEN pg_notify('${WAKE_CHANNEL}', $3) END`,
-    values: [workflowId, name, sender],
+export async function deliverEvent(
+  tx: pg.PoolClient,
+  event: { workflowId: string; name: string; key: string; payload: unknown },
+  { claimFor, notify }: { claimFor?: { worker: string; leaseMs: number }; notify: string },
+): Promise<Delivery> {
+  const result = await tx.query<{ delivered: boolean; filled: boolean; woke: boolean | null; claimed: boolean | null } & Partial<Claim>>({
+    name: 'deliver-event',
+    text: `WITH parked AS (
+             SELECT x.seq FROM waits x JOIN workflows w ON w.id = x.workflow_id
+              WHERE x.workflow_id = $1 AND x.name = $2
+                AND w.status = 'running' AND w.waits_missing > 0 AND w.lease_owner IS NULL AND w.lease_expires_at > statement_timestamp()
+              ORDER BY x.seq LIMIT 1
+           ), sent AS (
+             INSERT INTO events (workflow_id, name, key, payload, taken_at_seq)
+             VALUES ($1, $2, $3, $4::jsonb, (SELECT seq FROM parked))
+             ON CONFLICT DO NOTHING
+             RETURNING taken_at_seq
+           ), filled AS (
+             DELETE FROM waits x USING sent WHERE x.workflow_id = $1 AND x.seq = sent.taken_at_seq
+             RETURNING x.seq
+           ), recorded AS (
+             INSERT INTO steps (workflow_id, seq, name, kind, output, fencing_token)
+             SELECT $1, filled.seq, $2, 'event', jsonb_build_object('payload', $4::jsonb, 'key', $3::text), w.fencing_token
+               FROM filled JOIN workflows w ON w.id = $1
+           ), woken AS (
+             UPDATE workflows w
+                SET waits_missing = w.waits_missing - 1,
+                    fencing_token = w.fencing_token + CASE WHEN w.waits_missing = 1 AND $5::text IS NOT NULL THEN 1 ELSE 0 END,
+                    lease_owner = CASE WHEN w.waits_missing = 1 THEN $5::text END,
+                    attempts = CASE WHEN w.waits_missing = 1 AND $5::text IS NOT NULL THEN 1 ELSE w.attempts END,
+                    lease_expires_at = CASE WHEN w.waits_missing = 1 THEN statement_timestamp() + coalesce($6::int, 0) * interval '1 millisecond'
+                                            ELSE LEAST(coalesce((SELECT min(x.until) FROM waits x WHERE x.workflow_id = $1 AND x.seq <> filled.seq), ${FOREVER}), w.deadline_at) END
+               FROM filled
+              WHERE w.id = $1
+             RETURNING w.waits_missing = 0 AS woke, w.lease_owner IS NOT NULL AS claimed, ${claimColumns},
+                       CASE WHEN w.waits_missing = 0 AND w.lease_owner IS NULL THEN pg_notify('${WAKE_CHANNEL}', $7) END AS notified
+           )
+           SELECT EXISTS (SELECT 1 FROM sent) AS delivered, EXISTS (SELECT 1 FROM woken) AS filled, woken.* FROM (SELECT) AS one LEFT JOIN woken ON true`,
+    values: [event.workflowId, event.name, event.key, JSON.stringify(event.payload), claimFor?.worker ?? null, claimFor?.leaseMs ?? null, notify],
   });
-  return result.rows[0]?.woke === true;
+  const row = result.rows[0]!;
+  const woke = row.woke === true;
+  const claim = woke && row.claimed ? ({ id: row.id!, name: row.name!, input: row.input, fencingToken: row.fencingToken!, attempts: row.attempts!, maxAttempts: row.maxAttempts!, claimedAt: row.claimedAt, deadlineInMs: row.deadlineInMs ?? null, cancelReason: row.cancelReason ?? null, parentId: row.parentId ?? null }) : null;
+  return { delivered: row.delivered, filled: row.filled, woke, claim };
 }
 
 // ── child workflows ──────────────────────────────────────────────────────────

@@ -16,6 +16,8 @@
  *                      lost wake-up: "events" in queries.ts). An event found,
  *                      or a timeout passed, is recorded as the wait's end; none
  *                      yet: the workflow parks, holding no slot, and the run ends.
+ *                      The send that comes later records the wait's end itself
+ *                      (events.ts): the next run replays it, as any step.
  *   ctx.startChild     the child's row and this log's entry, in one fenced
  *                      transaction. handle.result() is a wait for the event
  *                      the child's end sends its parent (`endChild`).
@@ -75,8 +77,7 @@ import {
   startChildren,
   childEndEvent,
   lockForSend,
-  insertEvent,
-  wakeIfWaiting,
+  deliverEvent,
   type ChildEnd,
   type Claim,
   type EntryKind,
@@ -430,8 +431,9 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
    * Record a child's end and send it to its parent, in one transaction: the
    * PARENT's row locked first — the order cancel() locks a parent and its
    * children in; the other order could deadlock with it — then the child's
-   * fenced end, then the event (key `end`: once) and the parent's wake-up if
-   * that fills its last wait. A parent no longer running gets no event. A
+   * fenced end, then the event (key `end`: once), which ends the parent's
+   * wait for it if it is parked (deliverEvent) and wakes it if that was its
+   * last. A parent no longer running gets no event. A
    * cancelled child's payload carries the cancel's reason, returned here.
    *
    * Never fold this into one statement (a CTE that locks the parent, ends the
@@ -457,7 +459,7 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
         payload = { status: 'cancelled', error: reason };
       }
       const name = childEndEvent(claim.id);
-      const woke = parent?.status === 'running' && (await insertEvent(tx, { workflowId: parentId, name, key: 'end', payload })) && (await wakeIfWaiting(tx, parentId, name, processTag));
+      const woke = parent?.status === 'running' && (await deliverEvent(tx, { workflowId: parentId, name, key: 'end', payload }, { notify: processTag })).woke;
       return { woke, reason: 'error' in payload ? payload.error : null };
     });
     if (sent.woke) wakeLocal();

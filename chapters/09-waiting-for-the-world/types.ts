@@ -389,6 +389,9 @@ export interface Engine<W extends Workflows> {
    * {@link NoSuchWorkflowError}; one already finished, a {@link WorkflowNotRunningError}
    * — unless this key was sent to it before it finished (a webhook
    * redelivered): that is `delivered: false`, as for a running one.
+   * `woke`: the event ended the last wait the workflow was parked in — it
+   * runs again now, handed to a worker of this process with a free slot if
+   * there is one (no claim), else to the first worker a NOTIFY reaches.
    */
   send(workflowId: string, name: string, payload: unknown, options?: { key?: string }): Promise<{ delivered: boolean; woke: boolean }>;
   /**

@@ -91,7 +91,7 @@ describe('npm run bench -- --quick', () => {
     expect(output).toMatch(row('yardstick: a bare INSERT autocommit after 15 ms idle .*', '—', 'same process', '5', ...Array(3).fill(`${n} ms`), '—', '—', '1', '1', '1×'));
     const event = (sender: string, wake: string, clock: string, trips: string) =>
       row(sender, wake, clock, '5', ...Array(2).fill(String.raw`\*\*${n} ms\*\*`), ...Array(3).fill(`${n} ms`), n, trips, x);
-    expect(output).toMatch(event(String.raw`the engine whose worker parked it \(send\(\) wakes it in memory\)`, 'in memory', 'same process', n));
+    expect(output).toMatch(event(String.raw`the engine whose worker parked it \(send\(\) hands it over in memory, claimed\)`, 'in memory', 'same process', n));
     expect(output).toMatch(event(String.raw`another engine in this process, no worker .*`, 'NOTIFY', 'same process', n));
     expect(output).toMatch(event(String.raw`this process, the worker in another .*`, 'NOTIFY', 'database', String.raw`${n} \+ the worker's \(not counted here\)`));
     expect(output).toMatch(/Target: p50 < 3 ms, p99 < 10 ms — \*\*(met in all 3 cases|not met in any case|met in \d of 3)\*\*/);

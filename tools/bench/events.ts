@@ -4,7 +4,7 @@
  *   events    delivery latency — an idle worker, a workflow parked in
  *             `ctx.waitForEvent('go')`; `engine.send(id, 'go')`; the time until
  *             the step after the wait starts. Three senders: the engine whose
- *             worker parked it (woken in memory), another engine in this
+ *             worker parked it (send() hands it over, claimed), another engine in this
  *             process with no worker (its NOTIFY, on its own connection), and
  *             this process with the worker in another process (events-worker.ts:
  *             NOTIFY across processes).
@@ -276,7 +276,7 @@ export interface EventDeliveryCase {
   dbClock: Summary;
   /** send()'s own call, in the sender's process: its transaction (lock, insert, wake, commit). */
   send: Summary;
-  /** Write transactions from just before send() to the step after the wait (the send's, the claim's, the wait's end): the mean per event. */
+  /** Write transactions from just before send() to the step after the wait (the send's; the claim's, unless send() handed it over): the mean per event. */
   commitsPerEvent: number;
   /** Round trips from send() to the step after the wait, when sender and worker share this process (counted here); undefined otherwise. */
   roundTripsPerEvent: number | undefined;
@@ -354,7 +354,7 @@ async function deliveries(url: string, round: DeliveryRound, count: number, idle
  * wait until it parks in waitForEvent('go'), leave the worker idle 15 ms,
  * send, and time until the step after the wait starts. Three senders:
  *
- *   1. the engine whose worker parked it: send() wakes that worker in memory;
+ *   1. the engine whose worker parked it: send() hands the workflow to that worker, claimed in its own statement;
  *   2. another engine in this process, with no worker: its NOTIFY (another
  *      connection) wakes the worker — timed on the same clock as 1;
  *   3. this process, the worker in another process (events-worker.ts): the
@@ -398,7 +398,7 @@ export async function eventDelivery(ctx: SuiteContext, chapter: ProductionChapte
       const notify: DeliveryRound = { ...same, send: (...a) => other.send(...a) };
       await deliveries(o.url, same, warm, idleMs, 'warm-same');
       await deliveries(o.url, notify, warm, idleMs, 'warm-other');
-      book({ sender: 'the engine whose worker parked it (send() wakes it in memory)', wake: 'in-memory', clock: 'same process' }, await deliveries(o.url, same, count, idleMs, 'same'));
+      book({ sender: 'the engine whose worker parked it (send() hands it over in memory, claimed)', wake: 'in-memory', clock: 'same process' }, await deliveries(o.url, same, count, idleMs, 'same'));
       book({ sender: 'another engine in this process, no worker (its NOTIFY, another connection)', wake: 'NOTIFY', clock: 'same process' }, await deliveries(o.url, notify, count, idleMs, 'other'));
     } finally {
       await worker.stop();

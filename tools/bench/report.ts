@@ -347,7 +347,10 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
         measured: `p50 ${ms(k.latency.p50Ms)}, p99 ${ms(k.latency.p99Ms)}, max ${ms(k.latency.maxMs)} (${k.workflows} events, ${k.clock === 'database' ? 'database clock' : 'same-process clock'})`,
         met: k.latency.p50Ms < 3 && k.latency.p99Ms < 10,
         why:
-          `${fmt(k.commitsPerEvent, 1)} commits one after another before the step starts — the send's transaction (lock, insert, wake + NOTIFY), the claim, and the wait's end (lock, take the event, record it)` +
+          `${fmt(k.commitsPerEvent, 1)} commit(s) one after another before the step starts — ` +
+          (k.wake === 'in-memory'
+            ? "the send's transaction (the row's lock; the event, the wait's end recorded in the log, the workflow claimed for this process's idle worker), then the log loaded and the wait replayed"
+            : "the send's transaction (the row's lock; the event, the wait's end recorded in the log, the workflow runnable + NOTIFY), then the woken worker's claim, the log loaded and the wait replayed") +
           (k.roundTripsPerEvent !== undefined ? `, ${fmt(k.roundTripsPerEvent, 1)} round trips in all (${fmt(k.sendRoundTrips, 1)} of them send()'s)` : `; send() itself ${fmt(k.sendRoundTrips, 1)} round trips`) +
           (y ? `; the yardstick, one bare INSERT commit after the same 15 ms idle, takes p50 ${ms(y.latency.p50Ms)}` : ''),
       });
@@ -851,17 +854,20 @@ function eventsSection(e: EventDelivery | undefined, yardstick: Dispatch | undef
     '',
     `Target: p50 < 3 ms, p99 < 10 ms — ${met.length === e.cases.length ? `**met in all ${e.cases.length} cases**` : met.length === 0 ? '**not met in any case**' : `**met in ${met.length} of ${e.cases.length}** (${listOf(met.map((k) => (k.wake === 'in-memory' ? 'in memory' : k.clock === 'database' ? 'across processes' : 'NOTIFY in one process')))})`}. ` +
       `What stands between the send and the step is ${fmt(Math.min(...commits), 0) === fmt(Math.max(...commits), 0) ? fmt(commits[0]!, 0) : `${fmt(Math.min(...commits), 1)}–${fmt(Math.max(...commits), 1)}`} commits one after another, each waiting for the one before — ` +
-      "(1) send()'s transaction: `BEGIN`, lock the workflow's row, insert the event, count its missing waits down and, at none, make it runnable (`lease_expires_at = now()`, and a NOTIFY at COMMIT), `COMMIT`; " +
-      '(2) the claim, by the worker that was woken (in memory, or by the NOTIFY), then the log loaded; ' +
-      "(3) the wait's end, replayed: the resumed run finds no entry at the wait's position (the log records how a wait ended, and it had not), so it takes the event in a transaction of its own — `BEGIN`, lock, take the oldest untaken event, record it in the log, `COMMIT` — and only then does the step start" +
-      (inMemory?.roundTripsPerEvent !== undefined ? ` (${fmt(inMemory.roundTripsPerEvent, 1)} round trips in all, counted in the in-memory case, ${fmt(inMemory.sendRoundTrips, 1)} of them send()'s)` : '') +
+      "(1) send()'s transaction: `BEGIN`, lock the workflow's row, then one statement (`deliverEvent`) that inserts the event and — the workflow parked waiting for that name — ends the wait right there: the event taken, the wait's end recorded in the log, its missing waits counted down and, at none, the workflow woken: " +
+      "claimed for an idle worker of the sending process (a new fencing token and a lease, as start() hands a workflow over), or else made runnable with a NOTIFY at COMMIT; `COMMIT`; " +
+      '(2) on the NOTIFY path only, the claim, by the worker that was woken; ' +
+      "(3) the log loaded (one read), in which the resumed run finds its wait's end and replays it like any step — and the step starts" +
+      (inMemory?.roundTripsPerEvent !== undefined ? ` (${fmt(inMemory.roundTripsPerEvent, 1)} round trips in all in the in-memory case, ${fmt(inMemory.sendRoundTrips, 1)} of them send()'s)` : '') +
       '. ' +
       (y
-        ? `At the yardstick's ${ms(y.p50Ms)} a commit after idling, ${fmt(meanCommits, 0)} commits alone come to about ${ms(meanCommits * y.p50Ms)}`
+        ? `At the yardstick's ${ms(y.p50Ms)} a commit after idling, ${fmt(meanCommits, 0)} commit${meanCommits === 1 ? '' : 's'} alone come${meanCommits === 1 ? 's' : ''} to about ${ms(meanCommits * y.p50Ms)}`
         : oneClient
           ? `At the baseline's ${ms(oneClient.latency.p50Ms)} a commit, ${fmt(meanCommits, 0)} come to ${ms(meanCommits * oneClient.latency.p50Ms)}`
           : '') +
-      '. What would take commits off the path is an engine change (not made here): send() could record the wait\'s end in the log itself when it finds the workflow parked for that name (it holds the row\'s lock and knows the wait\'s position), so the resumed run would replay it instead of taking it; and, for a worker in the sending process, the wake could hand the workflow over already claimed, as start() does for a local worker.',
+      ". What the NOTIFY path keeps is the claim's commit: a worker in another process must claim the workflow before its run may write, and the claim must be durable first " +
+      '(an asynchronous commit of a claim lost in a crash would let two runs hold the same fencing token). And send() keeps its lock as a statement of its own: ' +
+      "a statement's snapshot is taken before it waits for a lock, so a one-statement send could miss a park committed while it waited — the lost wake-up (queries.ts, \"events\").",
     '',
   ];
 }
