@@ -1,8 +1,9 @@
 /**
  * The timeline read from a log: which claim ran what, where a run went to
  * wait, where one took over — from tokens alone, as chapter 9 writes them —
- * and chapter 9's parks for events (told by the entry the run after the park
- * records, or by the waits rows while it lasts), children started, and
+ * and chapter 9's parks for events (told by the entry the send that filled a
+ * wait records — or, for a timeout, the run after the park — or by the waits
+ * rows while it lasts), children started, and
  * cancel requests.
  */
 import { describe, expect, it } from 'vitest';
@@ -185,6 +186,44 @@ describe('chapter 9: parks for events, children, cancellation', () => {
     // Children started apart (another statement) are rows of their own.
     const apart = buildTimeline(row({}), { steps: [entry(0, 'report', 1, 100, 'child', { id: 'w/0' }), entry(1, 'report', 1, 150, 'child', { id: 'w/1' })], failures: [] }, times(160), null, {});
     expect(shape(apart.events)).toEqual(['claim 1 first', 'child w/0@1', 'child w/1@1', 'now completed']);
+  });
+
+  it('waits filled by their sends (the entry is the send’s: its time, the park’s token): one park, ended by the last send; the ends one row; the next run resumed', () => {
+    const log: Log = {
+      steps: [
+        entry(0, 'report', 1, 200, 'child', { id: 'w/0' }),
+        entry(1, 'report', 1, 200, 'child', { id: 'w/1' }),
+        entry(2, 'durable:child:w/0', 2, 700, 'event', { key: 'end', payload: { status: 'completed', output: 'a' } }),
+        entry(3, 'durable:child:w/1', 2, 1800, 'event', { key: 'end', payload: { status: 'completed', output: 'b' } }),
+        step(4, 'summarize', 3, 1810),
+      ],
+      failures: [],
+    };
+    const events = [
+      { name: 'durable:child:w/0', key: 'end', sentAt: sentAt(700), takenAtSeq: 2 },
+      { name: 'durable:child:w/1', key: 'end', sentAt: sentAt(1800), takenAtSeq: 3 },
+    ];
+    const timeline = buildTimeline(row({ fencingToken: 3 }), log, times(1820), null, { events });
+    expect(shape(timeline.events)).toEqual([
+      'claim 1 first',
+      'child w/0,w/1@1',
+      'wait event by event',
+      'event durable:child:w/0:event,durable:child:w/1:event@2',
+      'claim 3 resumed',
+      'step summarize@3',
+      'now completed',
+    ]);
+    expect(timeline.events.find((e) => e.type === 'wait')).toMatchObject({ from: at(200), until: at(1800) });
+    expect(timeline.events.find((e) => e.type === 'event')).toMatchObject({ at: at(1800), bySend: true });
+    expect(timeline.takeovers).toBe(0);
+
+    // Parked still, one of its two waits filled by its send: the park (current) first, then that end; the wait left is its row.
+    const parked = row({ status: 'running', fencingToken: 2, leaseOwner: null, leaseMsLeft: 9e12, waitEvents: ['durable:child:w/1'] });
+    const now = buildTimeline(parked, { steps: log.steps.slice(0, 3), failures: [] }, { ...times(200, 5000), updatedAt: at(200) }, { reason: 'event', events: ['durable:child:w/1'], until: null }, {
+      waits: [{ seq: 3, name: 'durable:child:w/1', until: null }],
+      events: events.slice(0, 1),
+    });
+    expect(shape(now.events)).toEqual(['claim 1 first', 'child w/0,w/1@1', 'wait event current', 'event durable:child:w/0:event@2', 'now waiting']);
   });
 
   it('parked now: the waits rows are its current wait, from the park (its updated_at); events already sent do not wake it until all have come', () => {

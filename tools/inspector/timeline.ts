@@ -22,18 +22,24 @@
  *
  * Chapter 9's waits for events are told differently from sleeps: a sleep's
  * entry is recorded by the run that goes to sleep, but a wait's entry — the
- * event it got, or its timeout — by the run AFTER the park, once the wait is
- * over. While it lasts, the wait is a row of `waits` instead. So:
+ * event it got, or its timeout — once the wait is over: by the SEND that
+ * filled it (deliverEvent, in the send's statement: the entry's time is the
+ * event's `sent_at`, its token the park's), or by the run after the park (a
+ * timeout, or an event that came while no park was there to fill). While it
+ * lasts, the wait is a row of `waits` instead. So:
  *   - a park in progress (or cut short by a cancel: its rows stay) is read
- *     from the `waits` rows, at their position in the log;
- *   - a park that is over is inferred from the wait's entry: recorded two
- *     tokens or more after the run before it (the park's release, then the
- *     claim that took the event), with an event sent after that run's last
- *     record (or a timeout) — an event already there would have been taken at
- *     once, with no park. It lasted from that record (≈: the park itself is
- *     not recorded) until the send that filled the last of its waits.
+ *     from the `waits` rows, at their position in the log — before the waits
+ *     of the same park that sends have filled already;
+ *   - a park that is over is inferred from the wait's entry: recorded by its
+ *     send, or two tokens or more after the run before it (the park's
+ *     release, then the claim that took the event), with an event sent after
+ *     that run's last record (or a timeout) — an event already there would
+ *     have been taken at once, with no park. It lasted from that record (≈:
+ *     the park itself is not recorded) until the send that filled the last of
+ *     its waits.
  * Entries recorded together — children started in one transaction, waits
- * that ended together — are one row of the timeline.
+ * that ended together, or the waits of one park filled by their sends — are
+ * one row of the timeline.
  */
 import type { Log, WorkflowRow, waitingOf } from '../../chapters/09-waiting-for-the-world/queries.ts';
 import type { WorkflowTimes } from './queries.ts';
@@ -74,8 +80,8 @@ export type TimelineEvent =
   | { type: 'sleep'; seq: number; name: string; at: Date; token: number; until: Date }
   /** Children started (ctx.startChild), in one transaction: their ids are `<this id>/<seq>`. */
   | ({ type: 'child'; seq: number; children: Array<{ seq: number; name: string; id: string }> } & Timed)
-  /** Waits for events that ended together: each one's event, or its timeout. */
-  | { type: 'event'; seq: number; at: Date; token: number; waits: WaitEnded[] }
+  /** Waits for events that ended together: each one's event, or its timeout. `bySend`: recorded by the sends that filled them, while parked (`at`: the last). */
+  | { type: 'event'; seq: number; at: Date; token: number; waits: WaitEnded[]; bySend: boolean }
   /**
    * The workflow held by nobody from `from` until `until`: a back-off before a
    * retry, a sleep, or a park for events (`events`: their names; `until` null:
@@ -142,7 +148,7 @@ type Entry =
   | { kind: 'step'; step: Step }
   | { kind: 'failure'; failure: Log['failures'][number] }
   | { kind: 'children'; steps: Step[] }
-  | { kind: 'events'; steps: Step[] }
+  | { kind: 'events'; steps: Step[]; bySend: boolean }
   | { kind: 'park'; waits: Array<{ seq: number; name: string; until: Date | null }> };
 
 const CHILD_EVENT = 'durable:child:';
@@ -155,6 +161,8 @@ export function buildTimeline(row: WorkflowRow, log: Log, times: WorkflowTimes, 
   const parkWaits = extras.waits ?? (row.waitEvents ?? []).map((name, i) => ({ seq: nextSeq + i, name, until: row.waitUntil }));
   const sent = new Map<number, { key: string; sentAt: Date }>();
   for (const event of extras.events ?? []) if (event.takenAtSeq !== null) sent.set(event.takenAtSeq, event);
+  /** The wait's entry was recorded by the send of its event (one statement: the same time), not by a run. */
+  const filledBySend = (step: Step) => sent.get(step.seq)?.sentAt.getTime() === step.recordedAt.getTime();
 
   // A step that failed for good has its last attempt twice: in step_failures
   // (retry_at null) and as the step's entry with the error. Shown once, as the entry.
@@ -165,15 +173,20 @@ export function buildTimeline(row: WorkflowRow, log: Log, times: WorkflowTimes, 
       if (failure.seq === step.seq && !(failure.retryAt === null && failedForGood.has(failure.seq))) entries.push({ kind: 'failure', failure });
     }
     // Children started together, waits ended together: one statement, one token, one time — one row.
+    // Waits of one park filled by their sends: one token (the park's), each its own time — one row too.
     const last = entries[entries.length - 1];
+    const bySend = step.kind === 'event' && filledBySend(step);
     const together = (kind: 'children' | 'events') =>
-      last?.kind === kind && last.steps[0]!.fencingToken === step.fencingToken && last.steps[0]!.recordedAt.getTime() === step.recordedAt.getTime() && last.steps[last.steps.length - 1]!.seq === step.seq - 1;
+      last?.kind === kind &&
+      last.steps[0]!.fencingToken === step.fencingToken &&
+      last.steps[last.steps.length - 1]!.seq === step.seq - 1 &&
+      (last.kind === 'events' && last.bySend ? bySend : !bySend && last.steps[0]!.recordedAt.getTime() === step.recordedAt.getTime());
     if (step.kind === 'child') {
       if (together('children')) (last as { steps: Step[] }).steps.push(step);
       else entries.push({ kind: 'children', steps: [step] });
     } else if (step.kind === 'event') {
       if (together('events')) (last as { steps: Step[] }).steps.push(step);
-      else entries.push({ kind: 'events', steps: [step] });
+      else entries.push({ kind: 'events', steps: [step], bySend });
     } else entries.push({ kind: 'step', step });
   }
   // Failed attempts of the step not recorded yet (it waits for its retry, or runs it now).
@@ -183,14 +196,20 @@ export function buildTimeline(row: WorkflowRow, log: Log, times: WorkflowTimes, 
   if (parkWaits.length > 0) {
     const first = Math.min(...parkWaits.map((w) => w.seq));
     const seqOf = (entry: Entry) => (entry.kind === 'failure' ? entry.failure.seq : entry.kind === 'step' ? entry.step.seq : entry.kind === 'park' ? -1 : entry.steps[0]!.seq);
-    const at = entries.findIndex((entry) => seqOf(entry) > first);
-    entries.splice(at < 0 ? entries.length : at, 0, { kind: 'park', waits: parkWaits });
+    let at = entries.findIndex((entry) => seqOf(entry) > first);
+    if (at < 0) at = entries.length;
+    // Waits of this park that sends filled already (their entries carry the park's token, the row's while it waits) come after it.
+    const ofThisPark = (entry: Entry | undefined) => entry?.kind === 'events' && entry.bySend && entry.steps[0]!.fencingToken === row.fencingToken;
+    if (waiting?.reason === 'event') while (at > 0 && ofThisPark(entries[at - 1])) at--;
+    entries.splice(at, 0, { kind: 'park', waits: parkWaits });
   }
 
   const events: TimelineEvent[] = [];
   let previousToken = 0;
   let previousAt = times.createdAt;
   let afterWait: Date | null = null;
+  /** The token of the last park shown (the release's): the waits its sends filled carry it. */
+  let parkToken: number | null = null;
   let takeovers = 0;
   let to = times.createdAt;
   const later = (date: Date) => {
@@ -246,6 +265,7 @@ export function buildTimeline(row: WorkflowRow, log: Log, times: WorkflowTimes, 
       previousAt = run.startedAt ?? afterWait ?? previousAt;
       afterWait = null;
     }
+    parkToken = previousToken + 1;
     const start = from ?? { at: previousAt, approx: true };
     const until = wait.until && wait.until < start.at ? start.at : wait.until;
     events.push({ type: 'wait', reason: 'event', from: start.at, ...wait, until, ms: until ? until.getTime() - start.at.getTime() : null, approxFrom: start.approx });
@@ -306,6 +326,15 @@ export function buildTimeline(row: WorkflowRow, log: Log, times: WorkflowTimes, 
           if (output?.timedOut) return { seq: s.seq, name: s.name, outcome: 'timeout', key: null, payload: undefined, sentAt: null, child };
           return { seq: s.seq, name: s.name, outcome: 'event', key: output?.key ?? null, payload: output?.payload, sentAt: sent.get(s.seq)?.sentAt ?? null, child };
         });
+        if (entry.bySend) {
+          // Recorded by the sends, while it was parked: no run's work. The park came first — shown already
+          // if it is in progress (its rows), else inferred here: it lasted until the last of these sends.
+          const at = new Date(Math.max(...entry.steps.map((s) => s.recordedAt.getTime())));
+          if (parkToken !== token) park(null, { until: at, current: false, endedBy: 'event', events: waits.map((w) => w.name) });
+          events.push({ type: 'event', seq: first.seq, at, token, waits, bySend: true });
+          later(at);
+          return;
+        }
         if (token !== previousToken) {
           // Recorded by a new run: did a run park for these waits first (see the top of this file)?
           const parker = previousToken === 0 || afterWait ? expectedClaim() : previousToken;
@@ -318,7 +347,7 @@ export function buildTimeline(row: WorkflowRow, log: Log, times: WorkflowTimes, 
           }
         }
         newRun(token);
-        events.push({ type: 'event', seq: first.seq, at: first.recordedAt, token, waits });
+        events.push({ type: 'event', seq: first.seq, at: first.recordedAt, token, waits, bySend: false });
         recordedBy(token, first.recordedAt);
         return;
       }

@@ -586,13 +586,13 @@ function timelineTable(timeline, now, children, parent) {
         if (event.waits.length === 1) {
           const w = event.waits[0];
           cells.what = h('span', {}, `${w.outcome === 'timeout' ? '⏱' : '✉'} #${w.seq} wait for `, eventName(w.name));
-          cells.detail = said(w).join('');
+          cells.detail = said(w).join('') + (event.bySend ? ' — recorded by its send' : '');
         } else {
           cells.what = `✉ ${seqRange(event.waits)} ${event.waits.length} waits ended`;
           cells.detail = h(
             'details',
             { id: `waits-${event.seq}` },
-            h('summary', {}, `${got} got their events, ${event.waits.length - got} timed out — recorded together`),
+            h('summary', {}, `${got} got their events, ${event.waits.length - got} timed out — ${event.bySend ? 'each recorded by its send' : 'recorded together'}`),
             h('ul', { className: 'plain' }, event.waits.map((w) => h('li', {}, `#${w.seq} `, eventName(w.name), ': ', said(w).join('')))),
           );
         }
