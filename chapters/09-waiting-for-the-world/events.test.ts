@@ -78,6 +78,19 @@ describe('waiting for an event', () => {
         const claims = counted.claims - before.claims;
         expect({ id, handedOver: claims === 0, takes: counted.takes - before.takes }).toEqual({ id, handedOver: from === engine, takes: 0 });
       }
+      // A sender whose own worker has no code for the workflow does not hand it over: the worker that has it claims it, at once.
+      const other = createEngine({ db, workflows: { unrelated: async () => null } });
+      const otherWorker = other.createWorker({ concurrency: 1, leaseMs: 5000, pollMs: 60_000 });
+      await otherWorker.start();
+      try {
+        ends.length = 0;
+        await engine.start('paid', {}, { id: 'ev-no-code' });
+        await until('ev-no-code parks', async () => ends.includes('waiting'), { timeoutMs: 5000, everyMs: 5 });
+        expect(await other.send('ev-no-code', 'payment', { amount: 6 })).toEqual({ delivered: true, woke: true });
+        expect(await engine.result('ev-no-code', { signal: AbortSignal.timeout(5000) })).toBe('shipped, paid 6');
+      } finally {
+        await otherWorker.stop();
+      }
     } finally {
       await worker.stop();
       (db as unknown as { query: unknown }).query = query;

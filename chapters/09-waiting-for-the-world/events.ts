@@ -42,17 +42,17 @@ export function createSend({ db, toRecordable, localWorkers, processTag, crashPo
     // A worker of this process with a free slot takes the workflow if this send wakes it: no claim, no NOTIFY.
     const local = [...localWorkers].find((worker) => worker.reserve());
     const sentAt = performance.now();
-    let outcome: Pick<Delivery, 'delivered' | 'woke' | 'claim'>;
+    let outcome: Pick<Delivery, 'delivered' | 'woke' | 'workflowName' | 'claim'>;
     try {
       outcome = await inTransaction(db, async (tx) => {
         const target = await lockForSend(tx, workflowId);
         if (!target) throw new NoSuchWorkflowError(`workflow ${workflowId} is not in the log: event "${name}" was not sent`, 'Check the id; start() the workflow before sending it events.');
         if (target.status !== 'running') {
           // A webhook redelivered after its workflow finished: the same event, already delivered — not an error.
-          if (await eventSent(tx, { workflowId, name, key })) return { delivered: false, woke: false, claim: null };
+          if (await eventSent(tx, { workflowId, name, key })) return { delivered: false, woke: false, workflowName: null, claim: null };
           throw new WorkflowNotRunningError(`workflow ${workflowId} is ${target.status}: nothing will wait for event "${name}", which was not sent`, 'Send events only to running workflows.');
         }
-        return deliverEvent(tx, { workflowId, name, key, payload: recordable }, { claimFor: local && { worker: local.name, leaseMs: local.leaseMs }, notify: processTag });
+        return deliverEvent(tx, { workflowId, name, key, payload: recordable }, { claimFor: local && { worker: local.name, leaseMs: local.leaseMs, names: local.names }, notify: processTag });
       });
     } catch (thrown) {
       local?.unreserve();
@@ -62,7 +62,8 @@ export function createSend({ db, toRecordable, localWorkers, processTag, crashPo
     if (outcome.claim) local!.take(outcome.claim, sentAt);
     else {
       local?.unreserve();
-      if (outcome.woke) for (const worker of localWorkers) worker.wake();
+      // Woken: this process's workers that can run it claim it now (the others would only defer it); the NOTIFY tells the rest.
+      if (outcome.woke) for (const worker of localWorkers) if (worker.names.includes(outcome.workflowName!)) worker.wake();
     }
     return { delivered: outcome.delivered, woke: outcome.woke };
   };

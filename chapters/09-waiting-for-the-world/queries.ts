@@ -1051,6 +1051,8 @@ export interface Delivery {
   filled: boolean;
   /** …the last one: the workflow is runnable now, or claimed (`claim`). */
   woke: boolean;
+  /** The workflow's name, when it woke: only workers with code for it are worth waking. */
+  workflowName: string | null;
   claim: Claim | null;
 }
 
@@ -1066,10 +1068,10 @@ export interface Delivery {
  *      row gone;
  *   3. `waits_missing` counts down. At 0 the workflow is woken: runnable now
  *      with a NOTIFY at COMMIT (payload: the sending process, whose own workers
- *      are woken in memory) — or, given `claimFor`, claimed for a worker of
- *      the sender's process (a new token, a lease), the way start() hands
- *      a workflow over: no claim, no NOTIFY. Otherwise it stays parked until
- *      the soonest timeout of the waits left.
+ *      are woken in memory) — or, given `claimFor` and a worker with code for
+ *      it, claimed for that worker of the sender's process (a new token, a
+ *      lease), the way start() hands a workflow over: no claim, no NOTIFY.
+ *      Otherwise it stays parked until the soonest timeout of the waits left.
  *
  * A workflow not parked — its run in flight, or runnable already (a timeout
  * passed, a cancel) — is left alone: its run's flush takes the event. The
@@ -1079,7 +1081,7 @@ export interface Delivery {
 export async function deliverEvent(
   tx: pg.PoolClient,
   event: { workflowId: string; name: string; key: string; payload: unknown },
-  { claimFor, notify }: { claimFor?: { worker: string; leaseMs: number }; notify: string },
+  { claimFor, notify }: { claimFor?: { worker: string; leaseMs: number; names: string[] }; notify: string },
 ): Promise<Delivery> {
   const result = await tx.query<{ delivered: boolean; filled: boolean; woke: boolean | null; claimed: boolean | null } & Partial<Claim>>({
     name: 'deliver-event',
@@ -1100,26 +1102,30 @@ export async function deliverEvent(
              INSERT INTO steps (workflow_id, seq, name, kind, output, fencing_token)
              SELECT $1, filled.seq, $2, 'event', jsonb_build_object('payload', $4::jsonb, 'key', $3::text), w.fencing_token
                FROM filled JOIN workflows w ON w.id = $1
+           ), wake AS (
+             -- The last wait filled: woken — handed over if the sender's worker has code for it.
+             SELECT waits_missing = 1 AS last, waits_missing = 1 AND $5::text IS NOT NULL AND name = ANY($8::text[]) AS handover FROM workflows WHERE id = $1
            ), woken AS (
              UPDATE workflows w
                 SET waits_missing = w.waits_missing - 1,
-                    fencing_token = w.fencing_token + CASE WHEN w.waits_missing = 1 AND $5::text IS NOT NULL THEN 1 ELSE 0 END,
-                    lease_owner = CASE WHEN w.waits_missing = 1 THEN $5::text END,
-                    attempts = CASE WHEN w.waits_missing = 1 AND $5::text IS NOT NULL THEN 1 ELSE w.attempts END,
-                    lease_expires_at = CASE WHEN w.waits_missing = 1 THEN statement_timestamp() + coalesce($6::int, 0) * interval '1 millisecond'
+                    fencing_token = w.fencing_token + CASE WHEN wake.handover THEN 1 ELSE 0 END,
+                    lease_owner = CASE WHEN wake.handover THEN $5::text END,
+                    attempts = CASE WHEN wake.handover THEN 1 ELSE w.attempts END,
+                    lease_expires_at = CASE WHEN wake.handover THEN statement_timestamp() + $6::int * interval '1 millisecond'
+                                            WHEN wake.last THEN statement_timestamp()
                                             ELSE LEAST(coalesce((SELECT min(x.until) FROM waits x WHERE x.workflow_id = $1 AND x.seq <> filled.seq), ${FOREVER}), w.deadline_at) END
-               FROM filled
+               FROM filled, wake
               WHERE w.id = $1
              RETURNING w.waits_missing = 0 AS woke, w.lease_owner IS NOT NULL AS claimed, ${claimColumns},
                        CASE WHEN w.waits_missing = 0 AND w.lease_owner IS NULL THEN pg_notify('${WAKE_CHANNEL}', $7) END AS notified
            )
            SELECT EXISTS (SELECT 1 FROM sent) AS delivered, EXISTS (SELECT 1 FROM woken) AS filled, woken.* FROM (SELECT) AS one LEFT JOIN woken ON true`,
-    values: [event.workflowId, event.name, event.key, JSON.stringify(event.payload), claimFor?.worker ?? null, claimFor?.leaseMs ?? null, notify],
+    values: [event.workflowId, event.name, event.key, JSON.stringify(event.payload), claimFor?.worker ?? null, claimFor?.leaseMs ?? null, notify, claimFor?.names ?? []],
   });
   const row = result.rows[0]!;
   const woke = row.woke === true;
   const claim = woke && row.claimed ? ({ id: row.id!, name: row.name!, input: row.input, fencingToken: row.fencingToken!, attempts: row.attempts!, maxAttempts: row.maxAttempts!, claimedAt: row.claimedAt, deadlineInMs: row.deadlineInMs ?? null, cancelReason: row.cancelReason ?? null, parentId: row.parentId ?? null }) : null;
-  return { delivered: row.delivered, filled: row.filled, woke, claim };
+  return { delivered: row.delivered, filled: row.filled, woke, workflowName: woke ? row.name! : null, claim };
 }
 
 // ── child workflows ──────────────────────────────────────────────────────────

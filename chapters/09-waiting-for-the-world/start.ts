@@ -36,6 +36,8 @@ export interface LocalWorker {
   /** Its lease_owner name. */
   name: string;
   leaseMs: number;
+  /** The workflows it has code for: a send hands over only those (events.ts). */
+  names: string[];
   /** Hold a slot for a workflow being started here; false when it has none free (or is stopping). */
   reserve(): boolean;
   /** start() inserted the workflow already claimed for this worker (token 1): run it in the reserved slot. */

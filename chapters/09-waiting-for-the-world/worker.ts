@@ -517,6 +517,7 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
   const local: LocalWorker = {
     name,
     leaseMs,
+    names: core.names,
     reserve() {
       if (state !== 'running' || held.size + reserved >= concurrency) {
         missedLocalStart = true;
