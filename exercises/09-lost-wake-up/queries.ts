@@ -1,10 +1,11 @@
 /**
- * Exercise 9: chapter 9's queries, with two statements of the sender's half
- * taken out (TODO 3, in the section "events"): insertEvent, once per key, and
- * wakeIfWaiting, the count-down that wakes a parked workflow once. Everything
- * else here is the chapter's: lockForWait, takeEvents, recordWaitsEnded and
- * parkForEvents (your TODO 2 calls them), lockForSend and eventSent (TODO 1)
- * are in the same section — read them, and migrations/005_events.sql.
+ * Exercise 9: chapter 9's queries, with the sender's statement taken out
+ * (TODO 3, in the section "events"): deliverEvent, which keeps an event once
+ * per key, ends the wait it fills if the workflow is parked for it, and
+ * counts down to the one wake-up. Everything else here is the chapter's:
+ * lockForWait, takeEvents, recordWaitsEnded and parkForEvents (your TODO 2
+ * calls them), lockForSend and eventSent (TODO 1) are in the same section —
+ * read them, and migrations/005_events.sql.
  *
  * Every SQL statement chapter 9 runs, each in a small named function.
  *
@@ -213,8 +214,8 @@ export function isConnectionFailure(error: unknown): boolean {
 // ── workflows ────────────────────────────────────────────────────────────────
 
 /** Milliseconds from now to a deadline column, by the database clock (negative once past); null when there is none. */
-function deadlineInMs(column: string): string {
-  return `ceil(extract(epoch FROM ${column} - now()) * 1000)::float8 AS "deadlineInMs"`;
+function deadlineInMs(column: string, clock = 'now()'): string {
+  return `ceil(extract(epoch FROM ${column} - ${clock}) * 1000)::float8 AS "deadlineInMs"`;
 }
 
 // Milliseconds as float8, never int: a sleep of 25 days or more is past an int's 2^31 − 1.
@@ -368,6 +369,13 @@ export interface Claim {
   parentId?: string | null;
 }
 
+/** What a claim returns of the row it stamped (alias `w`): a {@link Claim}. Also the handover of a send that wakes a workflow (deliverEvent). */
+// statement_timestamp(), not now(): in a claim's own statement they are the same; in a send's transaction now() is its BEGIN's.
+const claimColumns = `w.id, w.name, w.input, w.fencing_token AS "fencingToken", w.attempts, w.max_attempts AS "maxAttempts",
+               extract(epoch FROM statement_timestamp())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at', 'statement_timestamp()')},
+               CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason",
+               w.parent_id AS "parentId"`;
+
 /**
  * Claim up to `limit` runnable workflows for `worker`, in ONE statement: pick
  * them, lock them, and stamp each with a lease and a new fencing token.
@@ -424,10 +432,7 @@ export async function claimWorkflows(db: Sql, claim: { worker: string; limit: nu
                             THEN 1 ELSE w.attempts + 1 END
        FROM runnable
       WHERE w.id = runnable.id
-     RETURNING w.id, w.name, w.input, w.fencing_token AS "fencingToken", w.attempts, w.max_attempts AS "maxAttempts",
-               extract(epoch FROM now())::float8 * 1000 AS "claimedAt", ${deadlineInMs('w.deadline_at')},
-               CASE WHEN w.cancel_requested_at IS NOT NULL THEN coalesce(w.cancel_reason, '') END AS "cancelReason",
-               w.parent_id AS "parentId"`,
+     RETURNING ${claimColumns}`,
     values: [claim.worker, claim.limit, claim.leaseMs],
   });
   return result.rows;
@@ -910,15 +915,25 @@ export function waitingOf(row: WorkflowRow, log: Log): { reason: 'retry' | 'slee
 // snapshot per statement, so what they see includes whatever the other side
 // committed before they got the lock):
 //
-//   the waiter   lockForWait  →  takeEvent  →  got one: record it       │ one transaction
-//                                              none: parkForEvent       │
-//   the sender   lockForSend  →  insertEvent →  wakeIfWaiting           │ one transaction
+//   the waiter   lockForWait  →  takeEvents  →  got one: record it      │ one transaction
+//                                               none: parkForEvents     │
+//   the sender   lockForSend  →  deliverEvent: the event; parked for it?  │ one transaction
+//                                the wait's end recorded, woken at the last
 //
 // Whichever locks first finishes first; the other sees its effect. A sender
 // that locks first has committed its event before the waiter looks: taken. A
-// waiter that locks first has parked before the sender wakes: woken. Without
-// the lock, each side's look can miss the other's uncommitted write
-// (engine.test.ts replays that interleaving on a naive protocol, and shows the event stranded).
+// waiter that locks first has parked before the sender looks: the sender ends
+// the wait itself. Without the lock, each side's look can miss the other's
+// uncommitted write (events.test.ts replays that interleaving on a naive
+// protocol, and shows the event stranded).
+//
+// Why the SENDER records the wait's end, not the woken run: the run would
+// otherwise spend a transaction of its own (lock, take, record, commit —
+// 5 round trips, one commit) before its next step; a send that fills the
+// wait under the lock it already holds costs one statement more. The woken
+// run replays the wait from the log like any step. Measured (npm run bench,
+// idle worker): send → the step after the wait p50 7.3–9.2 ms before, when
+// the run took its event itself.
 
 /**
  * "Until an event comes", as a time: the last day of year 9999. Not
@@ -1037,68 +1052,102 @@ export async function eventSent(tx: pg.PoolClient, event: { workflowId: string; 
   return result.rowCount === 1;
 }
 
-/**
- * Insert the event — once per (workflow, name, key): false when that key was
- * sent already.
- *
- * TODO 3 (a): once per key. As it stands, the same key sent twice (a webhook
- * the provider delivers again because our answer to the first was lost) fails
- * the second send with the primary key's unique_violation, and this says
- * true for every event. A redelivery is not an error: it is the same event,
- * already delivered — no second row, the first payload kept, and the answer
- * false. One statement can do all of it: PostgreSQL's INSERT … ON CONFLICT,
- * and `result.rowCount` (how many rows it inserted).
- */
-export async function insertEvent(tx: pg.PoolClient, event: { workflowId: string; name: string; key: string; payload: unknown }): Promise<boolean> {
-  await tx.query({
-    name: 'insert-event',
-    text: `INSERT INTO events (workflow_id, name, key, payload) VALUES ($1, $2, $3, $4::jsonb)`, // TODO 3 (a): once per key
-    values: [event.workflowId, event.name, event.key, JSON.stringify(event.payload)],
-  });
-  return true;
+/** What a send did: inserted the event (false: that key was sent already), ended a wait with it, woke the workflow — and, when it was handed to a worker of the sender's process, the claim. */
+export interface Delivery {
+  delivered: boolean;
+  /** It ended one of the waits the workflow was parked in (recorded in its log). */
+  filled: boolean;
+  /** …the last one: the workflow is runnable now, or claimed (`claim`). */
+  woke: boolean;
+  /** The workflow's name, when it woke: only workers with code for it are worth waking. */
+  workflowName: string | null;
+  claim: Claim | null;
 }
 
 /**
- * An event named `name` was just inserted, under the sender's lock: wake the
- * workflow if it is parked waiting for it — once, when its LAST missing wait
- * is filled. True when this send woke it.
+ * The sender's second statement, after lockForSend: deliver the event and —
+ * if the workflow is parked waiting for it — end that wait right here, in its
+ * log, under the lock the sender holds. The send that ends the LAST missing
+ * wait wakes the workflow, and its next run replays the wait like any step.
  *
- * TODO 3 (b): one UPDATE of the workflow's row (alias it `w`), which —
+ * TODO 3: as it stands, this inserts the event and does nothing more: the
+ * same key sent twice (a webhook the provider delivers again because our
+ * answer to the first was lost) fails the second send with the primary key's
+ * unique_violation, and a workflow parked for the event is never woken.
+ * Write it so that —
  *
- * - touches only a workflow PARKED for events, not yet runnable: still
- *   `running`, held by nobody (`lease_owner IS NULL`), with waits still
- *   missing (`waits_missing > 0`; NULL: not parked for events — a sleep, a
- *   back-off), and released until later than now (`lease_expires_at >
- *   now()`). A workflow a worker holds, or one that sleeps, is not woken by
- *   an event: it finds the event when it comes to wait. (Waking a held one
- *   would cut its lease short: another worker would take it over.)
- * - fills a wait only if one is left for this event: not when there are
- *   already as many untaken events of this name as waits for it (a second
- *   `payment` fills no second wait). Count both in the same statement: the
- *   untaken events of `name` (`events`, `taken_at_seq IS NULL`, this one
- *   included) against the waits for `name` (the `waits` table).
- * - counts `waits_missing` down by one, and only when that brings it to 0
- *   makes the workflow runnable now (`lease_expires_at = now()`): a parent
- *   waiting for 1,000 children is woken once, by the last, not 1,000 times.
- *   (In SET, `w.waits_missing` on the right is the value before this UPDATE;
- *   in RETURNING it is the new one.)
- * - when it wakes it, tells every worker: a NOTIFY on WAKE_CHANNEL (above)
- *   with `sender` as its payload — in the statement's template string,
- *   `pg_notify('${WAKE_CHANNEL}', $3)` with `sender` as the third value, as
- *   admitWorkflow does above. PostgreSQL delivers it at COMMIT; the sending
- *   process's own workers ignore it (send() wakes them in memory), and an
- *   idle worker in another process would otherwise look only every `pollMs`.
+ * 1. ONCE PER KEY. A redelivery is not an error: it is the same event,
+ *    already delivered — no second row, the first payload kept, `delivered`
+ *    false — and it changes nothing else: it fills no wait, it wakes nothing.
+ *    (PostgreSQL's INSERT … ON CONFLICT DO NOTHING.)
+ * 2. ONLY A PARKED WORKFLOW. A new event ends a wait only if the workflow is
+ *    parked for events — still `running`, held by nobody (`lease_owner IS
+ *    NULL`), with waits missing (`waits_missing > 0`; NULL: not parked for
+ *    events — a sleep, a back-off), not runnable yet (`lease_expires_at >
+ *    statement_timestamp()`) — and one of the waits it is parked in (a row of
+ *    `waits`: the wait's position `seq`, its `name`, its timeout `until`) is
+ *    for this name. Anything else — a run in flight, a workflow asleep or
+ *    runnable already — is left alone: the event stays untaken (`taken_at_seq`
+ *    NULL), and the run's flush takes it when it comes to wait. (Filling the
+ *    wait of a workflow a worker holds would write its log behind its run's
+ *    back, and waking it would cut the run's lease short.)
+ * 3. THE EARLIEST WAIT of that name (the lowest `seq`) takes the event —
+ *    waits of one name take events in the order they arrive, as takeEvents
+ *    does — and ends here, as the waiter's flush would have ended it: the
+ *    event's `taken_at_seq` is the wait's `seq`; the wait's row is deleted (a
+ *    second payment must not find it); and the log has its end, a row of
+ *    `steps` at the wait's position: (workflow_id, seq, name, kind, output,
+ *    fencing_token) = (…, the wait's seq, `name`, 'event', `{ "payload": …,
+ *    "key": … }` — jsonb_build_object —, the workflow's own fencing_token,
+ *    which its park moved on past its last run's: the next run writes above it).
+ * 4. COUNT DOWN: `waits_missing` − 1. Only when that brings it to 0 is the
+ *    workflow woken — a parent waiting for 1,000 children is woken once, by
+ *    the last:
+ *    - given `claimFor` (a worker of the sender's process with a slot
+ *      reserved for it: send() passes it) whose `names` — the workflows it
+ *      has code for — include this workflow's `name`, claim the workflow for
+ *      that worker as claimWorkflows does — `fencing_token` + 1,
+ *      `lease_owner` = claimFor.worker, `attempts` = 1, `lease_expires_at` =
+ *      statement_timestamp() + claimFor.leaseMs — and answer the `claim`
+ *      (RETURNING ${claimColumns} gives the columns of a Claim, with the
+ *      workflow's row aliased `w`). send() hands it to the worker after the
+ *      COMMIT: no claim of its own, no NOTIFY needed.
+ *    - otherwise (no free slot here, nor the code; a child's end): runnable now —
+ *      `lease_owner` NULL, `lease_expires_at` = statement_timestamp() — and a
+ *      NOTIFY on WAKE_CHANNEL (above) with `notify` as its payload:
+ *      `pg_notify('${WAKE_CHANNEL}', $n)` in the statement's template string,
+ *      as admitWorkflow does above. PostgreSQL delivers it at COMMIT; the
+ *      sending process's own workers ignore it (send() wakes them in
+ *      memory), and an idle worker elsewhere would otherwise look only
+ *      every `pollMs`.
+ *    Not 0: it stays parked. (The chapter also moves its release,
+ *    `lease_expires_at`, to the soonest timeout of the waits left — or its
+ *    `deadline_at`, if sooner — so that the timeout of a wait that has ended
+ *    does not wake it for nothing. Optional: such a wake-up only replays and
+ *    parks again.)
  *
- * Its fencing token moved on when it parked: nothing else to change — the
- * next claim runs it. Answer from RETURNING whether it woke (no row: false).
+ * Answer { delivered, filled, woke, workflowName, claim } (Delivery, above;
+ * `workflowName` when it woke the workflow: send() wakes in memory only the
+ * workers with code for it). One statement
+ * (the chapter's is one: a chain of CTEs, each feeding the next) or a few, in
+ * this transaction: they all run under the sender's lock, so either is
+ * correct. In one statement every part sees the tables as they were when it
+ * began: what a CTE inserts or deletes, the others see only through its
+ * RETURNING.
  */
-export async function wakeIfWaiting(tx: pg.PoolClient, workflowId: string, name: string, sender: string): Promise<boolean> {
-  // TODO 3 (b)
-  void tx;
-  void workflowId;
-  void name;
-  void sender;
-  return false;
+export async function deliverEvent(
+  tx: pg.PoolClient,
+  event: { workflowId: string; name: string; key: string; payload: unknown },
+  { claimFor, notify }: { claimFor?: { worker: string; leaseMs: number; names: string[] }; notify: string },
+): Promise<Delivery> {
+  await tx.query({
+    name: 'deliver-event',
+    text: `INSERT INTO events (workflow_id, name, key, payload) VALUES ($1, $2, $3, $4::jsonb)`, // TODO 3
+    values: [event.workflowId, event.name, event.key, JSON.stringify(event.payload)],
+  });
+  void claimFor;
+  void notify;
+  return { delivered: true, filled: false, woke: false, workflowName: null, claim: null };
 }
 
 // ── child workflows ──────────────────────────────────────────────────────────

@@ -5,7 +5,7 @@
  * end but sends its parent nothing (TODO 1's other place, in endChild).
  *
  * YOUR PART: TODO 2 and endChild's TODO 1 here; TODO 1 in events.ts (send);
- * TODO 3 in queries.ts (insertEvent and wakeIfWaiting). README.md says more;
+ * TODO 3 in queries.ts (deliverEvent). README.md says more;
  * `npm run hint 9` helps. The engine, the worker and everything else are
  * chapter 9's own, imported from chapters/09-waiting-for-the-world/; under
  * test, chapter 9's engine runs this run.ts, these queries and this send.
@@ -27,6 +27,8 @@
  *                      lost wake-up: "events" in queries.ts). An event found,
  *                      or a timeout passed, is recorded as the wait's end; none
  *                      yet: the workflow parks, holding no slot, and the run ends.
+ *                      The send that comes later records the wait's end itself
+ *                      (events.ts): the next run replays it, as any step.
  *   ctx.startChild     the child's row and this log's entry, in one fenced
  *                      transaction. handle.result() is a wait for the event
  *                      the child's end sends its parent (`endChild`).
@@ -86,8 +88,7 @@ import {
   startChildren,
   childEndEvent,
   lockForSend,
-  insertEvent,
-  wakeIfWaiting,
+  deliverEvent,
   type ChildEnd,
   type Claim,
   type EntryKind,
@@ -441,8 +442,9 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
    * Record a child's end and send it to its parent, in one transaction: the
    * PARENT's row locked first — the order cancel() locks a parent and its
    * children in; the other order could deadlock with it — then the child's
-   * fenced end, then the event (key `end`: once) and the parent's wake-up if
-   * that fills its last wait. A parent no longer running gets no event. A
+   * fenced end, then the event (key `end`: once), which ends the parent's
+   * wait for it if it is parked (deliverEvent) and wakes it if that was its
+   * last. A parent no longer running gets no event. A
    * cancelled child's payload carries the cancel's reason, returned here.
    *
    * Never fold this into one statement (a CTE that locks the parent, ends the
@@ -475,10 +477,12 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
       const name = childEndEvent(claim.id);
       // TODO 1: then send the parent the event `name`, with the key 'end' and
       // `payload` — only if the parent is still running (one that ended waits
-      // for nothing) — and wake it if that fills its last missing wait: the
-      // same two statements as send() (insertEvent, then wakeIfWaiting, with
-      // `processTag`). `woke` says whether it woke it: wakeLocal(), below,
-      // then tells this process's workers.
+      // for nothing): the same statement as send()'s, deliverEvent, with
+      // `{ notify: processTag }` and no claimFor (a child's end hands its
+      // parent to no worker: the NOTIFY and wakeLocal() do). It ends the
+      // parent's wait for this child if the parent is parked, and wakes it if
+      // that was its last missing wait. `woke` says whether it woke it:
+      // wakeLocal(), below, then tells this process's workers.
       void name;
       const woke = false;
       return { woke, reason: 'error' in payload ? payload.error : null };
@@ -804,10 +808,12 @@ export function createRunner({ db, retry, stepTimeoutMs, lookUp, toRecordable, s
           crashPoint(`after-park:${looked.left[0]!.name}`);
           throw goToWait('event', looked.dueInMs);
         }
-        for (const wait of batch) {
-          const how = 'timedOut' in looked.ended.get(wait.seq)! ? 'timed out' : 'got its event';
-          say('debug', 'event-received', `workflow ${workflowId}: wait #${wait.seq} for "${wait.name}" ${how}`, { workflowId, fencingToken: lease.fencingToken, step: { seq: wait.seq, name: wait.name } });
-        }
+        const timedOut = batch.filter((wait) => 'timedOut' in looked.ended.get(wait.seq)!).length;
+        const first = batch[0]!;
+        const message =
+          batch.length === 1 ? `workflow ${workflowId}: wait #${first.seq} for "${first.name}" ${timedOut ? 'timed out' : 'got its event'}`
+          : `workflow ${workflowId}: ${batch.length} waits (#${first.seq} …) ended: ${batch.length - timedOut} got their events, ${timedOut} timed out`;
+        say('debug', 'event-received', message, { workflowId, fencingToken: lease.fencingToken, step: { seq: first.seq, name: first.name } });
         return batch.map((wait) => looked.ended.get(wait.seq)!);
       },
     };

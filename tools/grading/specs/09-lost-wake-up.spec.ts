@@ -2,10 +2,13 @@
  * Exercise 9's tests: the lost wake-up. The sender (engine.send, and a
  * child's end) and the waiter (a turn's waits, flushed) each lock the
  * workflow's row FIRST, then look; an event is kept once per key; a send
- * wakes only a workflow parked for events, and only when it fills its last
- * missing wait. Both orders of the race are replayed statement by statement
- * — the test holding one side's transaction open while the code under test
- * plays the other — so they pass or fail the same way every time. With real
+ * ends a wait — in the log, the earliest of its name — only of a workflow
+ * parked for events, and wakes it only when that was its last missing wait:
+ * claimed for a worker of the sender's own engine with a free slot, or
+ * runnable with a NOTIFY. The woken run replays the wait. Both orders of
+ * the race are replayed statement by statement — the test holding one side's
+ * transaction open while the code under test plays the other — so they pass
+ * or fail the same way every time. With real
  * processes: a webhook sent while the waiting order's worker is dead, and
  * sent again after its sender was killed right after its commit.
  *
@@ -181,6 +184,24 @@ async function eventsOf(pool: pg.Pool, id: string) {
   return rows;
 }
 
+/** The workflow's log: each entry's position, kind, name and output. */
+async function entriesOf(engine: Pick<Engine<Workflows>, 'inspect'>, id: string) {
+  const info = await engine.inspect(id);
+  if (!info) throw new Error(`workflow ${id} is not in the log`);
+  return info.steps.map((s) => ({ seq: s.seq, kind: s.kind, name: s.name, output: s.output }));
+}
+
+/** Count the claims (claimWorkflows' statement, `claim-workflows`) that go through `pool` from now on. */
+function countClaims(pool: pg.Pool): { count: number } {
+  const counted = { count: 0 };
+  const query = pool.query.bind(pool) as (...args: unknown[]) => unknown;
+  (pool as unknown as { query: unknown }).query = (config: unknown, ...rest: unknown[]) => {
+    if ((config as { name?: string } | null)?.name === 'claim-workflows') counted.count++;
+    return query(config, ...rest);
+  };
+  return counted;
+}
+
 /** An event put in the table by hand, as a send's INSERT would (no lock, no wake): for tests of the waiter alone. */
 async function insertEventByHand(db: pg.Pool | pg.PoolClient, id: string, name: string, key: string, payload: unknown) {
   await db.query(`INSERT INTO events (workflow_id, name, key, payload) VALUES ($1, $2, $3, $4::jsonb)`, [id, name, key, JSON.stringify(payload)]);
@@ -202,7 +223,7 @@ const paid = async (ctx: Context) => {
   return ctx.step('ship', async () => `shipped, paid ${payment?.amount}`);
 };
 
-describe('the sender: engine.send locks the row first, keeps an event once per key, and wakes only a parked workflow', () => {
+describe('the sender: engine.send locks the row first, keeps an event once per key, and ends the wait of a parked workflow — waking it at the last', () => {
   it('refuses what it cannot carry before it sends a statement — a bad name, key or payload — as chapter 9 does (given)', async () => {
     const pool = await freshSchema();
     const engine = createEngine({ db: pool, workflows: { paid } });
@@ -215,7 +236,7 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     expect(await eventsOf(pool, 'refuse-1')).toEqual([]);
   });
 
-  it('an event sent before the workflow waits is kept, and taken the moment it comes to wait: in its log at the wait’s position, with its payload and key', async () => {
+  it('an event sent before the workflow waits is kept, untaken — no wait to end yet — and taken the moment it comes to wait: in its log at the wait’s position, with its payload and key', async () => {
     const pool = await freshSchema();
     const { engine, log, drain } = drainer(pool, { paid });
     await engine.start('paid', {}, { id: 'early-1' });
@@ -224,17 +245,17 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     await drain();
     expect(await engine.result('early-1', within(5000))).toBe('shipped, paid 7');
     expect(log.outcomes('early-1'), 'it found its event when it came to wait: it never parked').toEqual(['completed']);
-    const entry = (await engine.inspect('early-1'))!.steps[0]!;
-    expect({ seq: entry.seq, kind: entry.kind, name: entry.name, output: entry.output }).toEqual({ seq: 0, kind: 'event', name: 'payment', output: { payload: { amount: 7 }, key: 'psp-1' } });
+    expect((await entriesOf(engine, 'early-1'))[0]).toEqual({ seq: 0, kind: 'event', name: 'payment', output: { payload: { amount: 7 }, key: 'psp-1' } });
     expect(await eventsOf(pool, 'early-1'), 'taken by the wait at position 0').toEqual([{ name: 'payment', key: 'psp-1', payload: { amount: 7 }, takenAtSeq: 0 }]);
   });
 
-  it('sent while the workflow waits, it wakes it: a worker of another engine, idle and polling only every 10 s, claims it at once (a NOTIFY), and it takes the event; while it waited it held no slot', async () => {
+  it('sent while the workflow waits, it ends the wait and wakes it: a worker of another engine, idle and polling only every 10 s, claims it at once (a NOTIFY) and its run replays the wait; while it waited it held no slot', async () => {
     const pool = await freshSchema();
     const quick = async (ctx: Context) => ctx.step('noop', async () => 'done');
     const { engine, worker, log } = await startWorker(pool, { paid, quick }, { concurrency: 1, pollMs: 10_000 });
     await engine.start('paid', {}, { id: 'woken-1' });
     await untilWaiting(engine, 'woken-1', 'event');
+    await until('the run of woken-1 to end and free its slot', () => log.outcomes('woken-1').length > 0 && worker.held.length === 0, 5000);
     expect(log.outcomes('woken-1')).toEqual(['waiting']);
     expect(worker.held, 'parked: its worker holds no slot for it').toEqual([]);
     expect(await (await engine.start('quick', {}, { id: 'woken-1-other' })).result(within(5000)), 'the one slot runs another workflow meanwhile').toBe('done');
@@ -242,30 +263,55 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     const result = await engine.result('woken-1', within(3000)).catch((thrown: unknown) => thrown);
     expect(result, 'claimed within 3 s of the send, by a worker that polls every 10 s: only a NOTIFY (pg_notify at COMMIT) tells it that soon').toBe('shipped, paid 42');
     expect(log.outcomes('woken-1')).toEqual(['waiting', 'completed']);
+    expect((await entriesOf(engine, 'woken-1'))[0], 'the wait’s end, at its position').toEqual({ seq: 0, kind: 'event', name: 'payment', output: { payload: { amount: 42 }, key: 'psp-42' } });
   });
 
-  it('the same key again is the same event: delivered false and no error, no second row, the first payload kept — it fills no wait and wakes nothing', async () => {
+  it('sent by an engine whose own worker has a free slot, the send hands the workflow it wakes to that worker, claimed in the send’s own transaction: the worker claims nothing, and its run replays the wait', async () => {
     const pool = await freshSchema();
-    const ticks = async (ctx: Context) => Promise.all([ctx.waitForEvent<string>('tick'), ctx.waitForEvent<string>('tick')]);
+    const claims = countClaims(pool);
+    const { engine, worker, log } = await startWorker(pool, { paid }, { concurrency: 1, pollMs: 60_000 });
+    await engine.start('paid', {}, { id: 'handover-1' });
+    await untilWaiting(engine, 'handover-1', 'event');
+    await until('the run of handover-1 to end and free its slot', () => log.outcomes('handover-1').length > 0 && worker.held.length === 0, 5000);
+    const before = claims.count;
+    expect(await engine.send('handover-1', 'payment', { amount: 11 }, { key: 'psp-11' })).toEqual({ delivered: true, woke: true });
+    expect(await engine.result('handover-1', within(5000))).toBe('shipped, paid 11');
+    expect(log.outcomes('handover-1')).toEqual(['waiting', 'completed']);
+    expect(
+      claims.count - before,
+      'the worker claimed it (claimWorkflows): the send did not hand it over — given claimFor, deliverEvent claims the workflow it wakes for that worker (a new token, its lease) and answers the claim',
+    ).toBe(0);
+    expect((await entriesOf(engine, 'handover-1'))[0]).toEqual({ seq: 0, kind: 'event', name: 'payment', output: { payload: { amount: 11 }, key: 'psp-11' } });
+  });
+
+  it('the same key again is the same event: delivered false and no error, no second row, the first payload kept — sent again while the workflow waits for the next one, it fills no wait and wakes nothing', async () => {
+    const pool = await freshSchema();
+    const ticks = async (ctx: Context) => {
+      const first = await ctx.waitForEvent<string>('tick');
+      const second = await ctx.waitForEvent<string>('tick');
+      return [first, second];
+    };
     const { engine, log, drain } = drainer(pool, { ticks });
     await engine.start('ticks', {}, { id: 'dedupe-1' });
     await drain();
-    expect(await runningRow(engine, pool, 'dedupe-1'), 'parked once for its two waits').toMatchObject({ waitsMissing: 2, owner: null, runnable: false });
     const sender = senderOn(pool);
-    expect(await sender.send('dedupe-1', 'tick', 'first', { key: 'k1' })).toMatchObject({ delivered: true });
+    expect(await sender.send('dedupe-1', 'tick', 'first', { key: 'k1' }), 'the first tick ends the first wait').toEqual({ delivered: true, woke: true });
+    await drain(); // replays the first wait, and parks for the second
+    expect(await runningRow(engine, pool, 'dedupe-1'), 'parked for the second tick').toMatchObject({ waitsMissing: 1, owner: null, runnable: false });
     const before = await rowOf(pool, 'dedupe-1');
     const again = await sender.send('dedupe-1', 'tick', 'redelivered', { key: 'k1' }).catch((thrown: unknown) => thrown);
     expect(again, 'the webhook delivered again under its key: the same event, already delivered').toEqual({ delivered: false, woke: false });
-    expect(await eventsOf(pool, 'dedupe-1'), 'one row for the key, with the first payload').toEqual([{ name: 'tick', key: 'k1', payload: 'first', takenAtSeq: null }]);
+    expect(await eventsOf(pool, 'dedupe-1'), 'one row for the key, with the first payload').toEqual([{ name: 'tick', key: 'k1', payload: 'first', takenAtSeq: 0 }]);
     const after = await rowOf(pool, 'dedupe-1');
     expect(
       { waitsMissing: after.waitsMissing, expires: after.expires },
-      'the redelivery changed nothing on the row: it filled no second wait, so it could not wake the workflow with one wait still empty',
+      'the redelivery changed nothing on the row: it filled no second wait, so it could not wake the workflow with that wait still empty',
     ).toEqual({ waitsMissing: before.waitsMissing, expires: before.expires });
-    expect(await sender.send('dedupe-1', 'tick', 'second', { key: 'k2' }), 'a second event').toMatchObject({ delivered: true });
+    expect((await entriesOf(engine, 'dedupe-1')).map((e) => e.seq), 'the second wait has not ended').toEqual([0]);
+    expect(await sender.send('dedupe-1', 'tick', 'second', { key: 'k2' }), 'a second event').toEqual({ delivered: true, woke: true });
     await drain();
     expect(await engine.result('dedupe-1', within(5000))).toEqual(['first', 'second']);
-    expect(log.outcomes('dedupe-1')).toEqual(['waiting', 'completed']);
+    expect(log.outcomes('dedupe-1')).toEqual(['waiting', 'waiting', 'completed']);
   });
 
   it('a redelivery to a workflow that has finished is delivered: false, not an error; any other event for it is refused (WorkflowNotRunningError), and one for no workflow (NoSuchWorkflowError) — writing nothing', async () => {
@@ -285,7 +331,7 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     expect((await pool.query(`SELECT count(*)::int AS n FROM events`)).rows[0].n).toBe(1);
   });
 
-  it('the sender locks the row first: while a waiter holds it — locked, looked, not parked yet — the send waits; once the waiter has parked and committed, the send finds it parked and wakes it, and the next run takes the event', async () => {
+  it('the sender locks the row first: while a waiter holds it — locked, looked, not parked yet — the send waits; once the waiter has parked and committed, the send finds it parked, ends its wait in the log and wakes it, and the next run replays the wait', async () => {
     const pool = await freshSchema();
     const { engine, drain } = drainer(pool, { paid });
     await engine.start('paid', {}, { id: 'race-send-1' });
@@ -309,7 +355,7 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     if (settled?.failed) throw settled.failed;
     expect(
       settled !== undefined,
-      'the send finished while a waiter held the row between its look and its park: it did not take the row’s lock first — its event landed after the look, and its wake-up found nothing parked (the lost wake-up)',
+      'the send finished while a waiter held the row between its look and its park: it did not take the row’s lock first — its event landed after the look, and it found nothing parked to wake (the lost wake-up)',
     ).toBe(false);
     // 4. The waiter parks and commits; only then may the send go on.
     expect(await parkForEvents(waiter, fence, [{ seq: 0, name: 'payment', timeoutMs: null }])).toBeNull();
@@ -317,11 +363,15 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     done(waiter);
     expect(await sent, 'it found the workflow parked for its event, and woke it').toEqual({ delivered: true, woke: true });
     expect(await rowOf(pool, 'race-send-1'), 'runnable now').toMatchObject({ runnable: true, waitsMissing: 0 });
+    expect(await entriesOf(engine, 'race-send-1'), 'the send ended the wait itself, in the log, under the lock it held').toEqual([
+      { seq: 0, kind: 'event', name: 'payment', output: { payload: { amount: 2 }, key: 'psp-2' } },
+    ]);
+    expect(await eventsOf(pool, 'race-send-1'), 'taken by the wait at position 0').toEqual([{ name: 'payment', key: 'psp-2', payload: { amount: 2 }, takenAtSeq: 0 }]);
     await drain();
     expect(await engine.result('race-send-1', within(5000))).toBe('shipped, paid 2');
   });
 
-  it('a send wakes only a workflow parked for events: one a worker holds keeps its lease, even with a wait of its own left on the row; one that sleeps sleeps on — and each takes the event when it comes to wait', async () => {
+  it('a send ends only the wait of a workflow parked for events: one a worker holds keeps its lease and its log, even with a wait of its own left on the row; one that sleeps sleeps on — and each takes the event itself when it comes to wait', async () => {
     const pool = await freshSchema();
     const held = gate();
     const holding = flag();
@@ -350,13 +400,15 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     const before = await rowOf(pool, 'held-1');
     expect(before, 'held by the worker, its wait still on the row').toMatchObject({ waitsMissing: 1, runnable: false });
     expect(before.owner).not.toBeNull();
-    expect(await sender.send('held-1', 'payment', { amount: 8 }, { key: 'k' }), 'held: nothing to wake').toEqual({ delivered: true, woke: false });
+    expect(await sender.send('held-1', 'payment', { amount: 8 }, { key: 'k' }), 'held: no wait to end, nothing to wake').toEqual({ delivered: true, woke: false });
     const after = await rowOf(pool, 'held-1');
     expect({ owner: after.owner, token: after.token, expires: after.expires }, 'the holder’s lease, untouched: a "wake" would have cut it short, and another worker would take the workflow over').toEqual({
       owner: before.owner,
       token: before.token,
       expires: before.expires,
     });
+    expect(await entriesOf(engine, 'held-1'), 'nothing written behind its run’s back, in the log it is writing').toEqual([]);
+    expect(await eventsOf(pool, 'held-1'), 'the event left untaken, for the run’s own wait').toEqual([{ name: 'payment', key: 'k', payload: { amount: 8 }, takenAtSeq: null }]);
     held.open();
     expect(await engine.result('held-1', within(5000)), 'its wait found the event (before its passed timeout)').toBe('paid 8');
     expect(log.outcomes('held-1')).toEqual(['waiting', 'completed']);
@@ -372,30 +424,39 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     expect(log.outcomes('asleep-1')).toEqual(['waiting', 'completed']);
   });
 
-  it('a count-down, not a wake per event: parked for a payment and a shipment, the payment fills one wait and wakes nothing, a second payment fills none, and the shipment — the last one missing — wakes it, once', async () => {
+  it('a count-down, not a wake per event: parked for two payments and a shipment, each payment ends the earliest wait for one still open and wakes nothing, a third payment ends none, and the shipment — the last one missing — wakes it, once', async () => {
     const pool = await freshSchema();
     const order = async (ctx: Context) => {
-      const [payment, shipment] = await Promise.all([ctx.waitForEvent<string>('payment'), ctx.waitForEvent<string>('shipment')]);
-      return `${payment} + ${shipment}`;
+      const [first, second, shipment] = await Promise.all([ctx.waitForEvent<string>('payment'), ctx.waitForEvent<string>('payment'), ctx.waitForEvent<string>('shipment')]);
+      return `${first} + ${second} + ${shipment}`;
     };
     const { engine, log, drain } = drainer(pool, { order });
     await engine.start('order', {}, { id: 'count-1' });
     await drain();
-    expect(await runningRow(engine, pool, 'count-1'), 'parked once, for both').toMatchObject({ waitsMissing: 2, runnable: false });
+    expect(await runningRow(engine, pool, 'count-1'), 'parked once, for all three').toMatchObject({ waitsMissing: 3, runnable: false });
     const sender = senderOn(pool);
-    expect(await sender.send('count-1', 'payment', 'paid', { key: 'p1' }), 'the payment: one wait filled, one still missing').toEqual({ delivered: true, woke: false });
+    const ended = async () => (await entriesOf(engine, 'count-1')).map((e) => [e.seq, e.name, (e.output as { payload?: unknown } | null)?.payload]);
+    expect(await sender.send('count-1', 'payment', 'half', { key: 'p1' }), 'the first payment: one wait ended, two still missing').toEqual({ delivered: true, woke: false });
+    expect(await rowOf(pool, 'count-1')).toMatchObject({ waitsMissing: 2, runnable: false });
+    expect(await ended(), 'it ended the earliest wait for a payment, in the log').toEqual([[0, 'payment', 'half']]);
+    expect(await sender.send('count-1', 'payment', 'the rest', { key: 'p2' }), 'the second payment: the other wait for one').toEqual({ delivered: true, woke: false });
     expect(await rowOf(pool, 'count-1')).toMatchObject({ waitsMissing: 1, runnable: false });
-    expect(await sender.send('count-1', 'payment', 'paid again', { key: 'p2' }), 'a second payment: kept, but no wait is left for it').toEqual({ delivered: true, woke: false });
+    expect(await ended()).toEqual([
+      [0, 'payment', 'half'],
+      [1, 'payment', 'the rest'],
+    ]);
+    expect(await sender.send('count-1', 'payment', 'too much', { key: 'p3' }), 'a third payment: kept, but no wait is left for it').toEqual({ delivered: true, woke: false });
     expect(await rowOf(pool, 'count-1'), 'the shipment is still missing').toMatchObject({ waitsMissing: 1, runnable: false });
-    expect(await sender.send('count-1', 'shipment', 'shipped', { key: 's1' }), 'the last missing wait filled').toEqual({ delivered: true, woke: true });
+    expect(await sender.send('count-1', 'shipment', 'shipped', { key: 's1' }), 'the last missing wait ended').toEqual({ delivered: true, woke: true });
     expect(await rowOf(pool, 'count-1')).toMatchObject({ waitsMissing: 0, runnable: true });
     await drain();
-    expect(await engine.result('count-1', within(5000))).toBe('paid + shipped');
+    expect(await engine.result('count-1', within(5000))).toBe('half + the rest + shipped');
     expect(log.outcomes('count-1'), 'parked once, woken once').toEqual(['waiting', 'completed']);
     expect((await eventsOf(pool, 'count-1')).map((e) => [e.key, e.takenAtSeq])).toEqual([
       ['p1', 0],
-      ['p2', null],
-      ['s1', 1],
+      ['p2', 1],
+      ['p3', null],
+      ['s1', 2],
     ]);
   });
 });
@@ -520,7 +581,8 @@ describe('the waiter: a turn’s waits, flushed under the lock', () => {
     expect((await waitsRows()).map((w) => [w.seq, w.name]), 'parked again, for "b" alone').toEqual([[1, 'b']]);
     expect(await rowOf(pool, 'partial-1')).toMatchObject({ waitsMissing: 1, runnable: false });
 
-    // "b" comes (put in by hand and the workflow made runnable, as a send would): the third run completes.
+    // "b" comes while the workflow is runnable (put in by hand, untaken, as a send leaves an event for a workflow
+    // not parked): the third run's flush takes it, and it completes.
     await insertEventByHand(pool, 'partial-1', 'b', 'kb', 'B');
     await pool.query(`UPDATE workflows SET lease_expires_at = now() WHERE id = 'partial-1'`);
     expect(await engine.result('partial-1', within(5000))).toEqual(['A', 'B', 'c timed out']);
@@ -634,7 +696,8 @@ describe('with real processes', () => {
     const killed = await driverProcess(['send', 'order-1', 'psp-evt-1', '42'], {}, 'after-event-sent').done;
     expect(killed.signal, `the sender was to be killed at after-event-sent; it ended otherwise:\n${output(killed)}`).toBe('SIGKILL');
     expect(killed.crashedAt).toBe('after-event-sent@1');
-    expect(await eventsOf(pool, 'order-1'), 'committed before the kill').toEqual([{ name: 'payment', key: 'psp-evt-1', payload: { amount: 42 }, takenAtSeq: null }]);
+    expect(await eventsOf(pool, 'order-1'), 'committed before the kill, and taken by the wait it ended').toEqual([{ name: 'payment', key: 'psp-evt-1', payload: { amount: 42 }, takenAtSeq: 0 }]);
+    expect(await entriesOf(engine, 'order-1'), 'the wait’s end, in the log').toEqual([{ seq: 0, kind: 'event', name: 'payment', output: { payload: { amount: 42 }, key: 'psp-evt-1' } }]);
     expect(await rowOf(pool, 'order-1'), 'woken: runnable, though no worker is up').toMatchObject({ runnable: true, waitsMissing: 0 });
 
     // Never answered, the provider delivers it again (another amount, to see which one counts).
