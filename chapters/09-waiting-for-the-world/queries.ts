@@ -1113,6 +1113,7 @@ export async function deliverEvent(
                     attempts = CASE WHEN wake.handover THEN 1 ELSE w.attempts END,
                     lease_expires_at = CASE WHEN wake.handover THEN statement_timestamp() + $6::int * interval '1 millisecond'
                                             WHEN wake.last THEN statement_timestamp()
+                                            -- still parked: until the soonest timeout left (releaseUntil's cancel case cannot arise: a cancel leaves nothing parked)
                                             ELSE LEAST(coalesce((SELECT min(x.until) FROM waits x WHERE x.workflow_id = $1 AND x.seq <> filled.seq), ${FOREVER}), w.deadline_at) END
                FROM filled, wake
               WHERE w.id = $1

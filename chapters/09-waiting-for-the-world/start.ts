@@ -38,11 +38,16 @@ export interface LocalWorker {
   leaseMs: number;
   /** The workflows it has code for: a send hands over only those (events.ts). */
   names: string[];
-  /** Hold a slot for a workflow being started here; false when it has none free (or is stopping). */
-  reserve(): boolean;
-  /** start() inserted the workflow already claimed for this worker (token 1): run it in the reserved slot. */
+  /**
+   * Hold a slot for a workflow being started here (or woken by a send here,
+   * `for: 'send'`); false when it has none free (or is stopping). A start
+   * that finds it full has it claim as soon as a slot frees; a send wakes
+   * the workers itself when it woke something.
+   */
+  reserve(purpose?: 'start' | 'send'): boolean;
+  /** start() inserted the workflow already claimed for this worker (token 1), or a send claimed it: run it in the reserved slot. */
   take(claim: Claim, sentAt: number): void;
-  /** start() did not insert it (the id was in the log already, or the INSERT failed): the slot is free again. */
+  /** Nothing to take (the id was in the log already, the send woke nothing, the statement failed): the slot is free again. */
   unreserve(): void;
   /** Work was started here that no worker of this process took: claim when a slot frees up. */
   wake(): void;

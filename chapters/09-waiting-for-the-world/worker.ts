@@ -518,9 +518,9 @@ export function createWorker(core: EngineCore, options: WorkerOptions = {}): Wor
     name,
     leaseMs,
     names: core.names,
-    reserve() {
+    reserve(purpose = 'start') {
       if (state !== 'running' || held.size + reserved >= concurrency) {
-        missedLocalStart = true;
+        if (purpose === 'start') missedLocalStart = true;
         return false;
       }
       reserved++;

@@ -47,7 +47,8 @@ export function createSend({ db, toRecordable, localWorkers, processTag, crashPo
     const recordable = toRecordable(payload, `the payload of event "${name}" for workflow ${workflowId}`);
     // A worker of this process with a free slot takes the workflow if this send wakes it: no claim, no NOTIFY.
     // (Given: the handover around the transaction, as start() does it. `local` is that worker, or undefined.)
-    const local = [...localWorkers].find((worker) => worker.reserve());
+    // (Its slot is held until the send commits, a lock wait included: one slot fewer for that long.)
+    const local = [...localWorkers].find((worker) => worker.reserve('send'));
     const sentAt = performance.now();
     let outcome: Pick<Delivery, 'delivered' | 'woke' | 'workflowName' | 'claim'>;
     try {
