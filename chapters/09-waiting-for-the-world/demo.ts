@@ -4,7 +4,8 @@
  *   1. order-1 charges the card, then waits for the payment provider's
  *      webhook saying the charge settled. Its worker is killed while it
  *      waits; the webhook arrives while no worker runs at all (another
- *      process sends it); a new worker takes the event and finishes the order.
+ *      process sends it, ending the wait in the log); a new worker replays it
+ *      and finishes the order.
  *   2. The provider delivers the webhook again, as providers do: the same
  *      key is the same event, kept once.
  *   3. order-2 is cancelled by its customer during its cooling-off: its
@@ -50,10 +51,11 @@ demo(9, async ({ world, ledger }) => {
   await ended(process(['send', 'order-1', 'settled', '--payload', '{"chargeId":"ch_1"}', '--key', 'evt_psp_001']));
   say.explain(
     'The event is a row: sent before anyone waits for it, it would be kept just the same. The send locked the\n' +
-      'workflow\'s row first — as the waiter does — so it cannot slip in between a waiter\'s look and its park.',
+      'workflow\'s row first — as the waiter does — so it cannot slip in between a waiter\'s look and its park.\n' +
+      'It found order-1 parked for it, so it ended the wait itself: the event is in order-1\'s log at the wait\'s position.',
   );
 
-  say.explain('\nA new worker starts. The workflow is runnable (the send woke it); the worker claims it, replays the charge,\nand takes the event at the wait’s position.');
+  say.explain('\nA new worker starts. The workflow is runnable (the send woke it); the worker claims it, replays the charge\nand the wait — its event already in the log — and goes on.');
   const b = process(['worker'], { WORKER_NAME: 'B' });
   await b.waitForLine(/step #3 send_email recorded/);
 
