@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CourseError } from '../../shared/errors.ts';
 import { silenceConsoleLog } from '../../shared/testing/console.ts';
-import { freshDatabase, freshPool, type TestPool } from '../../shared/testing/database.ts';
+import { freshDatabase, freshPool, type TestPool, quietPool } from '../../shared/testing/database.ts';
 import { rejectionOf } from '../../shared/testing/errors.ts';
 import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import { createEngine, NonDeterminismError, UnknownWorkflowError, WorkflowFailedError, type Workflow, type Workflows } from './engine.ts';
@@ -31,7 +31,7 @@ describe('the Postgres log', () => {
   it('two processes can create the schema at the same moment', async () => {
     const empty = await freshDatabase('ch03_schema');
     // Separate pools: separate connections, as separate processes would have.
-    const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: empty.url, max: 1 }));
+    const pools = Array.from({ length: 4 }, () => quietPool(empty.url, { max: 1 }));
     try {
       await Promise.all(pools.map((pool) => createSchema(pool)));
       const tables = await pools[0]!.query<{ name: string }>(

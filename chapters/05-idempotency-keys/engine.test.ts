@@ -6,7 +6,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { silenceConsoleLog } from '../../shared/testing/console.ts';
-import { freshPool, type TestPool } from '../../shared/testing/database.ts';
+import { freshPool, type TestPool, quietPool } from '../../shared/testing/database.ts';
 import { rejectionOf } from '../../shared/testing/errors.ts';
 import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import { chargeCard, demoOrder, ServiceError, type Order } from '../../shared/world/services.ts';
@@ -189,7 +189,7 @@ describe('workflow-level idempotency: start(name, input, { id })', () => {
     const { workflow } = countedWorkflow();
     const engine = createEngine({ db, workflows: { counted: workflow } });
     // Separate pools: separate connections, as separate processes would have.
-    const pools = Array.from({ length: 5 }, () => new pg.Pool({ connectionString: database.url, max: 1 }));
+    const pools = Array.from({ length: 5 }, () => quietPool(database.url, { max: 1 }));
     try {
       const created = await Promise.all(
         pools.map((pool) => createEngine({ db: pool, workflows: { counted: workflow } }).create('counted', { n: 6 }, { id: 'burst-1' })),

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { silenceConsoleLog } from '../../shared/testing/console.ts';
-import { freshPool, withFreshDatabase, type TestPool } from '../../shared/testing/database.ts';
+import { freshPool, withFreshDatabase, type TestPool, quietPool } from '../../shared/testing/database.ts';
 import { sleep } from '../../shared/testing/waiting.ts';
 import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import {
@@ -49,7 +49,7 @@ describe('the schema is migrated', () => {
   it('numbered migrations are applied once, in order, even by four processes at once', async () => {
     await withFreshDatabase('ch06_migrate', async (url) => {
       // Separate pools: separate connections, as separate processes would have.
-      const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: url, max: 1 }));
+      const pools = Array.from({ length: 4 }, () => quietPool(url, { max: 1 }));
       try {
         const applied = await Promise.all(pools.map((pool) => migrate(pool)));
         expect(applied.flat()).toEqual(['001_log.sql', '002_leases.sql']); // by one of them; the others found it done
@@ -150,7 +150,7 @@ describe('start, workers, result', () => {
   it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {
     const { workflow } = countedWorkflow();
     // Two pools, two engines: as if the worker and the caller were separate processes.
-    const other = new pg.Pool({ connectionString: database.url, max: 2 });
+    const other = quietPool(database.url, { max: 2 });
     try {
       const workerSide = createEngine({ db, workflows: { counted: workflow } });
       const callerSide = createEngine({ db: other, workflows: { counted: workflow } });

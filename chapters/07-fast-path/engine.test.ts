@@ -9,7 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { narrateEngineLog } from '../../shared/narrate.ts';
 import { silenceConsoleLog } from '../../shared/testing/console.ts';
-import { freshPool, withFreshDatabase, type TestPool } from '../../shared/testing/database.ts';
+import { freshPool, withFreshDatabase, type TestPool, quietPool } from '../../shared/testing/database.ts';
 import { sleep } from '../../shared/testing/waiting.ts';
 import { countedWorkflow } from '../../shared/testing/workflows.ts';
 import {
@@ -53,7 +53,7 @@ describe('the schema is migrated', () => {
   it('numbered migrations are applied once, in order, even by four processes at once', async () => {
     await withFreshDatabase('ch07_migrate', async (url) => {
       // Separate pools: separate connections, as separate processes would have.
-      const pools = Array.from({ length: 4 }, () => new pg.Pool({ connectionString: url, max: 1 }));
+      const pools = Array.from({ length: 4 }, () => quietPool(url, { max: 1 }));
       try {
         const applied = await Promise.all(pools.map((pool) => migrate(pool)));
         expect(applied.flat()).toEqual(['001_log.sql', '002_leases.sql', '003_first_claim.sql']); // by one of them; the others found it done
@@ -228,7 +228,7 @@ describe('start, workers, result', () => {
       await ctx.step('work', async () => (wait ? await gate : null, 'worked'));
       return ctx.workflowId;
     };
-    const other = new pg.Pool({ connectionString: database.url, max: 2 });
+    const other = quietPool(database.url, { max: 2 });
     try {
       const workerSide = createEngine({ db, workflows: { maybeLong: workflow } });
       const callerSide = createEngine({ db: other, workflows: { maybeLong: workflow } });
@@ -254,7 +254,7 @@ describe('start, workers, result', () => {
   it('a worker that polls once a minute still starts new work at once: start() wakes it with NOTIFY', async () => {
     const { workflow } = countedWorkflow();
     // Two pools, two engines: as if the worker and the caller were separate processes.
-    const other = new pg.Pool({ connectionString: database.url, max: 2 });
+    const other = quietPool(database.url, { max: 2 });
     try {
       const workerSide = createEngine({ db, workflows: { counted: workflow } });
       const callerSide = createEngine({ db: other, workflows: { counted: workflow } });

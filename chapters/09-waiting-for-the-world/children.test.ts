@@ -8,7 +8,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freshPool, type TestPool } from '../../shared/testing/database.ts';
+import { freshPool, quietPool, type TestPool } from '../../shared/testing/database.ts';
 import { until } from '../../shared/testing/waiting.ts';
 import * as chapter8 from '../08-failures-and-time/index.ts';
 import { ChildWorkflowError, createEngine, migrate, type Context, type LogEntry } from './index.ts';
@@ -65,7 +65,7 @@ describe('a child workflow', () => {
     // What a parent on chapter 8 can do: start the child, and wait for its result inside a step.
     let startAndWait = async (_id: string, _n: number, _signal: AbortSignal): Promise<number> => 0;
     // A pool of its own: chapter 8 names its prepared statements as chapter 9 does, with other texts.
-    const db8 = new pg.Pool({ connectionString: test.url, max: 10 });
+    const db8 = quietPool(test.url, { max: 10 });
     const engine8 = chapter8.createEngine({
       db: db8,
       workflows: {
@@ -176,8 +176,7 @@ describe('a child workflow', () => {
 
   it('a connection PostgreSQL ends while the parent looks for its children’s ends stops the run: a parent that settles its children does not count it as their failure, and ends after them', async () => {
     // A pool of its own, whose connections are ended by PostgreSQL (a real pg_terminate_backend) as the first lock-for-wait goes out.
-    const own = new pg.Pool({ connectionString: test.url, max: 10 });
-    own.on('error', () => {});
+    const own = quietPool(test.url, { max: 10 });
     let armed = true;
     const connect = own.connect.bind(own) as () => Promise<pg.PoolClient>;
     (own as unknown as { connect: (callback?: unknown) => unknown }).connect = (callback?: unknown) => {

@@ -28,14 +28,23 @@ export async function freshDatabase(label = 'test'): Promise<TestDatabase> {
   return { url, drop: () => dropDatabase(url, adminUrl) };
 }
 
+/**
+ * A pool of at most `max` connections on `url` that a test may end and then
+ * drop the database under. An idle connection the server ends (a test that
+ * restarts PostgreSQL, or a DROP DATABASE … WITH (FORCE) racing the pool's
+ * end: pool.end() resolves before its connections have closed) is not a test
+ * failure — unheard, pg-pool's 'error' event would crash the whole test run.
+ */
+export function quietPool(url: string, { max = 10 } = {}): pg.Pool {
+  const db = new pg.Pool({ connectionString: url, max });
+  db.on('error', () => {});
+  return db;
+}
+
 /** A fresh, empty database and a pool of at most `max` connections on it. */
 export async function freshPool(label = 'test', { max = 10 } = {}): Promise<TestPool> {
   const database = await freshDatabase(label);
-  const db = new pg.Pool({ connectionString: database.url, max });
-  // An idle connection the server ends (a test that restarts PostgreSQL, a
-  // DROP DATABASE … WITH (FORCE) racing the pool's end) is not a test failure:
-  // unheard, pg-pool's 'error' event would crash the test run.
-  db.on('error', () => {});
+  const db = quietPool(database.url, { max });
   return {
     url: database.url,
     db,
@@ -48,8 +57,7 @@ export async function freshPool(label = 'test', { max = 10 } = {}): Promise<Test
 
 /** A pool on `url` for as long as `body` runs, ended afterwards. */
 export async function withPool<T>(url: string, body: (db: pg.Pool) => Promise<T>, { max = 4 } = {}): Promise<T> {
-  const db = new pg.Pool({ connectionString: url, max });
-  db.on('error', () => {}); // see freshPool
+  const db = quietPool(url, { max });
   try {
     return await body(db);
   } finally {

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDatabase, dropDatabase } from '../../shared/db/databases.ts';
 import { EmbeddedPostgres } from '../../shared/db/embedded.ts';
 import type { PostgresServer } from '../../shared/db/server.ts';
+import { quietPool } from '../../shared/testing/database.ts';
 import { checkInvariants, installWatches, type CheckInput } from './invariants.ts';
 import { FAULT_KINDS, runRound } from './round.ts';
 import type { World } from '../../shared/world/world.ts';
@@ -70,7 +71,7 @@ describe('torture: randomized crashes of workers and of PostgreSQL itself, outag
     body: (db: pg.Pool, check: (orders: string[], more?: Partial<CheckInput>) => ReturnType<typeof checkInvariants>) => Promise<void>,
   ): Promise<void> {
     const url = await createDatabase(server.url, label);
-    const db = new pg.Pool({ connectionString: url, max: 2 });
+    const db = quietPool(url, { max: 2 });
     try {
       const { migrate } = await import('../../chapters/09-waiting-for-the-world/index.ts');
       await migrate(db);
