@@ -16,3 +16,14 @@ export { childTimeoutMs, gradingDatabaseUrl, importImpl, implRoot, scratchSchema
 export function crashTest(name: string, body: () => Promise<void>): void {
   it(name, { repeats: gradingRepeats() - 1, timeout: crashTestTimeoutMs() }, body);
 }
+
+/** How each run on a worker ended, in order: pass `onRunEnd` to the worker (any chapter's RunEndEvent). */
+export function runLog<E extends { workflowId: string; outcome: string }>() {
+  const events: E[] = [];
+  return {
+    events,
+    onRunEnd: (event: E) => void events.push(event),
+    /** The outcomes of `id`'s runs, in order. */
+    outcomes: (id: string) => events.filter((e) => e.workflowId === id).map((e) => e.outcome),
+  };
+}

@@ -14,25 +14,18 @@
  *
  * Course-owned: a submission's own copy of this file, if it has one, is never run.
  */
-import pg from 'pg';
 import { CourseError, runMain } from '../../../shared/errors.ts';
 import { importImpl } from '../impl.ts';
 import { orderWorkflow } from './06-heartbeats-order.ts';
+import { driverPool, exitSoon, fromEnv, runUntil, sigterm } from './worker-process.ts';
 
 type Engine = typeof import('../../../chapters/06-leasing-workers/engine.ts');
 type Migrate = typeof import('../../../chapters/06-leasing-workers/migrate.ts');
 
-/** A whole number from the environment, or its default. */
-function fromEnv(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 0) throw new CourseError(`${name}=${text}: expected a whole number`, 'See the header of tools/grading/drivers/06-heartbeats.ts.');
-  return value;
-}
+const DRIVER = '06-heartbeats.ts';
 
 runMain(async () => {
-  const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  const terminated = sigterm();
   const [command] = process.argv.slice(2);
   if (command !== 'worker') throw new CourseError(`bad arguments: ${process.argv.slice(2).join(' ')}`, 'usage: 06-heartbeats.ts worker');
   if (process.env.GRADE_WORKDIR) process.chdir(process.env.GRADE_WORKDIR);
@@ -42,30 +35,21 @@ runMain(async () => {
   const { migrate } = await importImpl<Migrate>('06-heartbeats', 'migrate.ts');
   const name = process.env.WORKER_NAME || `worker-${process.pid}`;
 
-  const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 });
-  // An idle connection PostgreSQL ends (a frozen worker's idle-in-transaction
-  // timeout) must not crash the process before or after the worker listens.
-  db.on('error', () => {});
-  db.on('connect', (client) => client.on('error', () => {}));
+  const db = driverPool();
   try {
     await migrate(db);
-    const workflow = orderWorkflow({ packMs: fromEnv('PACK_MS', 2500), say: (line) => console.log(`${name}: ${line}`) });
+    const workflow = orderWorkflow({ packMs: fromEnv('PACK_MS', 2500, DRIVER), say: (line) => console.log(`${name}: ${line}`) });
     const engine = createEngine({ db, workflows: { order: workflow } });
     const worker = engine.createWorker({
       name,
       concurrency: 2,
-      leaseMs: fromEnv('LEASE_MS', 1000),
-      pollMs: fromEnv('POLL_MS', 100),
+      leaseMs: fromEnv('LEASE_MS', 1000, DRIVER),
+      pollMs: fromEnv('POLL_MS', 100, DRIVER),
       shutdownGraceMs: 2000,
     });
-    await worker.start();
-    console.log(`worker ${name} running`);
-    await terminated;
-    await worker.stop();
-    console.log(`worker ${name} stopped`);
+    await runUntil(terminated, worker, name);
   } finally {
     await db.end();
   }
-  // A step abandoned after its lease was lost must not hold the exit up: none of it can be recorded.
-  setTimeout(() => process.exit(0), 1000).unref();
+  exitSoon();
 });

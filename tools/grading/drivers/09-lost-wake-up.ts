@@ -24,10 +24,10 @@
  *
  * Course-owned: a submission's own copy of this file, if it has one, is never run.
  */
-import pg from 'pg';
 import { crashPoint } from '../../../shared/crash/failpoints.ts';
 import { CourseError, runMain } from '../../../shared/errors.ts';
 import { importImpl } from '../impl.ts';
+import { driverPool, exitSoon, fromEnv, runUntil, sigterm } from './worker-process.ts';
 
 type Engine = typeof import('../../../chapters/09-waiting-for-the-world/engine.ts');
 type Migrate = typeof import('../../../chapters/09-waiting-for-the-world/migrate.ts');
@@ -35,17 +35,10 @@ type Context = import('../../../chapters/09-waiting-for-the-world/types.ts').Con
 
 const usage = 'usage: 09-lost-wake-up.ts worker | send <id> <key> <amount>';
 
-/** A whole number from the environment, or its default. */
-function fromEnv(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 0) throw new CourseError(`${name}=${text}: expected a whole number`, 'See the header of tools/grading/drivers/09-lost-wake-up.ts.');
-  return value;
-}
+const DRIVER = '09-lost-wake-up.ts';
 
 runMain(async () => {
-  const terminated = new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+  const terminated = sigterm();
   const [command, ...args] = process.argv.slice(2);
   if (command !== 'worker' && command !== 'send') throw new CourseError(`bad arguments: ${process.argv.slice(2).join(' ')}`, usage);
   if (process.env.GRADE_WORKDIR) process.chdir(process.env.GRADE_WORKDIR);
@@ -55,9 +48,7 @@ runMain(async () => {
   const { migrate } = await importImpl<Migrate>('09-lost-wake-up', 'migrate.ts');
   const name = process.env.WORKER_NAME || `worker-${process.pid}`;
 
-  const db = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 8 });
-  db.on('error', () => {});
-  db.on('connect', (client) => client.on('error', () => {}));
+  const db = driverPool();
   try {
     await migrate(db);
     const engine = createEngine({
@@ -83,18 +74,14 @@ runMain(async () => {
     const worker = engine.createWorker({
       name,
       concurrency: 2,
-      leaseMs: fromEnv('LEASE_MS', 2000),
-      pollMs: fromEnv('POLL_MS', 100),
+      leaseMs: fromEnv('LEASE_MS', 2000, DRIVER),
+      pollMs: fromEnv('POLL_MS', 100, DRIVER),
       shutdownGraceMs: 2000,
       onRunEnd: (event) => console.log(`${name}: ${event.workflowId} ${event.outcome}${event.error ? `: ${event.error.message}` : ''}`),
     });
-    await worker.start();
-    console.log(`worker ${name} running`);
-    await terminated;
-    await worker.stop();
-    console.log(`worker ${name} stopped`);
+    await runUntil(terminated, worker, name);
   } finally {
     await db.end();
   }
-  setTimeout(() => process.exit(0), 1000).unref();
+  exitSoon();
 });

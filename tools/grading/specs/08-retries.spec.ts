@@ -24,10 +24,10 @@ import { startChild, type Attempt, type ChildRun } from '../../../shared/crash/r
 import { createEngine, migrate, StepFailedError, WorkflowFailedError, type Context, type Engine, type RunEndEvent, type Worker, type WorkerOptions, type Workflows } from '../../../chapters/08-failures-and-time/index.ts';
 import { backoffMs } from '../../../exercises/08-retries/run.ts';
 import { claimWorkflows } from '../../../exercises/08-retries/queries.ts';
-import { childTimeoutMs, crashTest, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
+import { sleep, until } from '../../../shared/testing/waiting.ts';
+import { childTimeoutMs, crashTest, runLog, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
 
 const driver = 'tools/grading/drivers/08-retries.ts';
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let schema: ScratchSchema | undefined;
 const pools: pg.Pool[] = [];
@@ -55,20 +55,10 @@ async function freshSchema(): Promise<pg.Pool> {
   return pool;
 }
 
-/** How each run on a worker ended, in order. */
-function runLog() {
-  const events: RunEndEvent[] = [];
-  return {
-    events,
-    onRunEnd: (event: RunEndEvent) => void events.push(event),
-    /** The outcomes of `id`'s runs, in order. */
-    outcomes: (id: string) => events.filter((e) => e.workflowId === id).map((e) => e.outcome),
-  };
-}
 
 /** An engine on `pool`, and a started worker of it (stopped after the test). */
 async function startWorker<W extends Workflows>(pool: pg.Pool, workflows: W, options: WorkerOptions = {}) {
-  const log = runLog();
+  const log = runLog<RunEndEvent>();
   const engine: Engine<W> = createEngine({ db: pool, workflows });
   const worker = engine.createWorker({ concurrency: 2, leaseMs: 5000, pollMs: 200, ...options, onRunEnd: log.onRunEnd });
   workers.push(worker);
@@ -76,14 +66,6 @@ async function startWorker<W extends Workflows>(pool: pg.Pool, workflows: W, opt
   return { engine, worker, log };
 }
 
-/** Poll until `check` is true, or fail saying what we waited for. */
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(10);
-  }
-}
 
 /** A provider that fails with `error(n)` at its calls n = 1, 2, … up to `failures`, then answers. */
 function flaky(failures: number, error: (call: number) => Error = () => Object.assign(new Error('provider unavailable (503)'), { name: 'ServiceError' })) {
@@ -204,7 +186,7 @@ describe('a failing step, retried by its policy', () => {
       { concurrency: 1, pollMs: 10_000 },
     );
     const run = await engine.start('charge', {}, { id: 'wait-1' });
-    await until('the first attempt of wait-1 to fail, and its run to end', () => log.outcomes('wait-1').length > 0, 10_000);
+    await until('the first attempt of wait-1 to fail, and its run to end', () => log.outcomes('wait-1').length > 0, { timeoutMs: 10_000, everyMs: 10 });
     expect(log.outcomes('wait-1'), 'the run that failed the first attempt').toEqual(['waiting']);
     expect(await engine.inspect('wait-1'), 'waiting out the back-off: running, held by nobody').toMatchObject({ status: 'running', leaseOwner: null, waiting: { reason: 'retry' } });
     expect(worker.held, "the worker's one slot").toEqual([]);
@@ -359,7 +341,7 @@ describe('a failing step, retried by its policy', () => {
       { leaseMs: 30_000 },
     );
     await engine.start('charge', {}, { id: 'fenced-1' });
-    await until('the step of fenced-1 to start', () => started, 10_000);
+    await until('the step of fenced-1 to start', () => started, { timeoutMs: 10_000, everyMs: 10 });
     // Another worker takes fenced-1 over under the run's feet (as after a freeze past the lease).
     const takeover = await pool.query<{ token: number; expires: string }>(
       `UPDATE workflows SET fencing_token = fencing_token + 1, lease_owner = 'B', lease_expires_at = now() + interval '30 seconds'
@@ -367,7 +349,7 @@ describe('a failing step, retried by its policy', () => {
     );
     expect(takeover.rows[0]?.token).toBe(2);
     fail(); // now the step's attempt fails
-    await until('the run of fenced-1 to end', () => log.outcomes('fenced-1').length > 0, 10_000);
+    await until('the run of fenced-1 to end', () => log.outcomes('fenced-1').length > 0, { timeoutMs: 10_000, everyMs: 10 });
     expect(log.outcomes('fenced-1'), 'its retry was refused by the fence: the lease is lost').toEqual(['lease-lost']);
     const { rows } = await pool.query(`SELECT fencing_token AS token, lease_owner AS owner, status, lease_expires_at::text AS expires FROM workflows WHERE id = 'fenced-1'`);
     expect(rows[0], "B's lease, as B took it").toEqual({ token: 2, owner: 'B', status: 'running', expires: takeover.rows[0]!.expires });
@@ -430,7 +412,7 @@ describe('attempts are counted by the claim', () => {
     }
     // The next claim is the third of each: past poison-1's maxAttempts, and last-chance-1's last.
     const { worker, log } = await startWorker(pool, workflows);
-    await until('both runs to end', () => log.events.length >= 2, 10_000);
+    await until('both runs to end', () => log.events.length >= 2, { timeoutMs: 10_000, everyMs: 10 });
     expect(ran, 'which workflows ran their step').toEqual(['last-chance-1']);
     expect(log.outcomes('poison-1')).toEqual(['failed']);
     expect(log.outcomes('last-chance-1')).toEqual(['completed']);
@@ -471,7 +453,7 @@ describe('a poison workflow, with real processes', () => {
       const child = workerProcess(`W${killed.length + 1}`);
       let ended: Attempt | undefined;
       void child.done.then((attempt) => (ended = attempt));
-      await until(`W${killed.length + 1} to die, or poison-1 to be failed`, async () => ended !== undefined || (await status()) === 'failed', 20_000);
+      await until(`W${killed.length + 1} to die, or poison-1 to be failed`, async () => ended !== undefined || (await status()) === 'failed', { timeoutMs: 20_000, everyMs: 10 });
       if (ended) {
         expect(ended.signal, `W${killed.length + 1} was to be killed by the poison step; it ended otherwise:\n${output(ended)}`).toBe('SIGKILL');
         expect(ended.stdout).toContain('poison step started: poison-1');

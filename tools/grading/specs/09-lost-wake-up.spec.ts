@@ -36,10 +36,10 @@ import {
   type Workflows,
 } from '../../../chapters/09-waiting-for-the-world/index.ts';
 import { claimWorkflows, lockForWait, parkForEvents, takeEvents } from '../../../exercises/09-lost-wake-up/queries.ts';
-import { childTimeoutMs, crashTest, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
+import { sleep, until } from '../../../shared/testing/waiting.ts';
+import { childTimeoutMs, crashTest, runLog, scratchSchema, type ScratchSchema } from '../spec-kit.ts';
 
 const driver = 'tools/grading/drivers/09-lost-wake-up.ts';
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let schema: ScratchSchema | undefined;
 const pools: pg.Pool[] = [];
@@ -87,20 +87,10 @@ function done(client: pg.PoolClient): void {
   client.release();
 }
 
-/** How each run on a worker ended, in order. */
-function runLog() {
-  const events: RunEndEvent[] = [];
-  return {
-    events,
-    onRunEnd: (event: RunEndEvent) => void events.push(event),
-    /** The outcomes of `id`'s runs, in order. */
-    outcomes: (id: string) => events.filter((e) => e.workflowId === id).map((e) => e.outcome),
-  };
-}
 
 /** An engine on `pool`, and a started worker of it (stopped after the test). */
 async function startWorker<W extends Workflows>(pool: pg.Pool, workflows: W, options: WorkerOptions = {}) {
-  const log = runLog();
+  const log = runLog<RunEndEvent>();
   const engine: Engine<W> = createEngine({ db: pool, workflows });
   const worker = engine.createWorker({ concurrency: 4, leaseMs: 30_000, pollMs: 100, ...options, onRunEnd: log.onRunEnd });
   workers.push(worker);
@@ -110,7 +100,7 @@ async function startWorker<W extends Workflows>(pool: pg.Pool, workflows: W, opt
 
 /** An engine on `pool` with no worker of its own, and a way to run everything runnable now (a drain), counting the runs. */
 function drainer<W extends Workflows>(pool: pg.Pool, workflows: W) {
-  const log = runLog();
+  const log = runLog<RunEndEvent>();
   const engine: Engine<W> = createEngine({ db: pool, workflows });
   return { engine, log, drain: () => engine.createWorker({ concurrency: 8, leaseMs: 30_000, onRunEnd: log.onRunEnd }).drain() };
 }
@@ -118,14 +108,6 @@ function drainer<W extends Workflows>(pool: pg.Pool, workflows: W) {
 /** A sender in "another process": an engine of its own, with no workflows and no worker. */
 const senderOn = (pool: pg.Pool) => createEngine({ db: pool, workflows: {} });
 
-/** Poll until `check` is true, or fail saying what we waited for. */
-async function until(what: string, check: () => Promise<boolean> | boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
-    await sleep(10);
-  }
-}
 
 /** A promise the test resolves: a workflow's code waits on it to stand still where the test wants it. */
 function gate() {
@@ -137,7 +119,7 @@ function gate() {
 /** A flag the workflow's code raises (`reached()`), and the test waits for. */
 function flag() {
   let raised = false;
-  return { reached: () => void (raised = true), until: (what: string) => until(what, () => raised) };
+  return { reached: () => void (raised = true), until: (what: string) => until(what, () => raised, { timeoutMs: 10_000, everyMs: 10 }) };
 }
 
 /** Wait for a run's result, at most `ms`. */
@@ -171,7 +153,7 @@ async function untilWaiting(engine: Pick<Engine<Workflows>, 'inspect'>, id: stri
       if (info && info.status !== 'running') throw new Error(`${id} was to wait (${reason}); it is ${info.status}${info.error ? `: ${info.error}` : ''}`);
       return info?.waiting?.reason === reason;
     },
-    timeoutMs,
+    { timeoutMs, everyMs: 10 },
   );
 }
 
@@ -255,7 +237,7 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     const { engine, worker, log } = await startWorker(pool, { paid, quick }, { concurrency: 1, pollMs: 10_000 });
     await engine.start('paid', {}, { id: 'woken-1' });
     await untilWaiting(engine, 'woken-1', 'event');
-    await until('the run of woken-1 to end and free its slot', () => log.outcomes('woken-1').length > 0 && worker.held.length === 0, 5000);
+    await until('the run of woken-1 to end and free its slot', () => log.outcomes('woken-1').length > 0 && worker.held.length === 0, { timeoutMs: 5000, everyMs: 10 });
     expect(log.outcomes('woken-1')).toEqual(['waiting']);
     expect(worker.held, 'parked: its worker holds no slot for it').toEqual([]);
     expect(await (await engine.start('quick', {}, { id: 'woken-1-other' })).result(within(5000)), 'the one slot runs another workflow meanwhile').toBe('done');
@@ -272,7 +254,7 @@ describe('the sender: engine.send locks the row first, keeps an event once per k
     const { engine, worker, log } = await startWorker(pool, { paid }, { concurrency: 1, pollMs: 60_000 });
     await engine.start('paid', {}, { id: 'handover-1' });
     await untilWaiting(engine, 'handover-1', 'event');
-    await until('the run of handover-1 to end and free its slot', () => log.outcomes('handover-1').length > 0 && worker.held.length === 0, 5000);
+    await until('the run of handover-1 to end and free its slot', () => log.outcomes('handover-1').length > 0 && worker.held.length === 0, { timeoutMs: 5000, everyMs: 10 });
     const before = claims.count;
     expect(await engine.send('handover-1', 'payment', { amount: 11 }, { key: 'psp-11' })).toEqual({ delivered: true, woke: true });
     expect(await engine.result('handover-1', within(5000))).toBe('shipped, paid 11');
@@ -533,7 +515,7 @@ describe('the waiter: a turn’s waits, flushed under the lock', () => {
     await insertEventByHand(pool, 'live-1', 'payment', 'psp-l', { amount: 5 });
     go.open(); // both come to wait now
     expect(await engine.result('live-1', within(5000)), 'the run that holds its lease takes its event').toBe('paid 5');
-    await until('the run of zombie-1 to end', () => log.outcomes('zombie-1').length > 0, 5000);
+    await until('the run of zombie-1 to end', () => log.outcomes('zombie-1').length > 0, { timeoutMs: 5000, everyMs: 10 });
     expect(log.outcomes('zombie-1'), 'its lock, fenced, was refused: the lease is lost').toEqual(['lease-lost']);
     expect(await eventsOf(pool, 'zombie-1'), 'the event, untaken: it is the new holder’s').toEqual([{ name: 'payment', key: 'psp-z', payload: { amount: 4 }, takenAtSeq: null }]);
     expect((await engine.inspect('zombie-1'))!.steps, 'nothing in its log').toEqual([]);
@@ -542,7 +524,7 @@ describe('the waiter: a turn’s waits, flushed under the lock', () => {
 
   it('waits that find some events and not others: those that ended are recorded at once, the workflow parks once for the rest — their timeouts kept across replays, and a wait ended by its timeout is recorded as such', async () => {
     const pool = await freshSchema();
-    const log = runLog();
+    const log = runLog<RunEndEvent>();
     const engine = createEngine({
       db: pool,
       workflows: {
@@ -558,7 +540,7 @@ describe('the waiter: a turn’s waits, flushed under the lock', () => {
     workers.push(worker);
     await worker.start();
 
-    await until('the first run of partial-1 to end', () => log.outcomes('partial-1').length >= 1, 5000);
+    await until('the first run of partial-1 to end', () => log.outcomes('partial-1').length >= 1, { timeoutMs: 5000, everyMs: 10 });
     expect(log.outcomes('partial-1')).toEqual(['waiting']);
     const entries = async () => (await engine.inspect('partial-1'))!.steps.map((s) => [s.seq, s.kind, s.name, s.output]);
     expect(await entries(), '"a" found its event: recorded at its position in the same transaction as the park').toEqual([[0, 'event', 'a', { payload: 'A', key: 'ka' }]]);
@@ -572,7 +554,7 @@ describe('the waiter: a turn’s waits, flushed under the lock', () => {
     expect(await runningRow(engine, pool, 'partial-1')).toMatchObject({ waitsMissing: 2, runnable: false });
 
     // The timeout of "c" passes: claimed again, replayed; "c" ends by its timeout, "b" is parked for again.
-    await until('the second run of partial-1 to end', () => log.outcomes('partial-1').length >= 2, 6000);
+    await until('the second run of partial-1 to end', () => log.outcomes('partial-1').length >= 2, { timeoutMs: 6000, everyMs: 10 });
     expect(log.outcomes('partial-1')).toEqual(['waiting', 'waiting']);
     expect(await entries()).toEqual([
       [0, 'event', 'a', { payload: 'A', key: 'ka' }],
