@@ -364,7 +364,7 @@ function verdicts(r: BenchResults, c: ChapterResults, last: boolean): Verdict[] 
       target: WAITING_TARGET(w.waiters),
       measured: `held: ${w.idleHeldMax} while idle, ${w.waitersHeld} waiters in ${fmt(w.heldSamples, 0)} samples; drain ${fmt(drain, 2)}×, dispatch p50 ${fmt(dispatch, 2)}× the figure with none waiting`,
       met: w.idleHeldMax === 0 && w.waitersHeld === 0 && w.waitersClaimed === 0 && drain >= 1 - NOISE_FLOOR && dispatch <= 1 + NOISE_FLOOR,
-      why: "a parked workflow is a row released until year 9999 with no owner (its wait a row in `waits`, `waits_missing` 1): in the claim's index it sits at the far right, which the claim (`lease_expires_at <= now()`) never reads; the send that fills its last wait sets it to now()",
+      why: "a parked workflow is a row released until year 9999 with no owner (its wait a row in `waits`, `waits_missing` 1): in the claim's index it sits at the far right, which the claim (`lease_expires_at <= now()`) never reads; the send that fills its last wait makes it runnable (or hands it, claimed, to a worker of its own process)",
     });
   }
   if (last && p.fanOut) {
@@ -888,7 +888,7 @@ function waitingSection(w: Waiting | undefined): string[] {
     `**No slot held:** an idle worker beside them held at most ${w.idleHeldMax} workflow(s) over ${fmt(w.idleMs / 1000, 1)} s (its claims and nextWakeUp's answers included); ` +
       `in ${fmt(w.heldSamples, 0)} samples of the workers' \`held\` (every 5 ms, idle, dispatching and draining) ${w.waitersHeld} was a waiting workflow, and no claim touched a waiting workflow's row (${w.waitersClaimed} with its fencing token, owner, lease or wait changed). ` +
       "A workflow waiting for an event is a row with no owner, `waits_missing` 1 and `lease_expires_at` set to the last day of year 9999, and its wait a row in `waits`: nobody holds it, no connection or timer stands for it, and in the claim's index it sits at the far right, where `lease_expires_at <= now()` never reads. " +
-      "`nextWakeUp` finds year 9999 there when nothing else waits, and the worker's alarm stays its poll interval. The send that fills its wait makes the row runnable (`lease_expires_at = now()`) and wakes a worker; what the waiters cost until then is their rows and their index entries.",
+      "`nextWakeUp` finds year 9999 there when nothing else waits, and the worker's alarm stays its poll interval. The send that fills its wait records the wait's end and makes the row runnable (`lease_expires_at = now()`) or hands it, claimed, to a worker of its own process; what the waiters cost until then is their rows and their index entries.",
     '',
   ];
 }

@@ -13,7 +13,7 @@
 import { age } from '../../chapters/09-waiting-for-the-world/cli.ts';
 import { decodeFromLog } from '../../chapters/09-waiting-for-the-world/json.ts';
 import { getWorkflow, listWorkflows, loadLog, waitingOf, type Sql, type WorkflowStatus, type WorkflowSummary } from '../../chapters/09-waiting-for-the-world/queries.ts';
-import { databaseNow, listExtras, workflowRelations, workflowTimes, type ChildRow, type EventRow, type WorkflowRelations } from './queries.ts';
+import { databaseNow, listExtras, workflowRelations, workflowTimes, type ChildRow, type EventRow, type ListExtras, type WorkflowRelations } from './queries.ts';
 import { buildTimeline, type Timeline } from './timeline.ts';
 
 export const STATUSES: readonly WorkflowStatus[] = ['running', 'completed', 'failed', 'cancelled'];
@@ -76,16 +76,10 @@ export function viewKey(view: View): string {
  * A row of the list, with what its lease columns mean in one word, its parent
  * and children, the events it is parked for, and a cancel request.
  */
-export type ListedWorkflow = WorkflowSummary & {
-  state: 'held' | 'waiting' | 'runnable' | 'completed' | 'failed' | 'cancelled';
-  parentId: string | null;
-  children: number;
-  childrenRunning: number;
-  /** Parked for these events (null: not parked for events — a back-off or a sleep, when waiting); and the soonest timeout. */
-  waitEvents: string[] | null;
-  waitUntil: Date | null;
-  cancelRequestedAt: Date | null;
-};
+export type ListedWorkflow = WorkflowSummary &
+  Omit<ListExtras, 'id'> & {
+    state: 'held' | 'waiting' | 'runnable' | 'completed' | 'failed' | 'cancelled';
+  };
 
 export interface ListData {
   dbNow: Date;
